@@ -1,0 +1,281 @@
+"""Experiment files: TOML -> frozen dataclasses, strictly checked, with `--set` overrides.
+
+An experiment file has an `[experiment]` table (name, question, datasets, seeds, ...), optional
+shared `[model]`, `[train]`, `[schedule]` and `[eval]` tables, and named `[runs.NAME]` tables,
+each a set of overrides of those four. Every key is checked against the dataclass it configures:
+an unknown key or a value of the wrong type is an error that names the key, the file and (where
+it can be found) the line, and lists what is valid, before any training starts.
+
+    [experiment]
+    name = "dual-scale"
+    datasets = ["circle", "dino", "line", "moons"]
+    seeds = [0, 1, 2]
+    [runs.baseline]
+    model = { arch = "mlp" }
+    [runs.fixed]
+    model = { arch = "dual_scale", weighting = "fixed" }
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lowdiff.data import DATASETS
+from lowdiff.engine import TrainConfig
+from lowdiff.evaluation import EvalConfig
+from lowdiff.models import ModelConfig
+from lowdiff.schedule import ScheduleConfig
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "schedule": ScheduleConfig,
+    "eval": EvalConfig,
+}
+
+
+class ConfigError(ValueError):
+    """A problem in an experiment file or an override, with where it is and what is valid."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    name: str
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentSettings:
+    name: str
+    question: str = ""
+    datasets: tuple[str, ...] = ("circle", "dino", "line", "moons")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    num_points: int = 100_000
+    baseline: str = ""  # the run every other run is compared against; default: the first run
+    max_models_per_batch: int = 32
+    device: str = "auto"
+    oracle_draws: int = 5  # fresh draws of the true distribution for each metric's floor
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    """The only composite config: the experiment's settings and its resolved runs."""
+
+    experiment: ExperimentSettings
+    runs: tuple[RunConfig, ...]
+
+    def run(self, name: str) -> RunConfig:
+        return next(run for run in self.runs if run.name == name)
+
+
+# --- type checking of plain TOML values against dataclass fields ---------------------------
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    if typing.get_origin(annotation) is tuple:
+        return f"a list of {_type_name(typing.get_args(annotation)[0])}"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check `value` against a field annotation; return it in the field's type."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        if value in typing.get_args(annotation) and isinstance(value, str | bool | int):
+            return value
+    elif origin is tuple:
+        if isinstance(value, list | tuple):
+            item = typing.get_args(annotation)[0]
+            return tuple(coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    elif origin in (types.UnionType, typing.Union):
+        for option in typing.get_args(annotation):
+            try:
+                return coerce(value, option, where)
+            except ConfigError:
+                continue
+    elif annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
+
+
+def build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Construct dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+        kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+# --- the experiment file ------------------------------------------------------------------
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """Best-effort line number of a key or table header in the TOML source."""
+    leaf = re.escape(key.split(".")[-1])
+    for number, line in enumerate(text.splitlines(), start=1):
+        if re.search(rf"(^|[\s{{,.\[]){leaf}\s*(=|\])", line):
+            return number
+    return None
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _check_table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table, got {value!r}")
+    return value
+
+
+def resolve(raw: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
+    """Turn a parsed experiment dict into an ExperimentConfig (checks everything)."""
+    valid_top = ["experiment", "runs", *SECTIONS]
+    for key in raw:
+        if key not in valid_top:
+            raise ConfigError(
+                f"{where}: unknown table [{key}]; valid tables: {', '.join(valid_top)}"
+            )
+    settings = build(
+        ExperimentSettings,
+        _check_table(raw.get("experiment", {}), f"{where}: [experiment]"),
+        "experiment",
+    )
+    for dataset in settings.datasets:
+        if dataset not in DATASETS:
+            raise ConfigError(
+                f"experiment.datasets: unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}"
+            )
+    if not settings.datasets or not settings.seeds:
+        raise ConfigError("experiment.datasets and experiment.seeds must not be empty")
+    if len(set(settings.seeds)) != len(settings.seeds) or any(s < 0 for s in settings.seeds):
+        raise ConfigError(
+            f"experiment.seeds must be distinct non-negative integers, got {list(settings.seeds)}"
+        )
+    if settings.num_points < 2 or settings.max_models_per_batch < 1 or settings.oracle_draws < 1:
+        raise ConfigError(
+            "experiment.num_points must be >= 2, max_models_per_batch and oracle_draws >= 1"
+        )
+    shared = {name: _check_table(raw.get(name, {}), f"[{name}]") for name in SECTIONS}
+    runs_raw = _check_table(raw.get("runs", {}), "[runs]")
+    if not runs_raw:
+        raise ConfigError(f"{where}: no runs; add at least one [runs.NAME] table")
+    runs = []
+    for name, run_raw in runs_raw.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ConfigError(f"runs.{name}: run names may use letters, digits, '_', '-', '.'")
+        run_raw = _check_table(run_raw, f"[runs.{name}]")
+        valid_run = ["description", *SECTIONS]
+        for key in run_raw:
+            if key not in valid_run:
+                raise ConfigError(
+                    f"runs.{name}: unknown key {key!r}; valid keys: {', '.join(valid_run)}"
+                )
+        parts = {
+            section: build(
+                cls,
+                _merge(
+                    shared[section],
+                    _check_table(run_raw.get(section, {}), f"runs.{name}.{section}"),
+                ),
+                f"runs.{name}.{section}",
+            )
+            for section, cls in SECTIONS.items()
+        }
+        description = coerce(run_raw.get("description", ""), str, f"runs.{name}.description")
+        runs.append(RunConfig(name=name, description=description, **parts))
+    baseline = settings.baseline or runs[0].name
+    if baseline not in [run.name for run in runs]:
+        raise ConfigError(
+            f"experiment.baseline: unknown run {baseline!r}; runs: {', '.join(r.name for r in runs)}"
+        )
+    settings = dataclasses.replace(settings, baseline=baseline)
+    return ExperimentConfig(experiment=settings, runs=tuple(runs))
+
+
+def parse_override(assignment: str) -> tuple[list[str], Any]:
+    """'train.learning_rate=3e-4' -> (['train', 'learning_rate'], 3e-4). Values are TOML."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r}: expected KEY=VALUE, e.g. train.num_steps=2000")
+    key, text = assignment.split("=", 1)
+    try:
+        value = tomllib.loads(f"value = {text.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()  # a bare word is a string: model.arch=mlp
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `--set` overrides; `train.x=...` sets the shared table (every run sees it)."""
+    for assignment in overrides:
+        path, value = parse_override(assignment)
+        patch: dict[str, Any] = value
+        for part in reversed(path):
+            patch = {part: patch}
+        raw = _merge(raw, patch)
+    return raw
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file {str(path)!r} not found")
+    text = path.read_text()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    try:
+        return resolve(apply_overrides(raw, overrides or []), str(path))
+    except ConfigError as error:
+        message = str(error)
+        key = message.split(":")[0].split("[")[0]
+        quoted = re.search(r"unknown (?:key|table \[?)'?([A-Za-z0-9_.-]+)", message)
+        line = _line_of(text, quoted.group(1) if quoted else key)
+        where = f"{path}, line {line}" if line else str(path)
+        raise ConfigError(f"{where}: {message}") from error
+
+
+def to_dict(config: Any) -> Any:
+    """A dataclass tree as plain JSON-able values (tuples become lists)."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, tuple | list):
+        return [to_dict(v) for v in config]
+    return config

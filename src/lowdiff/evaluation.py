@@ -1,0 +1,143 @@
+"""Evaluate M trained models at once: eval loss, ancestral sampling, recorded mixing weights.
+
+SPEC §1 "Evaluation": `eval_loss` is the MSE of the trained (non-EMA) weights over one pass of
+the training points with fresh eps and t; samples come from the EMA weights by ancestral DDPM
+sampling from N(0, I) over t = T-1..0. For architectures that mix branches or experts, the
+mean weight over samples at every step is recorded (a (T, K) trace per model, row 0 = the first
+sampling step t = T-1), as are the per-sample weights at the last step (t = 0).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lowdiff.models import Denoiser
+from lowdiff.schedule import NoiseSchedule
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    num_samples: int = 10_000
+    chunk_size: int = 10_000  # points per forward pass in eval_loss (memory only)
+    knn_k: int = 5
+    field_resolution: int = 48  # grid side of the weight-over-the-plane view
+    field_extent: float = 4.5  # the plane [-extent, extent]^2
+    field_timesteps: int = 4  # that many timesteps, evenly spaced from T-1 to 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "chunk_size", "knn_k", "field_resolution", "field_timesteps"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"eval.{name} must be a positive integer, got {getattr(self, name)}"
+                )
+        if self.knn_k >= self.num_samples:
+            raise ValueError(
+                f"eval.knn_k ({self.knn_k}) must be < eval.num_samples ({self.num_samples})"
+            )
+
+
+@torch.no_grad()
+def eval_loss(
+    model: Denoiser,
+    schedule: NoiseSchedule,
+    data: torch.Tensor,  # (M, n, 2) each model's training points
+    generators: Sequence[torch.Generator],
+    chunk_size: int,
+) -> np.ndarray:
+    """Mean MSE per model over one pass of its n training points, fresh t and eps: (M,)."""
+    num_models, num_points = data.shape[:2]
+    total = torch.zeros(num_models, device=data.device, dtype=torch.float64)
+    for start in range(0, num_points, chunk_size):
+        x0 = data[:, start : start + chunk_size]  # (M, C, 2)
+        size = x0.shape[1]
+        t = torch.stack(
+            [
+                torch.randint(0, schedule.num_timesteps, (size,), generator=g, device=data.device)
+                for g in generators
+            ]
+        )
+        eps = torch.stack(
+            [torch.randn((size, 2), generator=g, device=data.device) for g in generators]
+        )
+        eps_hat = model(schedule.add_noise(x0, eps, t), t).eps
+        total += (eps_hat - eps).square().sum(dim=(1, 2), dtype=torch.float64)
+    return (total / (2 * num_points)).cpu().numpy()
+
+
+@dataclass
+class Samples:
+    points: np.ndarray  # (M, N, 2)
+    weight_trace: np.ndarray | None  # (M, T, K): mean weight over samples, row 0 = t = T-1
+    final_weights: np.ndarray | None  # (M, N, K): per-sample weights at the last step (t = 0)
+    inference_time: float  # wall clock of the sampling loop for all M models, seconds
+
+
+@torch.no_grad()
+def sample(
+    model: Denoiser,
+    schedule: NoiseSchedule,
+    num_samples: int,
+    generators: Sequence[torch.Generator],
+    device: torch.device,
+) -> Samples:
+    """Ancestral DDPM sampling (SPEC §1) of `num_samples` points from each of the M models."""
+
+    def normal() -> torch.Tensor:  # one independent draw per model, (M, N, 2)
+        return torch.stack(
+            [torch.randn((num_samples, 2), generator=g, device=device) for g in generators]
+        )
+
+    xt = normal()
+    trace, weights = [], None
+    start = time.perf_counter()
+    for t in range(schedule.num_timesteps - 1, -1, -1):
+        output = model(xt, t)
+        if output.weights is not None:
+            weights = output.weights
+            trace.append(weights.mean(dim=1))  # (M, K)
+        xt = schedule.step(output.eps, t, xt, normal() if t > 0 else None)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    inference_time = time.perf_counter() - start
+    points = xt.cpu().numpy()
+    if not np.isfinite(points).all():
+        bad = np.nonzero(~np.isfinite(points).all(axis=(1, 2)))[0].tolist()
+        raise FloatingPointError(
+            f"sampling produced NaN/inf points for model(s) {bad} of the batch"
+        )
+    return Samples(
+        points=points,
+        weight_trace=torch.stack(trace, dim=1).cpu().numpy() if trace else None,
+        final_weights=weights.cpu().numpy() if weights is not None else None,
+        inference_time=inference_time,
+    )
+
+
+def field_timesteps(num_timesteps: int, count: int) -> list[int]:
+    """`count` timesteps evenly spaced from T-1 down to 0."""
+    return sorted({int(round(v)) for v in np.linspace(num_timesteps - 1, 0, count)}, reverse=True)
+
+
+@torch.no_grad()
+def weight_field(
+    model: Denoiser, timesteps: Sequence[int], resolution: int, extent: float, device: torch.device
+) -> np.ndarray | None:
+    """The model's mixing weights over a grid of the plane: (M, len(timesteps), G, G, K) or None.
+
+    Grid row i is y, column j is x, both from -extent to extent.
+    """
+    axis = torch.linspace(-extent, extent, resolution, device=device)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    grid = torch.stack([x, y], dim=-1).reshape(1, -1, 2).expand(model.num_models, -1, -1)
+    fields = []
+    for t in timesteps:
+        weights = model(grid.contiguous(), int(t)).weights
+        if weights is None:
+            return None
+        fields.append(weights.reshape(model.num_models, resolution, resolution, -1))
+    return torch.stack(fields, dim=1).cpu().numpy()

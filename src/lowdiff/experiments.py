@@ -1,0 +1,357 @@
+"""Run an experiment: every run x dataset x seed cell, batched, resumable, measured.
+
+Cells of one run (same architecture and options) are trained as one batched engine call (split
+into batches of at most `max_models_per_batch`). As soon as a batch is trained, each of its cells
+is evaluated and written atomically, keyed by a hash of its resolved config (results.py). Running
+the same experiment again skips every finished cell whose hash matches, so an interrupted run
+resumes where it stopped and a changed run config redoes only that run's cells.
+
+Every metric also gets an *oracle floor*: its value for fresh draws of the true distribution
+measured against the same training points (SPEC §4), so a reader knows what "perfect" scores.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lowdiff import data, metrics, results, stats
+from lowdiff.config import ExperimentConfig, RunConfig, to_dict
+from lowdiff.engine import Member, TrainResult, resolve_device, train
+from lowdiff.evaluation import eval_loss, field_timesteps, sample, weight_field
+from lowdiff.schedule import NoiseSchedule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    label: str
+    lower_is_better: bool | None  # None: neither direction is "better" (compare to the oracle)
+    description: str
+
+
+METRICS: dict[str, MetricInfo] = {
+    "kl_divergence": MetricInfo(
+        "KL (bits)", True, "k-NN estimate of KL(data || samples), k = 5, in bits"
+    ),
+    "eval_loss": MetricInfo(
+        "eval loss", True, "MSE of the trained weights over one pass of the data"
+    ),
+    "modes_captured": MetricInfo(
+        "modes captured", False, "components holding >= 10% of their expected share"
+    ),
+    "high_quality_fraction": MetricInfo(
+        "HQ fraction", False, "samples within 3 x noise scale of the data"
+    ),
+    "mode_tv_distance": MetricInfo(
+        "mode TV", True, "total variation between mode histogram and true weights"
+    ),
+    "sample_diversity": MetricInfo(
+        "diversity", None, "mean pairwise distance of samples (compare to oracle)"
+    ),
+    "training_time": MetricInfo(
+        "train time (s)", True, "training wall clock per model (batch time / M)"
+    ),
+    "inference_time": MetricInfo(
+        "sample time (s)", True, "sampling wall clock per model (batch time / M)"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    run: RunConfig
+    dataset: str
+    seed: int
+    config_hash: str
+    directory: Path
+
+
+@dataclass(frozen=True)
+class DatasetBundle:
+    """A dataset's training points, their component labels, and its cached k-NN radii."""
+
+    points: np.ndarray  # (n, 2) float32
+    labels: np.ndarray  # (n,)
+    components: data.Components
+    radii: dict[int, np.ndarray]  # k -> rho_k of every training point
+
+    def rho(self, k: int) -> np.ndarray:
+        if k not in self.radii:
+            self.radii[k] = metrics.knn_radii(self.points, k)
+        return self.radii[k]
+
+
+def cell_hash(config: ExperimentConfig, run: RunConfig, dataset: str, seed: int) -> str:
+    key = {
+        "format": results.FORMAT,
+        "run": {
+            name: value
+            for name, value in to_dict(run).items()
+            if name not in ("name", "description")
+        },
+        "dataset": dataset,
+        "seed": seed,
+        "num_points": config.experiment.num_points,
+    }
+    return results.config_hash(key)
+
+
+def plan(config: ExperimentConfig, root: Path) -> list[Cell]:
+    """Every cell of the experiment, run by run, dataset by dataset, seed by seed."""
+    return [
+        Cell(
+            run,
+            dataset,
+            seed,
+            cell_hash(config, run, dataset, seed),
+            results.cell_dir(root, run.name, dataset, seed),
+        )
+        for run in config.runs
+        for dataset in config.experiment.datasets
+        for seed in config.experiment.seeds
+    ]
+
+
+def load_bundles(config: ExperimentConfig) -> dict[str, DatasetBundle]:
+    bundles = {}
+    for name in config.experiment.datasets:
+        points, labels = data.load_with_labels(name, config.experiment.num_points)
+        bundles[name] = DatasetBundle(points, labels, data.get_dataset(name).components, {})
+    return bundles
+
+
+def measure_samples(samples: np.ndarray, bundle: DatasetBundle, k: int) -> dict[str, float]:
+    """The sample-quality metrics of one model (or of an oracle draw)."""
+    modes = metrics.mode_metrics(
+        samples, bundle.components, reference_points=bundle.points, reference_labels=bundle.labels
+    )
+    return {
+        "kl_divergence": metrics.knn_kl(bundle.points, samples, k, x_radii=bundle.rho(k)),
+        "modes_captured": float(modes.modes_captured),
+        "num_modes": float(modes.num_modes),
+        "high_quality_fraction": modes.high_quality_fraction,
+        "mode_tv_distance": modes.tv_distance,
+        "sample_diversity": metrics.sample_diversity(samples),
+    }
+
+
+def oracle_floors(
+    config: ExperimentConfig, bundles: dict[str, DatasetBundle], root: Path
+) -> dict[str, Any]:
+    """Metrics of fresh true draws (seeds 1000, 1001, ...) against the training points; cached."""
+    sizes = sorted({(run.eval.num_samples, run.eval.knn_k) for run in config.runs})
+    num_samples, k = sizes[0]  # the floor is for the common sample size (the first if several)
+    key = results.config_hash(
+        {
+            "n": config.experiment.num_points,
+            "m": num_samples,
+            "k": k,
+            "draws": config.experiment.oracle_draws,
+            "format": results.FORMAT,
+        }
+    )
+    path = root / "oracle.json"
+    try:
+        cached = results.read_json(path)
+    except results.ResultsError:
+        cached = {}
+    floors = cached.get("datasets", {}) if cached.get("key") == key else {}
+    for name, bundle in bundles.items():
+        if name in floors:
+            continue
+        draws = [
+            measure_samples(data.load(name, num_samples, seed=1000 + draw), bundle, k)
+            for draw in range(config.experiment.oracle_draws)
+        ]
+        floors[name] = {
+            metric: {
+                "mean": float(np.mean([d[metric] for d in draws])),
+                "std": float(np.std([d[metric] for d in draws])),
+                "values": [d[metric] for d in draws],
+            }
+            for metric in draws[0]
+        }
+        results.write_json(
+            path, {"key": key, "num_samples": num_samples, "k": k, "datasets": floors}
+        )
+    return floors
+
+
+def _model_arrays(model: torch.nn.Module, index: int) -> dict[str, np.ndarray]:
+    return {name: p.detach()[index].cpu().numpy() for name, p in model.named_parameters()}
+
+
+def evaluate_batch(
+    result: TrainResult,
+    cells: Sequence[Cell],
+    bundles: dict[str, DatasetBundle],
+    schedule: NoiseSchedule,
+    device: torch.device,
+) -> None:
+    """Evaluate a trained batch and write each of its cells."""
+    run = cells[0].run
+    num_models = len(cells)
+    generators = result.generators
+    points = torch.stack([torch.from_numpy(bundles[c.dataset].points) for c in cells]).to(device)
+    losses = eval_loss(
+        result.model, schedule, points, [g["eval"] for g in generators], run.eval.chunk_size
+    )
+    drawn = sample(
+        result.ema_model, schedule, run.eval.num_samples, [g["sample"] for g in generators], device
+    )
+    timesteps = field_timesteps(schedule.num_timesteps, run.eval.field_timesteps)
+    field = weight_field(
+        result.ema_model, timesteps, run.eval.field_resolution, run.eval.field_extent, device
+    )
+    for m, cell in enumerate(cells):
+        measured = {
+            "training_time": result.training_time / num_models,
+            "eval_loss": float(losses[m]),
+            "inference_time": drawn.inference_time / num_models,
+            **measure_samples(drawn.points[m], bundles[cell.dataset], run.eval.knn_k),
+            "final_train_loss": float(result.losses[m, -min(100, result.losses.shape[1]) :].mean()),
+        }
+        weights = None
+        if drawn.weight_trace is not None:
+            weights = {"trace": drawn.weight_trace[m], "final": drawn.final_weights[m]}
+            if field is not None:
+                weights |= {
+                    "field": field[m],
+                    "field_timesteps": np.array(timesteps),
+                    "field_extent": np.array(run.eval.field_extent),
+                }
+        record = {
+            "config_hash": cell.config_hash,
+            "run": run.name,
+            "dataset": cell.dataset,
+            "seed": cell.seed,
+            "metrics": measured,
+            "batch": {
+                "models": num_models,
+                "training_time": result.training_time,
+                "inference_time": drawn.inference_time,
+                "device": str(device),
+            },
+        }
+        arrays = {
+            "losses.npy": result.losses[m],
+            "samples.npy": drawn.points[m],
+            "weights.npz": weights,
+            "model_ema.npz": _model_arrays(result.ema_model, m),
+        }
+        results.write_cell(cell.directory, arrays, record)
+
+
+def summarize_run(
+    root: Path, run: RunConfig, datasets: Sequence[str], seeds: Sequence[int]
+) -> dict[str, Any]:
+    """final_info.json content from the finished cells on disk: means, spread, per-seed values."""
+    info: dict[str, Any] = {}
+    for dataset in datasets:
+        records = [
+            results.read_cell(results.cell_dir(root, run.name, dataset, seed)) for seed in seeds
+        ]
+        found = {seed: r for seed, r in zip(seeds, records, strict=True) if r is not None}
+        if not found:
+            continue
+        names = list(next(iter(found.values()))["metrics"])
+        entry: dict[str, Any] = {
+            "means": {},
+            "stds": {},
+            "ci95": {},
+            "per_seed": {},
+            "seeds": list(found),
+        }
+        for metric in names:
+            values = [found[seed]["metrics"][metric] for seed in found]
+            summary = stats.summarize(values)
+            entry["means"][metric] = summary.mean
+            entry["stds"][metric] = summary.std
+            entry["ci95"][metric] = (
+                None if summary.ci_low is None else [summary.ci_low, summary.ci_high]
+            )
+            entry["per_seed"][metric] = {
+                str(seed): v for seed, v in zip(found, values, strict=True)
+            }
+        info[dataset] = entry
+    return info
+
+
+def write_configs(config: ExperimentConfig, root: Path) -> None:
+    results.write_json(root / "experiment.json", to_dict(config))
+    for run in config.runs:
+        results.write_json(
+            root / run.name / "config.json",
+            {**to_dict(run), "experiment": to_dict(config.experiment)},
+        )
+
+
+def batches(cells: Sequence[Cell], size: int) -> list[list[Cell]]:
+    """Group the missing cells run by run (same shape) into engine calls of at most `size`."""
+    grouped: dict[str, list[Cell]] = {}
+    for cell in cells:
+        grouped.setdefault(cell.run.name, []).append(cell)
+    return [group[i : i + size] for group in grouped.values() for i in range(0, len(group), size)]
+
+
+def execute(
+    config: ExperimentConfig, root: Path, *, force: bool = False, progress: bool = True
+) -> list[Cell]:
+    """Run every missing cell of `config` under `root`; returns the cells it trained."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_configs(config, root)
+    cells = plan(config, root)
+    missing = [c for c in cells if force or results.read_cell(c.directory, c.config_hash) is None]
+    log.info(
+        "%d of %d cells to run (%d already finished)",
+        len(missing),
+        len(cells),
+        len(cells) - len(missing),
+    )
+    device = resolve_device(config.experiment.device)
+    bundles = load_bundles(config)
+    oracle_floors(config, bundles, root)
+    bar = tqdm(
+        total=len(cells),
+        initial=len(cells) - len(missing),
+        desc="cells",
+        unit="cell",
+        disable=not progress,
+    )
+    for batch in batches(missing, config.experiment.max_models_per_batch):
+        run = batch[0].run
+        schedule = NoiseSchedule(run.schedule, device)
+        tensors = {
+            name: torch.from_numpy(bundles[name].points) for name in {c.dataset for c in batch}
+        }
+        members = [Member(c.dataset, c.seed) for c in batch]
+        started = time.perf_counter()
+        label = f"{run.name}: {len(batch)} models" if progress else None
+        result = train(run.model, members, tensors, schedule, run.train, device, progress=label)
+        evaluate_batch(result, batch, bundles, schedule, device)
+        results.write_json(
+            root / run.name / "final_info.json",
+            summarize_run(root, run, config.experiment.datasets, config.experiment.seeds),
+        )
+        log.info("%s: %d cells in %.1f s", run.name, len(batch), time.perf_counter() - started)
+        bar.update(len(batch))
+    bar.close()
+    for run in config.runs:  # also refresh runs that had nothing missing
+        results.write_json(
+            root / run.name / "final_info.json",
+            summarize_run(root, run, config.experiment.datasets, config.experiment.seeds),
+        )
+    return missing
+
+
+__all__ = ["METRICS", "Cell", "execute", "plan", "summarize_run", "asdict"]

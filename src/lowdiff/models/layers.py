@@ -1,0 +1,158 @@
+"""Batched building blocks: every layer holds the weights of M independent models.
+
+A tensor that flows through these layers has the model axis first: (M, B, features). A linear
+layer is one `baddbmm` over the M models, so M small networks train as one computation while
+staying mathematically independent (no weight or gradient is shared between models).
+
+Initialisation matches PyTorch's `nn.Linear` default in distribution (weight and bias uniform in
+±1/sqrt(fan_in)) and draws each model's numbers from that model's own generator, so a model's
+initial weights do not depend on which other models share its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def sinusoidal_embedding(values: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
+    """[sin(s v f), cos(s v f)] with f_i = exp(-ln(10000) i / (half - 1)), i < half = dim // 2.
+
+    values: (...,) -> (..., dim). Frequencies as in SPEC §1 (and tiny-diffusion).
+    """
+    half = dim // 2
+    exponent = -math.log(10000.0) / (half - 1)
+    frequencies = torch.exp(
+        exponent * torch.arange(half, device=values.device, dtype=torch.float32)
+    )
+    angles = (values * scale).unsqueeze(-1) * frequencies  # (..., half)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+class BatchedLinear(nn.Module):
+    """M independent `nn.Linear(in_features, out_features)` layers applied as one bmm."""
+
+    def __init__(self, num_models: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        # stored transposed, (M, in, out), so that forward is x @ W without a transpose copy
+        self.weight = nn.Parameter(torch.empty(num_models, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(num_models, 1, out_features))
+
+    def reset_parameters(self, generators: list[torch.Generator]) -> None:
+        bound = 1.0 / math.sqrt(self.in_features)
+        with torch.no_grad():
+            for m, generator in enumerate(generators):
+                # same order as nn.Linear: weight (out, in) first, then bias
+                weight = torch.empty(self.out_features, self.in_features, device=self.weight.device)
+                weight.uniform_(-bound, bound, generator=generator)
+                self.weight[m].copy_(weight.T)
+                self.bias[m].uniform_(-bound, bound, generator=generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)  # (M, B, in) -> (M, B, out)
+
+
+def reset_all(module: nn.Module, generators: list[torch.Generator]) -> None:
+    """Initialise every BatchedLinear below `module`, in registration order, model by model."""
+    for layer in module.modules():
+        if isinstance(layer, BatchedLinear):
+            layer.reset_parameters(generators)
+
+
+@dataclass
+class Embedded:
+    """The sinusoidal input of a denoiser, kept factorised so t costs a table look-up.
+
+    coords: (M, B, 2E) embedding of the two coordinates.
+    t: (M, B) integer timesteps, or a Python int shared by the whole batch (sampling).
+    time_table: (T, E) embedding of every timestep 0..T-1.
+    """
+
+    coords: torch.Tensor
+    t: torch.Tensor | int
+    time_table: torch.Tensor
+
+    def time(self) -> torch.Tensor:
+        """The time embedding itself, (M, B, E) or (1, 1, E) for a shared t."""
+        if isinstance(self.t, int):
+            return self.time_table[self.t].view(1, 1, -1)
+        return self.time_table[self.t]
+
+    def joint(self) -> torch.Tensor:
+        """The concatenated embedding e = [emb(x0), emb(x1), emb(t)], (M, B, 3E)."""
+        time = self.time().expand(*self.coords.shape[:2], -1)
+        return torch.cat([self.coords, time], dim=-1)
+
+
+def gather_by_timestep(per_timestep: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+    """Pick row t of a per-timestep table (M, T, F) for every sample: -> (M, B, F) or (M, 1, F)."""
+    if isinstance(t, int):
+        return per_timestep[:, t : t + 1]
+    index = t.unsqueeze(-1).expand(-1, -1, per_timestep.shape[-1])  # (M, B, F)
+    return torch.gather(per_timestep, 1, index)
+
+
+class EmbeddingLinear(BatchedLinear):
+    """Linear(3E, out) on the joint embedding e, computed without materialising e.
+
+    e @ W = emb(x) @ W_x + emb(t) @ W_t. Since t takes only T values, emb(t) @ W_t is computed
+    once for the whole time table (T rows instead of B) and gathered: the same numbers as the
+    plain layer, fewer FLOPs. The parameter layout is that of BatchedLinear(3E, out).
+    """
+
+    def forward(self, embedded: Embedded) -> torch.Tensor:  # type: ignore[override]
+        coord_features = embedded.coords.shape[-1]
+        weight_x = self.weight[:, :coord_features]  # (M, 2E, out)
+        weight_t = self.weight[:, coord_features:]  # (M, E, out)
+        per_timestep = torch.matmul(embedded.time_table, weight_t)  # (M, T, out)
+        hidden = torch.baddbmm(self.bias, embedded.coords, weight_x)  # (M, B, out)
+        return hidden + gather_by_timestep(per_timestep, embedded.t)
+
+
+class ResidualBlock(nn.Module):
+    """h + Linear(ReLU(h)), as in the baseline network."""
+
+    def __init__(self, num_models: int, width: int) -> None:
+        super().__init__()
+        self.linear = BatchedLinear(num_models, width, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.linear(torch.relu(h))
+
+
+class Trunk(nn.Module):
+    """The baseline network's structure on the joint embedding, batched over M models.
+
+    EmbeddingLinear(3E, H) -> hidden_layers x ResidualBlock(H) -> ReLU -> Linear(H, out).
+    With `extra_layer` (the "larger experts" of SPEC §3 run 3) the head is
+    ReLU -> Linear(H, H) -> ReLU -> Linear(H, out).
+    """
+
+    def __init__(
+        self,
+        num_models: int,
+        embedding_dim: int,
+        hidden_dim: int,
+        hidden_layers: int,
+        out_features: int = 2,
+        extra_layer: bool = False,
+    ) -> None:
+        super().__init__()
+        self.input = EmbeddingLinear(num_models, 3 * embedding_dim, hidden_dim)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(num_models, hidden_dim) for _ in range(hidden_layers)
+        )
+        self.extra = BatchedLinear(num_models, hidden_dim, hidden_dim) if extra_layer else None
+        self.output = BatchedLinear(num_models, hidden_dim, out_features)
+
+    def forward(self, embedded: Embedded) -> torch.Tensor:
+        h = self.input(embedded)  # (M, B, H)
+        for block in self.blocks:
+            h = block(h)
+        if self.extra is not None:
+            h = self.extra(torch.relu(h))
+        return self.output(torch.relu(h))  # (M, B, out)

@@ -1,0 +1,389 @@
+"""Seeds -> summaries and paired comparisons: the statistics behind every "better" in lowdiff.
+
+What is here (pure functions over per-seed values, numpy/scipy only, no I/O):
+
+- ``summarize``: n, mean, standard deviation and Student-t confidence interval of one cell
+  (run x dataset x metric) over its seeds.
+- ``paired_comparison``: a candidate run against the baseline on the same seeds: mean
+  difference (candidate - baseline) with its t interval, the two-sided paired t-test
+  (primary) and the exact Wilcoxon signed-rank test (secondary).
+- ``holm_adjusted_pvalues`` / ``holm_bonferroni`` / ``correct_family``: Holm's step-down
+  correction for a family of comparisons.
+- ``verdict``: the only phrase generated text may use to describe a comparison.
+
+Why these tests
+---------------
+*Seeds are the replicates.* A run's seed ``s`` and the baseline's seed ``s`` share the data
+order and the noise streams (batches, timesteps, eps, sampling noise), so the per-seed
+values are *paired*: part of the seed-to-seed variation is common to both runs and cancels
+in the difference. The test therefore works on the differences d_s = candidate_s -
+baseline_s, and the paired t-test (``scipy.stats.ttest_rel``, t = mean(d) / (sd(d)/sqrt(n)),
+n - 1 degrees of freedom) is the primary test. Its interval is the Student-t interval
+mean(d) +- t_{1-alpha/2, n-1} sd(d)/sqrt(n); its level is 1 - alpha, so "p <= alpha" and
+"the interval excludes 0" always agree (up to a tie at the boundary).
+
+Assumptions and limits with few seeds. The t procedures assume the seeds are independent
+and the differences roughly normal. With 3-5 seeds normality cannot be checked, the t
+quantile is large (4.30 for n = 3, 2.78 for n = 5), intervals are wide and power is low:
+"no significant difference" means "not shown", never "equal". One diverged seed dominates
+a mean, so NaN/inf values raise instead of being averaged. Seed variation covers training
+and sampling randomness only, not the choice of datasets or hyper-parameters.
+
+*Wilcoxon signed-rank (secondary).* Assumes only that the differences are symmetric about
+their median; it is exact here (all 2^n sign patterns; with tied |d| the exact permutation
+distribution of the mid-ranks is enumerated, up to ``_WILCOXON_EXACT_MAX_TIED`` differences,
+beyond that the normal approximation is used and said so in the note). Zero differences are
+dropped (Wilcoxon's convention). Its p-values are discrete: the smallest two-sided p with
+n nonzero differences is 2 / 2^n (``wilcoxon_smallest_p_value``): 0.25 for n = 3, 0.125
+for n = 4, **0.0625 for n = 5 -- with five or fewer seeds it can never be significant at
+0.05**. It becomes meaningful from n = 6 (0.03125), and useful from about n = 8. It is
+reported as a robustness check (a disagreement with the t-test points at an outlier seed);
+verdicts use the t-test only.
+
+*Holm for multiple comparisons.* A report compares many runs on many datasets; testing each
+at 0.05 makes some false "better" nearly certain (20 null comparisons: 64 %). Holm's
+step-down procedure (Holm 1979) controls the family-wise error rate at alpha under any
+dependence between the tests -- needed, since all runs are compared with the *same*
+baseline -- and is uniformly more powerful than Bonferroni. Recommended family (what the
+report uses): for each metric, all runs-vs-baseline comparisons over all datasets of the
+report. Metrics are not pooled into one family: they answer different questions. A smaller
+family (one metric and one dataset) is only right when that single table is the claim.
+Comparisons without a p-value (one seed, zero variance) are untested and do not count in
+the family size; they are never significant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import scipy.stats
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "BETTER",
+    "NO_DIFFERENCE",
+    "NOT_TESTED_SINGLE_SEED",
+    "NOT_TESTED_ZERO_VARIANCE",
+    "WORSE",
+    "Comparison",
+    "Summary",
+    "correct_family",
+    "holm_adjusted_pvalues",
+    "holm_bonferroni",
+    "paired_comparison",
+    "summarize",
+    "verdict",
+    "wilcoxon_smallest_p_value",
+]
+
+# The only phrases ``verdict`` produces.
+BETTER = "better (significant)"
+WORSE = "worse (significant)"
+NO_DIFFERENCE = "no significant difference"
+NOT_TESTED_SINGLE_SEED = "single seed: not tested"
+NOT_TESTED_ZERO_VARIANCE = "constant difference across seeds: not tested"
+
+SINGLE_SEED_NOTE = "single seed: no interval"
+# Exact tie-aware Wilcoxon enumerates 2^n sign patterns; beyond this n it would be slow.
+_WILCOXON_EXACT_MAX_TIED = 12
+
+
+@dataclass(frozen=True, kw_only=True)
+class Summary:
+    """One cell over its seeds. With a single seed std/ci_* are None and ``note`` says why."""
+
+    n: int
+    mean: float
+    std: float | None  # sample standard deviation, ddof=1
+    ci_low: float | None  # Student-t interval of the mean at level ``confidence``
+    ci_high: float | None
+    confidence: float = 0.95
+    note: str | None = None
+
+    @property
+    def has_interval(self) -> bool:
+        return self.ci_low is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """Candidate vs baseline on paired seeds; differences are candidate - baseline.
+
+    ``significant`` is the paired t-test at ``alpha`` -- uncorrected (``correction ==
+    "none"``) as returned by ``paired_comparison``, Holm-corrected after ``correct_family``.
+    """
+
+    n: int
+    mean_difference: float
+    ci_low: float | None  # t interval of the mean difference at level 1 - alpha
+    ci_high: float | None
+    p_value: float | None  # two-sided paired t-test; None when not testable (see note)
+    wilcoxon_p_value: float | None  # exact two-sided signed-rank test (secondary)
+    lower_is_better: bool
+    alpha: float = 0.05
+    significant: bool = False
+    p_value_adjusted: float | None = None  # Holm-adjusted p once corrected, else = p_value
+    correction: Literal["none", "holm"] = "none"
+    family_size: int = 1  # number of tested comparisons in the corrected family
+    note: str | None = None
+
+
+# --- input checks -------------------------------------------------------------------------
+
+
+def _seed_values(values: ArrayLike, name: str) -> np.ndarray:
+    """Per-seed values as a finite 1-D float64 array, or a ValueError that says what is wrong."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"{name}: expected one value per seed (1-D), got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name}: no values (need at least one seed)")
+    nan_at = np.flatnonzero(np.isnan(array)).tolist()
+    if nan_at:
+        raise ValueError(
+            f"{name}: NaN at seed position(s) {nan_at}; a diverged run must not be averaged "
+            "silently -- rerun or drop those seeds explicitly (in both runs of a pair)"
+        )
+    inf_at = np.flatnonzero(np.isinf(array)).tolist()
+    if inf_at:
+        raise ValueError(f"{name}: infinite value at seed position(s) {inf_at}")
+    return array
+
+
+def _check_probability(value: float, name: str) -> None:
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
+
+
+# --- one cell -----------------------------------------------------------------------------
+
+
+def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """(std, ci_low, ci_high): mean +- t_{(1+c)/2, n-1} * std / sqrt(n); needs n >= 2."""
+    n = values.size
+    if np.ptp(values) == 0.0:  # all equal: avoid rounding noise in std
+        return 0.0, float(values[0]), float(values[0])
+    mean = float(values.mean())
+    std = float(values.std(ddof=1))
+    half_width = float(scipy.stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1)) * std / np.sqrt(n)
+    return std, mean - half_width, mean + half_width
+
+
+def summarize(values: ArrayLike, *, confidence: float = 0.95) -> Summary:
+    """Mean, std (ddof=1) and Student-t interval of the mean of one cell's per-seed values.
+
+    A single seed gives no std and no interval (never an invented one). NaN or inf raises.
+    """
+    _check_probability(confidence, "confidence")
+    array = _seed_values(values, "values")
+    n = array.size
+    if n == 1:
+        return Summary(
+            n=1,
+            mean=float(array[0]),
+            std=None,
+            ci_low=None,
+            ci_high=None,
+            confidence=confidence,
+            note=SINGLE_SEED_NOTE,
+        )
+    std, ci_low, ci_high = _t_interval(array, confidence)
+    note = "all seeds equal: zero-width interval" if std == 0.0 else None
+    mean = float(array[0]) if std == 0.0 else float(array.mean())
+    return Summary(
+        n=n, mean=mean, std=std, ci_low=ci_low, ci_high=ci_high, confidence=confidence, note=note
+    )
+
+
+# --- paired comparison --------------------------------------------------------------------
+
+
+def wilcoxon_smallest_p_value(n: int) -> float:
+    """Smallest two-sided exact Wilcoxon p-value with n nonzero differences: 2 / 2^n."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return min(1.0, 2.0 ** (1 - n))
+
+
+def _wilcoxon_p(differences: np.ndarray) -> tuple[float | None, str | None]:
+    """Two-sided exact signed-rank p (zeros dropped), and a note when it is not exact/defined."""
+    nonzero = differences[differences != 0.0]
+    if nonzero.size == 0:
+        return None, "Wilcoxon undefined: all differences are zero"
+    magnitudes = np.abs(nonzero)
+    has_ties = np.unique(magnitudes).size < magnitudes.size
+    note = None
+    if not has_ties:
+        method = "exact"
+    elif nonzero.size <= _WILCOXON_EXACT_MAX_TIED:
+        # n_resamples >= 2^n: scipy enumerates every sign pattern (exact, tie-aware).
+        method = scipy.stats.PermutationMethod(n_resamples=2**nonzero.size)
+    else:
+        method = "asymptotic"
+        note = "Wilcoxon p from the normal approximation (tied differences)"
+    result = scipy.stats.wilcoxon(nonzero, zero_method="wilcox", method=method)
+    return float(result.pvalue), note
+
+
+def _has_zero_variance(differences: np.ndarray, scale: float) -> bool:
+    """Differences equal up to the rounding of inputs of magnitude ``scale``."""
+    return float(np.ptp(differences)) <= 8.0 * np.finfo(np.float64).eps * max(scale, 1e-300)
+
+
+def _join_notes(*notes: str | None) -> str | None:
+    present = [note for note in notes if note]
+    return "; ".join(present) if present else None
+
+
+def _zero_variance_comparison(
+    differences: np.ndarray,
+    wilcoxon_p: float | None,
+    wilcoxon_note: str | None,
+    **fields: int | float | bool,
+) -> Comparison:
+    """Every seed differs by the same amount: the t statistic is 0/0 or +-inf, not a test."""
+    mean_difference = float(np.median(differences))
+    note = (
+        "identical runs: difference 0, not significant"
+        if mean_difference == 0.0
+        else "paired t-test undefined: every seed differs by the same amount (zero variance)"
+    )
+    return Comparison(
+        mean_difference=mean_difference,
+        ci_low=mean_difference,
+        ci_high=mean_difference,
+        p_value=None,
+        wilcoxon_p_value=wilcoxon_p,
+        note=_join_notes(note, wilcoxon_note),
+        **fields,
+    )
+
+
+def paired_comparison(
+    candidate: ArrayLike, baseline: ArrayLike, *, lower_is_better: bool, alpha: float = 0.05
+) -> Comparison:
+    """Paired comparison of two runs over the same seeds, given in the same order.
+
+    Differences are candidate - baseline; the interval has level 1 - alpha. ``significant``
+    is the *uncorrected* paired t-test at ``alpha``; pass a family through
+    ``correct_family`` before making claims. ``lower_is_better`` only sets the direction
+    that ``verdict`` calls "better"; the tests are two-sided.
+    """
+    _check_probability(alpha, "alpha")
+    candidate_values = _seed_values(candidate, "candidate")
+    baseline_values = _seed_values(baseline, "baseline")
+    if candidate_values.size != baseline_values.size:
+        raise ValueError(
+            f"paired comparison needs the same seeds in the same order: candidate has "
+            f"{candidate_values.size} values, baseline has {baseline_values.size}"
+        )
+    differences = candidate_values - baseline_values  # (n,)
+    fields = dict(n=differences.size, lower_is_better=lower_is_better, alpha=alpha)
+    if differences.size == 1:
+        return Comparison(
+            mean_difference=float(differences[0]),
+            ci_low=None,
+            ci_high=None,
+            p_value=None,
+            wilcoxon_p_value=None,
+            note="single seed: no interval, not tested",
+            **fields,
+        )
+    wilcoxon_p, wilcoxon_note = _wilcoxon_p(differences)
+    scale = max(np.abs(candidate_values).max(), np.abs(baseline_values).max())
+    if _has_zero_variance(differences, scale):
+        return _zero_variance_comparison(differences, wilcoxon_p, wilcoxon_note, **fields)
+    _, ci_low, ci_high = _t_interval(differences, 1.0 - alpha)
+    p_value = float(scipy.stats.ttest_rel(candidate_values, baseline_values).pvalue)
+    return Comparison(
+        mean_difference=float(differences.mean()),
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_value=p_value,
+        wilcoxon_p_value=wilcoxon_p,
+        significant=p_value <= alpha,
+        p_value_adjusted=p_value,
+        note=wilcoxon_note,
+        **fields,
+    )
+
+
+# --- multiple comparisons -----------------------------------------------------------------
+
+
+def holm_adjusted_pvalues(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm step-down adjusted p-values, in input order; None stays None (untested).
+
+    With the m tested p-values sorted, p_(1) <= ... <= p_(m):
+    adjusted_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))   (Holm 1979).
+    Rejecting where adjusted <= alpha is exactly Holm's procedure at level alpha.
+    """
+    tested = [index for index, p in enumerate(pvalues) if p is not None]
+    values = np.array([pvalues[index] for index in tested], dtype=np.float64)  # (m,)
+    if np.any(np.isnan(values)) or np.any((values < 0.0) | (values > 1.0)):
+        raise ValueError(f"p-values must lie in [0, 1] (or be None), got {list(pvalues)}")
+    m = values.size
+    order = np.argsort(values, kind="stable")
+    scaled = np.minimum(1.0, (m - np.arange(m)) * values[order])  # (m - j + 1) p_(j)
+    adjusted_sorted = np.maximum.accumulate(scaled)
+    adjusted: list[float | None] = [None] * len(pvalues)
+    for rank, position in enumerate(order):
+        adjusted[tested[position]] = float(adjusted_sorted[rank])
+    return adjusted
+
+
+def holm_bonferroni(pvalues: Sequence[float | None], alpha: float = 0.05) -> list[bool]:
+    """Which hypotheses Holm's procedure rejects at family-wise level ``alpha``.
+
+    None p-values (untested) are never significant and do not count in the family size.
+    """
+    _check_probability(alpha, "alpha")
+    return [p is not None and p <= alpha for p in holm_adjusted_pvalues(pvalues)]
+
+
+def correct_family(comparisons: Sequence[Comparison], *, alpha: float = 0.05) -> list[Comparison]:
+    """Holm-correct a family of comparisons; returns copies with ``significant`` re-marked.
+
+    Recommended family: for one metric, every run-vs-baseline comparison over every dataset
+    of the report (see the module docstring).
+    """
+    _check_probability(alpha, "alpha")
+    adjusted = holm_adjusted_pvalues([comparison.p_value for comparison in comparisons])
+    family_size = sum(p is not None for p in adjusted)
+    return [
+        replace(
+            comparison,
+            alpha=alpha,
+            significant=p_adjusted is not None and p_adjusted <= alpha,
+            p_value_adjusted=p_adjusted,
+            correction="holm",
+            family_size=family_size,
+        )
+        for comparison, p_adjusted in zip(comparisons, adjusted, strict=True)
+    ]
+
+
+# --- words --------------------------------------------------------------------------------
+
+
+def verdict(comparison: Comparison, lower_is_better: bool | None = None) -> str:
+    """A short honest phrase; "better"/"worse" only where the test (as marked) is significant.
+
+    ``lower_is_better`` defaults to the comparison's own; a contradicting value raises.
+    """
+    if lower_is_better is not None and lower_is_better != comparison.lower_is_better:
+        raise ValueError(
+            f"lower_is_better={lower_is_better} contradicts the comparison, which was made "
+            f"with lower_is_better={comparison.lower_is_better}"
+        )
+    if comparison.n < 2:
+        return NOT_TESTED_SINGLE_SEED
+    if comparison.p_value is None:
+        return NO_DIFFERENCE if comparison.mean_difference == 0.0 else NOT_TESTED_ZERO_VARIANCE
+    if not comparison.significant or comparison.mean_difference == 0.0:
+        return NO_DIFFERENCE
+    candidate_is_lower = comparison.mean_difference < 0.0
+    return BETTER if candidate_is_lower == comparison.lower_is_better else WORSE
