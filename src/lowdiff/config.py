@@ -90,34 +90,30 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+_SCALARS: dict[type, Any] = {
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
 def coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check `value` against a field annotation; return it in the field's type."""
     origin = typing.get_origin(annotation)
-    if origin is Literal:
-        if value in typing.get_args(annotation) and isinstance(value, str | bool | int):
-            return value
-    elif origin is tuple:
-        if isinstance(value, list | tuple):
-            item = typing.get_args(annotation)[0]
-            return tuple(coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
-    elif origin in (types.UnionType, typing.Union):
+    if origin is Literal and value in typing.get_args(annotation) and isinstance(value, str):
+        return value
+    if origin is tuple and isinstance(value, list | tuple):
+        item = typing.get_args(annotation)[0]
+        return tuple(coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
         for option in typing.get_args(annotation):
             try:
                 return coerce(value, option, where)
             except ConfigError:
                 continue
-    elif annotation is bool:
-        if isinstance(value, bool):
-            return value
-    elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif annotation is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif annotation is str:
-        if isinstance(value, str):
-            return value
+    if annotation in _SCALARS and _SCALARS[annotation](value):
+        return float(value) if annotation is float else value
     raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
 
 
@@ -223,7 +219,8 @@ def resolve(raw: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
     baseline = settings.baseline or runs[0].name
     if baseline not in [run.name for run in runs]:
         raise ConfigError(
-            f"experiment.baseline: unknown run {baseline!r}; runs: {', '.join(r.name for r in runs)}"
+            f"experiment.baseline: unknown run {baseline!r}; "
+            f"runs: {', '.join(r.name for r in runs)}"
         )
     settings = dataclasses.replace(settings, baseline=baseline)
     return ExperimentConfig(experiment=settings, runs=tuple(runs))

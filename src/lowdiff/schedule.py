@@ -92,7 +92,7 @@ class NoiseSchedule:
         )
 
     def predict_x0(self, xt: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Invert the forward process given eps: x0 = sqrt(1/alpha_bar) xt - sqrt(1/alpha_bar - 1) eps."""
+        """Invert the forward process: x0 = sqrt(1/alpha_bar) xt - sqrt(1/alpha_bar - 1) eps."""
         return (
             self._at(self.sqrt_inv_alpha_bar, t) * xt
             - self._at(self.sqrt_inv_alpha_bar_minus_one, t) * eps

@@ -1,0 +1,141 @@
+"""The batched architectures: SPEC structure, and a batch of M equals M separate models."""
+
+import pytest
+import torch
+from torch import nn
+
+from lowdiff.models import ARCHITECTURES, ModelConfig, build_model
+from lowdiff.models.layers import sinusoidal_embedding
+
+CONFIGS = {
+    "mlp": ModelConfig(),
+    "dual_scale_fixed": ModelConfig(arch="dual_scale", weighting="fixed"),
+    "dual_scale_learned": ModelConfig(arch="dual_scale", weighting="learned"),
+    "dual_scale_deep": ModelConfig(arch="dual_scale", weighting="learned_deep"),
+    "dual_scale_zoom": ModelConfig(arch="dual_scale", upscale="fixed", zoom=3.0),
+    "dual_expert_simple": ModelConfig(arch="dual_expert"),
+    "dual_expert_enhanced": ModelConfig(arch="dual_expert", gate="enhanced"),
+    "dual_expert_larger": ModelConfig(arch="dual_expert", gate="enhanced", larger_experts=True),
+}
+
+
+def make(config, seeds):
+    model = build_model(config, len(seeds), 100)
+    model.reset_parameters([torch.Generator().manual_seed(s) for s in seeds])
+    return model
+
+
+def test_every_architecture_is_covered():
+    assert {c.arch for c in CONFIGS.values()} == set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_batched_forward_equals_separate_models(name):
+    seeds = [3, 7, 11]
+    batched = make(CONFIGS[name], seeds)
+    x = torch.randn(3, 16, 2)
+    t = torch.randint(0, 100, (3, 16))
+    out = batched(x, t)
+    for m, seed in enumerate(seeds):
+        alone = make(CONFIGS[name], [seed])(x[m : m + 1], t[m : m + 1])
+        assert torch.allclose(out.eps[m], alone.eps[0], atol=1e-5)
+        if out.weights is not None:
+            assert torch.allclose(out.weights[m], alone.weights[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shared_timestep_equals_per_sample_timesteps(name):
+    model = make(CONFIGS[name], [0, 1])
+    x = torch.randn(2, 8, 2)
+    shared = model(x, 42)
+    per_sample = model(x, torch.full((2, 8), 42))
+    assert torch.allclose(shared.eps, per_sample.eps, atol=1e-5)
+
+
+class ReferenceMLP(nn.Module):
+    """SPEC §1 baseline written the plain way, to check the batched one against."""
+
+    def __init__(self):
+        super().__init__()
+        self.input = nn.Linear(384, 256)
+        self.blocks = nn.ModuleList(nn.Linear(256, 256) for _ in range(3))
+        self.output = nn.Linear(256, 2)
+
+    def forward(self, x, t):
+        e = torch.cat(
+            [
+                sinusoidal_embedding(x[:, 0], 128, 25.0),
+                sinusoidal_embedding(x[:, 1], 128, 25.0),
+                sinusoidal_embedding(t.float(), 128, 1.0),
+            ],
+            dim=-1,
+        )
+        h = self.input(e)
+        for block in self.blocks:
+            h = h + block(torch.relu(h))
+        return self.output(torch.relu(h))
+
+
+def test_baseline_matches_the_spec_network():
+    batched = make(ModelConfig(), [5])
+    reference = ReferenceMLP()
+    layers = [
+        batched.network.input,
+        *[b.linear for b in batched.network.blocks],
+        batched.network.output,
+    ]
+    plain = [reference.input, *reference.blocks, reference.output]
+    with torch.no_grad():
+        for ours, theirs in zip(layers, plain, strict=True):
+            theirs.weight.copy_(ours.weight[0].T)
+            theirs.bias.copy_(ours.bias[0, 0])
+    x, t = torch.randn(32, 2), torch.randint(0, 100, (32,))
+    assert torch.allclose(batched(x[None], t[None]).eps[0], reference(x, t), atol=1e-5)
+    assert sum(p.numel() for p in reference.parameters()) == sum(
+        p.numel() for p in batched.parameters()
+    )
+
+
+def test_embedding_frequencies_follow_the_spec():
+    emb = sinusoidal_embedding(torch.tensor([1.0]), 128, 25.0)[0]
+    frequency = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(64) / 63)
+    assert torch.allclose(emb[:64], torch.sin(25.0 * frequency), atol=1e-6)
+    assert torch.allclose(emb[64:], torch.cos(25.0 * frequency), atol=1e-6)
+
+
+def test_initialisation_matches_nn_linear_bounds():
+    model = make(ModelConfig(), [0])
+    weight = model.network.input.weight
+    assert weight.abs().max() <= 1 / 384**0.5 and weight.abs().max() > 0.9 / 384**0.5
+
+
+@pytest.mark.parametrize("name", ["dual_scale_learned", "dual_scale_deep"])
+def test_dual_scale_weights_are_a_convex_mix(name):
+    model = make(CONFIGS[name], [0])
+    x, t = torch.randn(1, 20, 2), torch.randint(0, 100, (1, 20))
+    out = model(x, t)
+    assert torch.allclose(out.weights.sum(-1), torch.ones(1, 20), atol=1e-6)
+    local_x = model.upscale(x)
+    g = model.global_branch(model.embed(x, t))
+    local = model.local_branch(model.embed(local_x, t))
+    w = out.weights
+    assert torch.allclose(out.eps, w[..., :1] * g + w[..., 1:] * local, atol=1e-5)
+
+
+def test_dual_expert_mixes_with_its_gate():
+    model = make(CONFIGS["dual_expert_simple"], [0])
+    x, t = torch.randn(1, 20, 2), torch.randint(0, 100, (1, 20))
+    out = model(x, t)
+    e = model.embed(x, t)
+    g = out.weights
+    assert ((g > 0) & (g < 1)).all()
+    assert torch.allclose(
+        out.eps, g * model.experts[0](e) + (1 - g) * model.experts[1](e), atol=1e-5
+    )
+
+
+def test_options_of_another_architecture_are_rejected():
+    with pytest.raises(ValueError, match="does not apply"):
+        ModelConfig(arch="mlp", weighting="fixed")
+    with pytest.raises(ValueError, match="valid"):
+        ModelConfig(arch="transformer")  # type: ignore[arg-type]
