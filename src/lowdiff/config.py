@@ -117,15 +117,21 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
 
 
-def build(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Construct dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
+def check_keys(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Reject unknown keys and wrong types for dataclass `cls`; return the coerced values."""
     hints = typing.get_type_hints(cls)
     valid = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
+    checked = {}
     for key, value in values.items():
         if key not in valid:
             raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
-        kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
+        checked[key] = coerce(value, hints[key], f"{where}.{key}")
+    return checked
+
+
+def build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Construct dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
+    kwargs = check_keys(cls, values, where)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as error:
@@ -189,6 +195,8 @@ def resolve(raw: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
             "experiment.num_points must be >= 2, max_models_per_batch and oracle_draws >= 1"
         )
     shared = {name: _check_table(raw.get(name, {}), f"[{name}]") for name in SECTIONS}
+    for section, cls in SECTIONS.items():  # shared tables are checked on their own first
+        check_keys(cls, shared[section], section)
     runs_raw = _check_table(raw.get("runs", {}), "[runs]")
     if not runs_raw:
         raise ConfigError(f"{where}: no runs; add at least one [runs.NAME] table")
@@ -263,7 +271,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     except ConfigError as error:
         message = str(error)
         key = message.split(":")[0].split("[")[0]
-        quoted = re.search(r"unknown (?:key|table \[?)'?([A-Za-z0-9_.-]+)", message)
+        quoted = re.search(r"unknown (?:key |table \[)'?([A-Za-z0-9_.-]+)", message)
         line = _line_of(text, quoted.group(1) if quoted else key)
         where = f"{path}, line {line}" if line else str(path)
         raise ConfigError(f"{where}: {message}") from error

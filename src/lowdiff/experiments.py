@@ -13,9 +13,8 @@ measured against the same training points (SPEC §4), so a reader knows what "pe
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -304,54 +303,61 @@ def batches(cells: Sequence[Cell], size: int) -> list[list[Cell]]:
     return [group[i : i + size] for group in grouped.values() for i in range(0, len(group), size)]
 
 
+def _refresh_final_info(config: ExperimentConfig, root: Path, run_names: set[str]) -> None:
+    for name in run_names:
+        info = summarize_run(
+            root, config.run(name), config.experiment.datasets, config.experiment.seeds
+        )
+        results.write_json(root / name / "final_info.json", info)
+
+
+def _train_batch(
+    batch: list[Cell], bundles: dict[str, DatasetBundle], device: torch.device, progress: bool
+) -> None:
+    """Train one engine batch of cells of the same run, then evaluate and write each cell."""
+    run = batch[0].run
+    schedule = NoiseSchedule(run.schedule, device)
+    tensors = {name: torch.from_numpy(bundles[name].points) for name in {c.dataset for c in batch}}
+    members = [Member(c.dataset, c.seed) for c in batch]
+    label = f"{run.name}: {len(batch)} models" if progress else None
+    result = train(run.model, members, tensors, schedule, run.train, device, progress=label)
+    evaluate_batch(result, batch, bundles, schedule, device)
+
+
 def execute(
     config: ExperimentConfig, root: Path, *, force: bool = False, progress: bool = True
 ) -> list[Cell]:
-    """Run every missing cell of `config` under `root`; returns the cells it trained."""
+    """Run every missing cell of `config` under `root`; returns the cells it (re)made.
+
+    Cells whose resolved config is identical to another cell's (a run that repeats another
+    run's settings, like runs 2-4 of the dual-scale series) are trained once and copied.
+    """
     root.mkdir(parents=True, exist_ok=True)
     write_configs(config, root)
     cells = plan(config, root)
     missing = [c for c in cells if force or results.read_cell(c.directory, c.config_hash) is None]
-    log.info(
-        "%d of %d cells to run (%d already finished)",
-        len(missing),
-        len(cells),
-        len(cells) - len(missing),
-    )
+    log.info("%d of %d cells to run", len(missing), len(cells))
     device = resolve_device(config.experiment.device)
     bundles = load_bundles(config)
     oracle_floors(config, bundles, root)
-    bar = tqdm(
-        total=len(cells),
-        initial=len(cells) - len(missing),
-        desc="cells",
-        unit="cell",
-        disable=not progress,
-    )
-    for batch in batches(missing, config.experiment.max_models_per_batch):
-        run = batch[0].run
-        schedule = NoiseSchedule(run.schedule, device)
-        tensors = {
-            name: torch.from_numpy(bundles[name].points) for name in {c.dataset for c in batch}
-        }
-        members = [Member(c.dataset, c.seed) for c in batch]
-        started = time.perf_counter()
-        label = f"{run.name}: {len(batch)} models" if progress else None
-        result = train(run.model, members, tensors, schedule, run.train, device, progress=label)
-        evaluate_batch(result, batch, bundles, schedule, device)
-        results.write_json(
-            root / run.name / "final_info.json",
-            summarize_run(root, run, config.experiment.datasets, config.experiment.seeds),
-        )
-        log.info("%s: %d cells in %.1f s", run.name, len(batch), time.perf_counter() - started)
-        bar.update(len(batch))
+    done = len(cells) - len(missing)
+    bar = tqdm(total=len(cells), initial=done, desc="cells", unit="cell", disable=not progress)
+    first_of_hash: dict[str, Cell] = {}
+    for cell in missing:
+        first_of_hash.setdefault(cell.config_hash, cell)
+    unique = list(first_of_hash.values())
+    for batch in batches(unique, config.experiment.max_models_per_batch):
+        _train_batch(batch, bundles, device, progress)
+        hashes = {cell.config_hash: cell for cell in batch}
+        copies = [c for c in missing if c.config_hash in hashes and c not in batch]
+        for cell in copies:
+            source = hashes[cell.config_hash].directory
+            results.copy_cell(source, cell.directory, {"run": cell.run.name})
+        _refresh_final_info(config, root, {c.run.name for c in batch + copies})
+        bar.update(len(batch) + len(copies))
     bar.close()
-    for run in config.runs:  # also refresh runs that had nothing missing
-        results.write_json(
-            root / run.name / "final_info.json",
-            summarize_run(root, run, config.experiment.datasets, config.experiment.seeds),
-        )
+    _refresh_final_info(config, root, {run.name for run in config.runs})
     return missing
 
 
-__all__ = ["METRICS", "Cell", "execute", "plan", "summarize_run", "asdict"]
+__all__ = ["METRICS", "Cell", "execute", "plan", "summarize_run"]

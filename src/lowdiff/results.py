@@ -127,6 +127,14 @@ def write_cell(directory: Path, arrays: dict[str, Any], record: dict[str, Any]) 
     write_json(directory / "cell.json", {"format": FORMAT, **record, "files": sizes})
 
 
+def copy_cell(source: Path, target: Path, changes: dict[str, Any]) -> None:
+    """Copy a finished cell to another run's directory (cell.json last), updating its record."""
+    record = load_cell_record(source)
+    for name in record["files"]:
+        atomic_write_bytes(target / name, (source / name).read_bytes())
+    write_json(target / "cell.json", {**record, **changes})
+
+
 def read_cell(directory: Path, expected_hash: str | None = None) -> dict[str, Any] | None:
     """The cell's record if it is finished (and matches `expected_hash`), else None."""
     try:

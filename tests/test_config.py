@@ -1,0 +1,106 @@
+"""Experiment files: strict parsing with errors that name the key, file, line and what is valid."""
+
+from pathlib import Path
+
+import pytest
+
+from lowdiff.config import ConfigError, load_experiment
+
+GOOD = """\
+[experiment]
+name = "t"
+datasets = ["moons"]
+seeds = [0, 1]
+
+[train]
+num_steps = 50
+
+[runs.baseline]
+model = { arch = "mlp" }
+
+[runs.learned]
+model = { arch = "dual_scale", weighting = "learned" }
+train = { learning_rate = 1e-3 }
+"""
+
+SHIPPED = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
+
+
+def write(tmp_path, text):
+    path = tmp_path / "exp.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_file_resolves_with_shared_and_run_values(tmp_path):
+    config = load_experiment(write(tmp_path, GOOD))
+    assert [r.name for r in config.runs] == ["baseline", "learned"]
+    assert config.experiment.baseline == "baseline"
+    assert config.run("learned").train.num_steps == 50  # shared table
+    assert config.run("learned").train.learning_rate == 1e-3  # run override
+    assert config.run("baseline").train.learning_rate == 3e-4  # protocol default
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_experiment_files_parse(path):
+    assert load_experiment(path).runs
+
+
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        (
+            "num_steps = 50",
+            "num_stepz = 50",
+            r"line 7: train: unknown key 'num_stepz'; valid keys: num_steps",
+        ),
+        ("num_steps = 50", 'num_steps = "many"', r"train.num_steps: expected int"),
+        ("num_steps = 50", "num_steps = -5", r"num_steps must be a positive integer"),
+        (
+            'weighting = "learned"',
+            'weighting = "magic"',
+            r"weighting: expected one of 'fixed', 'learned'",
+        ),
+        (
+            'arch = "mlp"',
+            'arch = "transformer"',
+            r"expected one of 'mlp', 'dual_scale', 'dual_expert'",
+        ),
+        ('datasets = ["moons"]', 'datasets = ["mars"]', r"unknown dataset 'mars'; valid: circle"),
+        ('name = "t"', 'name = "t"\nbaseline = "nope"', r"experiment.baseline: unknown run 'nope'"),
+        ("[train]", "[trian]", r"unknown table \[trian\]; valid tables"),
+        (
+            'model = { arch = "mlp" }',
+            'model = { arch = "mlp", gate = "enhanced" }',
+            r"does not apply",
+        ),
+        ("seeds = [0, 1]", "seeds = [0, 0]", r"distinct"),
+        ("seeds = [0, 1]", "seeds = 3", r"expected a list of int"),
+        ("[runs.baseline]", "[runs.baseline]\nmodle = 1", r"runs.baseline: unknown key 'modle'"),
+        ("num_steps = 50", "num_steps = [", r"not valid TOML"),
+    ],
+)
+def test_bad_files_get_clear_errors(tmp_path, old, new, message):
+    assert old in GOOD
+    with pytest.raises(ConfigError, match=message):
+        load_experiment(write(tmp_path, GOOD.replace(old, new, 1)))
+
+
+def test_overrides_apply_and_are_checked(tmp_path):
+    path = write(tmp_path, GOOD)
+    config = load_experiment(
+        path, ["train.num_steps=7", "runs.learned.model.weighting=learned_deep"]
+    )
+    assert config.run("baseline").train.num_steps == 7
+    assert config.run("learned").model.weighting == "learned_deep"
+    with pytest.raises(ConfigError, match="unknown key 'lr'"):
+        load_experiment(path, ["train.lr=1"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_experiment(path, ["train.num_steps"])
+
+
+def test_missing_file_and_no_runs(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_experiment(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="no runs"):
+        load_experiment(write(tmp_path, '[experiment]\nname = "x"\n'))
