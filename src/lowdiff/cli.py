@@ -13,12 +13,11 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from lowdiff import config as config_module
 from lowdiff.config import ConfigError
 from lowdiff.engine import DivergenceError
 from lowdiff.results import ResultsError
+from lowdiff.runtime import configure_cpu
 
 log = logging.getLogger("lowdiff")
 
@@ -53,7 +52,7 @@ def _run(experiment: config_module.ExperimentConfig, out: Path, args: argparse.N
     from lowdiff.experiments import execute  # heavy imports only once the input is valid
     from lowdiff.report import write_report
 
-    torch.set_num_threads(args.threads) if args.threads else None
+    configure_cpu(args.threads)
     execute(experiment, out, force=args.force, progress=not args.quiet)
     path = write_report(out)
     print(f"results: {out}\nreport:  {path}")

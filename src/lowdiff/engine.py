@@ -197,8 +197,8 @@ def clip_grad_norm_per_model(parameters: list[torch.Tensor], max_norm: float) ->
     """torch.nn.utils.clip_grad_norm_ applied to each model separately; returns the norms (M,)."""
     grads = [p.grad for p in parameters]
     num_models = grads[0].shape[0]
-    squared = torch.stack([g.reshape(num_models, -1).square().sum(1) for g in grads])
-    norms = squared.sum(0).sqrt()  # (M,)
+    per_tensor = [torch.linalg.vector_norm(g.reshape(num_models, -1), dim=1) for g in grads]
+    norms = torch.linalg.vector_norm(torch.stack(per_tensor), dim=0)  # (M,)
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(scale.view(num_models, *([1] * (g.dim() - 1))))

@@ -78,12 +78,29 @@ class Samples:
 
 
 @torch.no_grad()
+def denoise_in_chunks(
+    model: Denoiser, xt: torch.Tensor, t: int, rows: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """eps_hat (M, N, 2) and weights (M, N, K) or None, `rows` points per model at a time.
+
+    Chunks keep the activations inside the CPU caches (a (M, 10000, 256) activation does not
+    fit); the result does not depend on the chunk size, as each point is denoised on its own.
+    """
+    outputs = [model(xt[:, start : start + rows], t) for start in range(0, xt.shape[1], rows)]
+    eps = torch.cat([output.eps for output in outputs], dim=1)
+    if outputs[0].weights is None:
+        return eps, None
+    return eps, torch.cat([output.weights for output in outputs], dim=1)
+
+
+@torch.no_grad()
 def sample(
     model: Denoiser,
     schedule: NoiseSchedule,
     num_samples: int,
     generators: Sequence[torch.Generator],
     device: torch.device,
+    rows: int = 2048,
 ) -> Samples:
     """Ancestral DDPM sampling (SPEC §1) of `num_samples` points from each of the M models."""
 
@@ -96,11 +113,10 @@ def sample(
     trace, weights = [], None
     start = time.perf_counter()
     for t in range(schedule.num_timesteps - 1, -1, -1):
-        output = model(xt, t)
-        if output.weights is not None:
-            weights = output.weights
+        eps_hat, weights = denoise_in_chunks(model, xt, t, rows)
+        if weights is not None:
             trace.append(weights.mean(dim=1))  # (M, K)
-        xt = schedule.step(output.eps, t, xt, normal() if t > 0 else None)
+        xt = schedule.step(eps_hat, t, xt, normal() if t > 0 else None)
     if device.type == "cuda":
         torch.cuda.synchronize()
     inference_time = time.perf_counter() - start

@@ -251,10 +251,12 @@ def evaluate_batch(
         results.write_cell(cell.directory, arrays, record)
 
 
-def summarize_run(
-    root: Path, run: RunConfig, datasets: Sequence[str], seeds: Sequence[int]
-) -> dict[str, Any]:
-    """final_info.json content from the finished cells on disk: means, spread, per-seed values."""
+def summarize_run(root: Path, config: ExperimentConfig, run: RunConfig) -> dict[str, Any]:
+    """final_info.json content from the finished cells on disk: means, spread, per-seed values.
+
+    Only cells whose config hash matches the run's current config count.
+    """
+    datasets, seeds = config.experiment.datasets, config.experiment.seeds
     info: dict[str, Any] = {}
     for dataset in datasets:
         records = [
@@ -305,9 +307,7 @@ def batches(cells: Sequence[Cell], size: int) -> list[list[Cell]]:
 
 def _refresh_final_info(config: ExperimentConfig, root: Path, run_names: set[str]) -> None:
     for name in run_names:
-        info = summarize_run(
-            root, config.run(name), config.experiment.datasets, config.experiment.seeds
-        )
+        info = summarize_run(root, config, config.run(name))
         results.write_json(root / name / "final_info.json", info)
 
 
@@ -360,4 +360,4 @@ def execute(
     return missing
 
 
-__all__ = ["METRICS", "Cell", "execute", "plan", "summarize_run"]
+__all__ = ["METRICS", "Cell", "cell_hash", "execute", "plan", "summarize_run"]

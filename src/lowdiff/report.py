@@ -44,20 +44,36 @@ from lowdiff.experiments import METRICS, cell_hash
 from lowdiff.models import ARCHITECTURE_OPTIONS, COMMON_OPTIONS
 
 __all__ = [
+    "Block",
+    "Bullets",
     "CellResult",
     "ExperimentResults",
+    "FigurePlan",
     "GateStats",
+    "Heading",
+    "Image",
     "MetricTable",
     "MissingCell",
+    "Paragraph",
+    "Table",
+    "build_blocks",
     "classify_gate",
     "compare_runs",
+    "describe_comparison",
+    "figure_plans",
+    "format_delta",
+    "format_summary",
     "gate_stats",
     "load_results",
     "metric_tables",
+    "option_differences",
     "render_html",
     "render_markdown",
+    "run_table",
     "summary_items",
+    "tally",
     "weight_shift",
+    "write_figures",
     "write_report",
 ]
 
@@ -372,7 +388,7 @@ def format_summary(summary: stats.Summary, metric: str, num_seeds: int) -> str:
     """'mean ± half-CI', '(n = 2 of 3 seeds)' when seeds are missing, '(1 seed)' for one."""
     half = _half_width(summary)
     text = _number(summary.mean, metric)
-    text += " (1 seed)" if half is None else f" ± {_number(half, metric)}"
+    text += " (1 seed, no interval)" if half is None else f" ± {_number(half, metric)}"
     if summary.n < num_seeds and summary.n > 1:
         text += f" (n = {summary.n} of {num_seeds})"
     return text
@@ -397,7 +413,7 @@ def describe_comparison(comparison: stats.Comparison, metric: str, unit: str = "
     details = [f"Δ {delta}"]
     if comparison.ci_low is not None and comparison.ci_high is not None and comparison.n > 1:
         low, high = (_number(v, metric) for v in (comparison.ci_low, comparison.ci_high))
-        details.append(f"95% CI [{low}, {high}]")
+        details.append(f"uncorrected 95% CI [{low}, {high}]")
     if comparison.p_value_adjusted is not None:
         details.append(f"Holm-adjusted p = {comparison.p_value_adjusted:.3g}")
     details.append(f"{comparison.n} paired seed{'s' if comparison.n != 1 else ''}")
@@ -1042,8 +1058,7 @@ def tally(comparisons: Mapping[tuple[str, str], stats.Comparison], label: str) -
 def weight_shift(trace: np.ndarray) -> str:
     """Where the balance of a (T, 2) (w_global, w_local) trace shifts; row i is t = T-1-i."""
     w_global = np.asarray(trace, dtype=float)[:, 0]  # (T,)
-    num_steps = w_global.size
-    t = num_steps - 1 - np.arange(num_steps)  # the timestep of each row
+    t = w_global.size - 1 - np.arange(w_global.size)  # the timestep of each row
     start, end = w_global[0], w_global[-1]
     text = (
         f"w_global goes from {start:.2f} at t = {t[0]} to {end:.2f} at t = 0 "
@@ -1053,7 +1068,12 @@ def weight_shift(trace: np.ndarray) -> str:
         text += f"; the balance barely changes (|change| < {WEIGHT_SMALL_CHANGE})"
     else:
         towards = "local" if end < start else "global"
-        text += f"; the balance shifts towards the {towards} branch as sampling nears the data"
+        halfway = start + (end - start) / 2.0
+        reached = (w_global - halfway) * np.sign(end - start) >= 0.0  # (T,) past the halfway
+        text += (
+            f"; the balance shifts towards the {towards} branch as sampling nears the data, "
+            f"half of the change reached by t = {t[int(np.argmax(reached))]}"
+        )
     above = w_global > 0.5
     crossings = np.flatnonzero(above[1:] != above[:-1])  # row i -> i + 1 crosses 0.5
     if crossings.size:
@@ -1062,11 +1082,6 @@ def weight_shift(trace: np.ndarray) -> str:
     else:
         side = "global" if above.all() else "local"
         text += f"; the {side} branch keeps the larger weight at every step"
-    if num_steps > 1:
-        steps = np.diff(w_global)
-        i = int(np.argmax(np.abs(steps)))
-        change = f"{steps[i]:+.3f}".replace("-", "−")
-        text += f"; its largest one-step change ({change}) is from t = {t[i]} to {t[i + 1]}"
     return text
 
 

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 FORMAT = "lowdiff-cell/1"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class ResultsError(ValueError):
@@ -47,6 +49,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

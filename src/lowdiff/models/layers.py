@@ -108,9 +108,9 @@ class EmbeddingLinear(BatchedLinear):
         coord_features = embedded.coords.shape[-1]
         weight_x = self.weight[:, :coord_features]  # (M, 2E, out)
         weight_t = self.weight[:, coord_features:]  # (M, E, out)
-        per_timestep = torch.matmul(embedded.time_table, weight_t)  # (M, T, out)
-        hidden = torch.baddbmm(self.bias, embedded.coords, weight_x)  # (M, B, out)
-        return hidden + gather_by_timestep(per_timestep, embedded.t)
+        per_timestep = torch.matmul(embedded.time_table, weight_t) + self.bias  # (M, T, out)
+        offset = gather_by_timestep(per_timestep, embedded.t)  # (M, B, out) or (M, 1, out)
+        return torch.baddbmm(offset, embedded.coords, weight_x)  # (M, B, out)
 
 
 class ResidualBlock(nn.Module):

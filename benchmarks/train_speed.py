@@ -1,0 +1,178 @@
+"""Training and sampling speed of the batched engine against a plain single-model loop.
+
+Prints ms per model-step of the baseline training step for M = 1, 4, 16 (and more with --models),
+the same for a plain loop written the usual way (DataLoader over a TensorDataset, one nn.Module,
+AdamW, clipping, EMA, one Python step at a time), their ratio, the ms per model-step of every
+architecture family, and the time to sample 10,000 points x 100 steps per model.
+
+    python benchmarks/train_speed.py [--steps 60] [--models 1,4,16] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lowdiff.data import load
+from lowdiff.engine import CHUNK_STEPS, Member, TrainConfig, Trainer, resolve_device
+from lowdiff.evaluation import sample
+from lowdiff.models import ModelConfig
+from lowdiff.models.layers import sinusoidal_embedding
+from lowdiff.runtime import configure_cpu
+from lowdiff.schedule import NoiseSchedule, ScheduleConfig
+
+FAMILIES = {
+    "mlp (baseline)": ModelConfig(),
+    "dual_scale fixed": ModelConfig(arch="dual_scale", weighting="fixed"),
+    "dual_scale learned": ModelConfig(arch="dual_scale", weighting="learned"),
+    "dual_scale learned_deep": ModelConfig(arch="dual_scale", weighting="learned_deep"),
+    "dual_expert simple": ModelConfig(arch="dual_expert"),
+    "dual_expert enhanced+larger": ModelConfig(
+        arch="dual_expert", gate="enhanced", larger_experts=True
+    ),
+}
+
+
+class PlainMLP(nn.Module):
+    """The baseline denoiser as one would write it for a single model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input = nn.Linear(384, 256)
+        self.blocks = nn.ModuleList(nn.Linear(256, 256) for _ in range(3))
+        self.output = nn.Linear(256, 2)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        e = torch.cat(
+            [
+                sinusoidal_embedding(x[:, 0], 128, 25.0),
+                sinusoidal_embedding(x[:, 1], 128, 25.0),
+                sinusoidal_embedding(t.float(), 128, 1.0),
+            ],
+            dim=-1,
+        )
+        h = self.input(e)
+        for block in self.blocks:
+            h = h + block(torch.relu(h))
+        return self.output(torch.relu(h))
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def plain_loop_ms(points: torch.Tensor, steps: int, device: torch.device) -> float:
+    schedule = NoiseSchedule(ScheduleConfig(), device)
+    model = PlainMLP().to(device)
+    ema = copy.deepcopy(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    loader = DataLoader(TensorDataset(points), batch_size=256, shuffle=True, drop_last=True)
+    block_times, step, start = [], 0, time.perf_counter()
+    while step < steps + 10:
+        for (x0,) in loader:
+            if step % 10 == 0:  # time blocks of 10 steps; the first block is warm-up
+                synchronize(device)
+                if step:
+                    block_times.append((time.perf_counter() - start) / 10)
+                start = time.perf_counter()
+            x0 = x0.to(device)
+            eps = torch.randn_like(x0)
+            t = torch.randint(0, 100, (x0.shape[0],), device=device)
+            loss = nn.functional.mse_loss(model(schedule.add_noise(x0, eps, t), t), eps)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            optimizer.step()
+            optimizer.zero_grad()
+            if step % 10 == 0:
+                with torch.no_grad():
+                    for p, q in zip(ema.parameters(), model.parameters(), strict=True):
+                        p.lerp_(q, 0.005)
+            step += 1
+            if step == steps + 10:
+                break
+    return statistics.median(block_times[1:] or block_times) * 1e3
+
+
+def engine_ms(
+    config: ModelConfig, num_models: int, points: torch.Tensor, steps: int, device: torch.device
+) -> float:
+    """Median ms per model-step of the batched engine over blocks of 10 steps (after warm-up).
+
+    Includes drawing the random numbers (one chunk per CHUNK_STEPS steps) and the EMA update.
+    """
+    members = [Member("dino", seed) for seed in range(num_models)]
+    schedule = NoiseSchedule(ScheduleConfig(), device)
+    trainer = Trainer(config, members, {"dino": points}, schedule, TrainConfig(), device)
+    block_times, step = [], 0
+    for block in range(steps // 10 + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(10):
+            if step % CHUNK_STEPS == 0:
+                x0, t, eps = trainer.source.next_chunk(CHUNK_STEPS)
+            k = step % CHUNK_STEPS
+            trainer.step(x0[k], t[k], eps[k])
+            trainer.ema.update(trainer.model)
+            step += 1
+        synchronize(device)
+        if block:  # the first block is warm-up
+            block_times.append((time.perf_counter() - start) / 10)
+    return statistics.median(block_times) / num_models * 1e3
+
+
+def sampling_s(num_models: int, points: torch.Tensor, device: torch.device) -> float:
+    members = [Member("dino", seed) for seed in range(num_models)]
+    schedule = NoiseSchedule(ScheduleConfig(), device)
+    trainer = Trainer(
+        ModelConfig(), members, {"dino": points}, schedule, TrainConfig(num_steps=1), device
+    )
+    drawn = sample(
+        trainer.ema.model, schedule, 10_000, [g["sample"] for g in trainer.generators], device
+    )
+    return drawn.inference_time / num_models
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--models", default="1,4,16")
+    parser.add_argument("--family-models", type=int, default=4)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--skip-families", action="store_true")
+    args = parser.parse_args()
+    configure_cpu(args.threads)
+    device = resolve_device(args.device)
+    points = torch.from_numpy(load("dino")).to(device)
+    print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    plain = plain_loop_ms(points.cpu() if device.type == "cpu" else points, args.steps, device)
+    print(f"plain single-model loop (DataLoader): {plain:7.2f} ms/model-step")
+    for num_models in (int(m) for m in args.models.split(",")):
+        ms = engine_ms(ModelConfig(), num_models, points, args.steps, device)
+        ratio = plain / ms
+        print(
+            f"engine baseline M={num_models:<3} {ms:6.2f} ms/model-step, plain/engine {ratio:.2f}x"
+        )
+    if not args.skip_families:
+        base = None
+        for name, config in FAMILIES.items():
+            ms = engine_ms(config, args.family_models, points, args.steps, device)
+            base = base or ms
+            relative = ms / base
+            print(
+                f"family {name:26} M={args.family_models} {ms:6.2f} ms/model-step ({relative:.2f}x)"
+            )
+    for num_models in (1, 4):
+        seconds = sampling_s(num_models, points, device)
+        print(f"sampling 10,000 points x 100 steps, M={num_models}: {seconds:6.2f} s per model")
+
+
+if __name__ == "__main__":
+    main()
