@@ -23,7 +23,7 @@ from lowdiff.data import load
 from lowdiff.engine import CHUNK_STEPS, Member, TrainConfig, Trainer, resolve_device
 from lowdiff.evaluation import sample
 from lowdiff.models import ModelConfig
-from lowdiff.models.layers import sinusoidal_embedding
+from lowdiff.models.reference import PlainMLPDenoiser
 from lowdiff.runtime import configure_cpu
 from lowdiff.schedule import NoiseSchedule, ScheduleConfig
 
@@ -39,30 +39,6 @@ FAMILIES = {
 }
 
 
-class PlainMLP(nn.Module):
-    """The baseline denoiser as one would write it for a single model."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.input = nn.Linear(384, 256)
-        self.blocks = nn.ModuleList(nn.Linear(256, 256) for _ in range(3))
-        self.output = nn.Linear(256, 2)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        e = torch.cat(
-            [
-                sinusoidal_embedding(x[:, 0], 128, 25.0),
-                sinusoidal_embedding(x[:, 1], 128, 25.0),
-                sinusoidal_embedding(t.float(), 128, 1.0),
-            ],
-            dim=-1,
-        )
-        h = self.input(e)
-        for block in self.blocks:
-            h = h + block(torch.relu(h))
-        return self.output(torch.relu(h))
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -70,7 +46,7 @@ def synchronize(device: torch.device) -> None:
 
 def plain_loop_ms(points: torch.Tensor, steps: int, device: torch.device) -> float:
     schedule = NoiseSchedule(ScheduleConfig(), device)
-    model = PlainMLP().to(device)
+    model = PlainMLPDenoiser().to(device)
     ema = copy.deepcopy(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
     loader = DataLoader(TensorDataset(points), batch_size=256, shuffle=True, drop_last=True)

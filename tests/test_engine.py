@@ -10,11 +10,11 @@ from lowdiff.engine import (
     DivergenceError,
     Member,
     TrainConfig,
+    Trainer,
     clip_grad_norm_per_model,
     cosine_lr,
     mean_pairwise_distance,
     stream_generators,
-    train,
 )
 from lowdiff.models import ModelConfig, build_model
 from lowdiff.schedule import NoiseSchedule, ScheduleConfig
@@ -47,9 +47,8 @@ def run(config, members, datasets, **train_options):
         "ema_update_every": 2,
         "ema_warmup_steps": 3,
     } | train_options
-    return train(
-        config, members, datasets, NoiseSchedule(ScheduleConfig()), TrainConfig(**options), DEVICE
-    )
+    schedule = NoiseSchedule(ScheduleConfig())
+    return Trainer(config, members, datasets, schedule, TrainConfig(**options), DEVICE).run()
 
 
 @pytest.mark.parametrize("name", ARCHS)

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from torch import nn
 
 from lowdiff.models import ARCHITECTURES, ModelConfig, build_model
 from lowdiff.models.layers import sinusoidal_embedding
+from lowdiff.models.reference import PlainMLPDenoiser
 
 CONFIGS = {
     "mlp": ModelConfig(),
@@ -52,33 +52,9 @@ def test_shared_timestep_equals_per_sample_timesteps(name):
     assert torch.allclose(shared.eps, per_sample.eps, atol=1e-5)
 
 
-class ReferenceMLP(nn.Module):
-    """SPEC §1 baseline written the plain way, to check the batched one against."""
-
-    def __init__(self):
-        super().__init__()
-        self.input = nn.Linear(384, 256)
-        self.blocks = nn.ModuleList(nn.Linear(256, 256) for _ in range(3))
-        self.output = nn.Linear(256, 2)
-
-    def forward(self, x, t):
-        e = torch.cat(
-            [
-                sinusoidal_embedding(x[:, 0], 128, 25.0),
-                sinusoidal_embedding(x[:, 1], 128, 25.0),
-                sinusoidal_embedding(t.float(), 128, 1.0),
-            ],
-            dim=-1,
-        )
-        h = self.input(e)
-        for block in self.blocks:
-            h = h + block(torch.relu(h))
-        return self.output(torch.relu(h))
-
-
 def test_baseline_matches_the_spec_network():
     batched = make(ModelConfig(), [5])
-    reference = ReferenceMLP()
+    reference = PlainMLPDenoiser()
     layers = [
         batched.network.input,
         *[b.linear for b in batched.network.blocks],

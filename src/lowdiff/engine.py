@@ -316,16 +316,3 @@ class Trainer:
             training_time,
             self.generators,
         )
-
-
-def train(
-    model_config: ModelConfig,
-    members: Sequence[Member],
-    datasets: dict[str, torch.Tensor],
-    schedule: NoiseSchedule,
-    config: TrainConfig,
-    device: torch.device,
-    progress: str | None = None,
-) -> TrainResult:
-    """Train len(members) models of `model_config` at once; see the module docstring."""
-    return Trainer(model_config, members, datasets, schedule, config, device).run(progress)

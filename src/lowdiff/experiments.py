@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from lowdiff import data, metrics, results, stats
 from lowdiff.config import ExperimentConfig, RunConfig, to_dict
-from lowdiff.engine import Member, TrainResult, resolve_device, train
+from lowdiff.engine import Member, Trainer, TrainResult, resolve_device
 from lowdiff.evaluation import eval_loss, field_timesteps, sample, weight_field
 from lowdiff.schedule import NoiseSchedule
 
@@ -320,7 +320,8 @@ def _train_batch(
     tensors = {name: torch.from_numpy(bundles[name].points) for name in {c.dataset for c in batch}}
     members = [Member(c.dataset, c.seed) for c in batch]
     label = f"{run.name}: {len(batch)} models" if progress else None
-    result = train(run.model, members, tensors, schedule, run.train, device, progress=label)
+    trainer = Trainer(run.model, members, tensors, schedule, run.train, device)
+    result = trainer.run(progress=label)
     evaluate_batch(result, batch, bundles, schedule, device)
 
 

@@ -7,6 +7,7 @@ config never silently carries a setting that had no effect.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -58,18 +59,20 @@ class ModelConfig:
                     f"model option {field.name!r} does not apply to arch {self.arch!r}; "
                     f"its options are: {valid}"
                 )
+        for field in fields(self):  # a choice must be one of its Literal's values
+            choices = typing.get_args(typing.get_type_hints(ModelConfig)[field.name])
+            if choices and getattr(self, field.name) not in choices:
+                valid = ", ".join(map(str, choices))
+                raise ValueError(
+                    f"model.{field.name}: {getattr(self, field.name)!r} is not one of {valid}"
+                )
         for name in ("embedding_dim", "hidden_dim", "hidden_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.embedding_dim % 2 or self.embedding_dim < 4:
             raise ValueError(f"model.embedding_dim must be even and >= 4, got {self.embedding_dim}")
 
-    def options(self) -> dict[str, object]:
-        """The constructor arguments of this architecture."""
-        names = (*COMMON_OPTIONS, *ARCHITECTURE_OPTIONS[self.arch])
-        return {name: getattr(self, name) for name in names}
-
 
 def build_model(config: ModelConfig, num_models: int, num_timesteps: int) -> Denoiser:
     """M uninitialised models of `config.arch`; call `reset_parameters(generators)` next."""
-    return ARCHITECTURES[config.arch](num_models, num_timesteps, **config.options())
+    return ARCHITECTURES[config.arch](num_models, num_timesteps, config)

@@ -8,12 +8,15 @@ their branches with (M, B, K) — recorded during sampling, never used by the lo
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 
 from lowdiff.models.layers import Embedded, reset_all, sinusoidal_embedding
+
+if TYPE_CHECKING:
+    from lowdiff.models import ModelConfig
 
 
 class DenoiserOutput(NamedTuple):
@@ -24,22 +27,13 @@ class DenoiserOutput(NamedTuple):
 class Denoiser(nn.Module):
     """Base class: embedding of x (scale `input_scale`) and a table of time embeddings."""
 
-    def __init__(
-        self,
-        num_models: int,
-        num_timesteps: int,
-        embedding_dim: int,
-        input_scale: float,
-        time_scale: float,
-    ) -> None:
+    def __init__(self, num_models: int, num_timesteps: int, config: ModelConfig) -> None:
         super().__init__()
-        self.num_models = num_models
-        self.embedding_dim = embedding_dim
-        self.input_scale = input_scale
+        self.num_models, self.config = num_models, config
+        self.embedding_dim, self.input_scale = config.embedding_dim, config.input_scale
         steps = torch.arange(num_timesteps, dtype=torch.float32)
-        self.register_buffer(
-            "time_table", sinusoidal_embedding(steps, embedding_dim, time_scale), persistent=False
-        )
+        table = sinusoidal_embedding(steps, config.embedding_dim, config.time_scale)
+        self.register_buffer("time_table", table, persistent=False)
 
     def embed(self, x: torch.Tensor, t: torch.Tensor | int) -> Embedded:
         """x (M, B, 2) -> the factorised joint embedding [emb(x0), emb(x1), emb(t)]."""

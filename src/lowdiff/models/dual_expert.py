@@ -9,13 +9,16 @@ Linear(3E, H) -> ReLU -> Linear(H, H/2) -> ReLU -> Linear(H/2, 1) -> Sigmoid. Wi
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from lowdiff.models.base import Denoiser, DenoiserOutput
 from lowdiff.models.layers import BatchedLinear, Embedded, EmbeddingLinear, Trunk
+
+if TYPE_CHECKING:
+    from lowdiff.models import ModelConfig
 
 Gate = Literal["simple", "enhanced"]
 
@@ -42,24 +45,12 @@ class GateNetwork(nn.Module):
 
 
 class DualExpertDenoiser(Denoiser):
-    def __init__(
-        self,
-        num_models: int,
-        num_timesteps: int,
-        *,
-        gate: Gate = "simple",
-        larger_experts: bool = False,
-        embedding_dim: int = 128,
-        hidden_dim: int = 256,
-        hidden_layers: int = 3,
-        input_scale: float = 25.0,
-        time_scale: float = 1.0,
-    ) -> None:
-        super().__init__(num_models, num_timesteps, embedding_dim, input_scale, time_scale)
-        self.gate = GateNetwork(num_models, embedding_dim, hidden_dim, gate)
+    def __init__(self, num_models: int, num_timesteps: int, config: ModelConfig) -> None:
+        super().__init__(num_models, num_timesteps, config)
+        self.gate = GateNetwork(num_models, config.embedding_dim, config.hidden_dim, config.gate)
+        widths = (config.embedding_dim, config.hidden_dim, config.hidden_layers)
         self.experts = nn.ModuleList(
-            Trunk(num_models, embedding_dim, hidden_dim, hidden_layers, extra_layer=larger_experts)
-            for _ in range(2)
+            Trunk(num_models, *widths, extra_layer=config.larger_experts) for _ in range(2)
         )
 
     def forward(self, xt: torch.Tensor, t: torch.Tensor | int) -> DenoiserOutput:

@@ -11,7 +11,7 @@ rows are gathered per sample: the same numbers as running it per sample, T inste
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -19,8 +19,8 @@ from torch import nn
 from lowdiff.models.base import Denoiser, DenoiserOutput
 from lowdiff.models.layers import BatchedLinear, Embedded, Trunk, gather_by_timestep
 
-Weighting = Literal["fixed", "learned", "learned_deep"]
-Upscale = Literal["learned", "fixed"]
+if TYPE_CHECKING:
+    from lowdiff.models import ModelConfig
 
 
 class SigmoidWeights(nn.Module):
@@ -66,35 +66,19 @@ WEIGHT_NETWORKS = {"learned": SigmoidWeights, "learned_deep": SoftmaxWeights}
 
 
 class DualScaleDenoiser(Denoiser):
-    def __init__(
-        self,
-        num_models: int,
-        num_timesteps: int,
-        *,
-        weighting: Weighting = "learned",
-        upscale: Upscale = "learned",
-        zoom: float = 2.0,
-        embedding_dim: int = 128,
-        hidden_dim: int = 256,
-        hidden_layers: int = 3,
-        input_scale: float = 25.0,
-        time_scale: float = 1.0,
-    ) -> None:
-        super().__init__(num_models, num_timesteps, embedding_dim, input_scale, time_scale)
-        if weighting not in ("fixed", *WEIGHT_NETWORKS):
-            raise ValueError(
-                f"unknown weighting {weighting!r}; valid: fixed, {', '.join(WEIGHT_NETWORKS)}"
-            )
-        if upscale not in ("learned", "fixed"):
-            raise ValueError(f"unknown upscale {upscale!r}; valid: learned, fixed")
-        self.global_branch = Trunk(num_models, embedding_dim, hidden_dim, hidden_layers)
-        self.local_branch = Trunk(num_models, embedding_dim, hidden_dim, hidden_layers)
+    def __init__(self, num_models: int, num_timesteps: int, config: ModelConfig) -> None:
+        super().__init__(num_models, num_timesteps, config)
+        widths = (config.embedding_dim, config.hidden_dim, config.hidden_layers)
+        self.global_branch = Trunk(num_models, *widths)
+        self.local_branch = Trunk(num_models, *widths)
         # learnable R^2 -> R^2 map, default nn.Linear init (SPEC §2); or a fixed zoom x * s
-        self.upscale = BatchedLinear(num_models, 2, 2) if upscale == "learned" else None
-        self.zoom = zoom
-        self.weighting = weighting
-        network = WEIGHT_NETWORKS.get(weighting)
-        self.weight_network = network(num_models, embedding_dim, hidden_dim) if network else None
+        learned = config.upscale == "learned"
+        self.upscale = BatchedLinear(num_models, 2, 2) if learned else None
+        self.zoom = config.zoom
+        network = WEIGHT_NETWORKS.get(config.weighting)
+        self.weight_network = (
+            network(num_models, config.embedding_dim, config.hidden_dim) if network else None
+        )
 
     def forward(self, xt: torch.Tensor, t: torch.Tensor | int) -> DenoiserOutput:
         embedded = self.embed(xt, t)

@@ -6,26 +6,23 @@ ReLU -> Linear(256, 2), predicting eps.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from lowdiff.models.base import Denoiser, DenoiserOutput
 from lowdiff.models.layers import Trunk
 
+if TYPE_CHECKING:
+    from lowdiff.models import ModelConfig
+
 
 class MLPDenoiser(Denoiser):
-    def __init__(
-        self,
-        num_models: int,
-        num_timesteps: int,
-        *,
-        embedding_dim: int = 128,
-        hidden_dim: int = 256,
-        hidden_layers: int = 3,
-        input_scale: float = 25.0,
-        time_scale: float = 1.0,
-    ) -> None:
-        super().__init__(num_models, num_timesteps, embedding_dim, input_scale, time_scale)
-        self.network = Trunk(num_models, embedding_dim, hidden_dim, hidden_layers)
+    def __init__(self, num_models: int, num_timesteps: int, config: ModelConfig) -> None:
+        super().__init__(num_models, num_timesteps, config)
+        self.network = Trunk(
+            num_models, config.embedding_dim, config.hidden_dim, config.hidden_layers
+        )
 
     def forward(self, xt: torch.Tensor, t: torch.Tensor | int) -> DenoiserOutput:
         return DenoiserOutput(self.network(self.embed(xt, t)), None)
