@@ -1,0 +1,45 @@
+"""A quick variant of every shipped experiment file runs end to end and reports its figures."""
+
+from pathlib import Path
+
+import pytest
+
+from lowdiff.config import load_experiment
+from lowdiff.experiments import execute
+from lowdiff.report import write_report
+
+EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
+QUICK = [
+    'experiment.datasets=["dino", "moons"]',
+    "experiment.seeds=[0, 1]",
+    "experiment.num_points=1500",
+    "experiment.oracle_draws=1",
+    "train.num_steps=8",
+    "train.batch_size=32",
+    "eval.num_samples=200",
+    "eval.field_resolution=6",
+    "model.hidden_dim=16",
+    "model.embedding_dim=8",
+]
+SERIES_FIGURES = {
+    "dual_scale": ["weight_evolution.png"],
+    "dual_expert": [
+        "dino_generated_samples.png",
+        "dino_train_loss.png",
+        "dino_gating_weights_histogram.png",
+    ],
+}
+COMMON_FIGURES = ["train_loss.png", "generated_images.png", "kl_divergence_comparison.png"]
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_quick_variant_runs_and_reports(path, tmp_path):
+    config = load_experiment(path, QUICK)
+    execute(config, tmp_path, progress=False)
+    report = write_report(tmp_path).read_text()
+    for index, run in enumerate(config.runs):
+        assert f"Run {index}: {run.name}" in report
+    for figure in COMMON_FIGURES + SERIES_FIGURES.get(path.stem, []):
+        assert (tmp_path / "figures" / figure).is_file(), figure
+    if path.stem == "dual_expert":
+        assert list((tmp_path / "figures").glob("expert_specialisation*.png"))
