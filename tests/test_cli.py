@@ -74,3 +74,19 @@ def test_report_of_a_foreign_directory_is_an_error(tmp_path, capsys):
     (tmp_path / "final_info.json").write_text("{}")
     assert main(["report", str(tmp_path)]) == 2
     assert "lowdiff" in capsys.readouterr().err
+
+
+def test_divergence_is_named_and_finished_cells_are_kept(tmp_path, capsys):
+    experiment = tmp_path / "boom.toml"
+    experiment.write_text(
+        '[experiment]\nname = "boom"\ndatasets = ["moons"]\nseeds = [0]\nnum_points = 1000\n'
+        "oracle_draws = 1\n[train]\nnum_steps = 200\nbatch_size = 32\n[eval]\nnum_samples = 200\n"
+        '[model]\nhidden_dim = 16\nembedding_dim = 8\n[runs.baseline]\nmodel = { arch = "mlp" }\n'
+        '[runs.boom]\nmodel = { arch = "mlp" }\ntrain = { learning_rate = 1e30 }\n'
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(experiment), "--out", str(out), "--quiet"]) == 3
+    error = capsys.readouterr().err
+    assert "run 'boom'" in error and "moons/seed 0" in error and "NaN" in error
+    assert (out / "baseline" / "moons" / "seed_0" / "cell.json").is_file()
+    assert not (out / "boom" / "moons" / "seed_0" / "cell.json").exists()

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ResultsError) as error:
         print(f"lowdiff: error: {error}", file=sys.stderr)
         return 2
-    except DivergenceError as error:
+    except (DivergenceError, FloatingPointError) as error:
         print(
             f"lowdiff: {error}\nfinished cells are kept; fix the config and run again to resume.",
             file=sys.stderr,

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from lowdiff import data, metrics, results, stats
 from lowdiff.config import ExperimentConfig, RunConfig, to_dict
-from lowdiff.engine import Member, Trainer, TrainResult, resolve_device
-from lowdiff.evaluation import eval_loss, field_timesteps, sample, weight_field
+from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
+from lowdiff.evaluation import Samples, eval_loss, field_timesteps, sample, weight_field
 from lowdiff.schedule import NoiseSchedule
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,57 @@ def _model_arrays(model: torch.nn.Module, index: int) -> dict[str, np.ndarray]:
     return {name: p.detach()[index].cpu().numpy() for name, p in model.named_parameters()}
 
 
+@dataclass
+class BatchOutputs:
+    """What the evaluation of one trained batch produced, model axis first."""
+
+    result: TrainResult
+    eval_losses: np.ndarray  # (M,)
+    samples: Samples
+    field: np.ndarray | None  # (M, n_t, G, G, K) weights over the plane
+    field_timesteps: list[int]
+    device: torch.device
+
+
+def _weight_arrays(outputs: BatchOutputs, m: int, extent: float) -> dict[str, np.ndarray] | None:
+    drawn = outputs.samples
+    if drawn.weight_trace is None:
+        return None
+    weights = {"trace": drawn.weight_trace[m], "final": drawn.final_weights[m]}
+    if outputs.field is not None:
+        weights["field"] = outputs.field[m]
+        weights["field_timesteps"] = np.array(outputs.field_timesteps)
+        weights["field_extent"] = np.array(extent)
+    return weights
+
+
+def write_model_cell(outputs: BatchOutputs, m: int, cell: Cell, bundle: DatasetBundle) -> None:
+    """Measure model m of the batch and write its cell (cell.json last)."""
+    result, drawn, num_models = outputs.result, outputs.samples, len(outputs.eval_losses)
+    measured = {
+        "training_time": result.training_time / num_models,
+        "eval_loss": float(outputs.eval_losses[m]),
+        "inference_time": drawn.inference_time / num_models,
+        **measure_samples(drawn.points[m], bundle, cell.run.eval.knn_k),
+        "final_train_loss": float(result.losses[m, -min(100, result.losses.shape[1]) :].mean()),
+    }
+    batch = {
+        "models": num_models,
+        "training_time": result.training_time,
+        "inference_time": drawn.inference_time,
+        "device": str(outputs.device),
+    }
+    record = {"config_hash": cell.config_hash, "run": cell.run.name, "dataset": cell.dataset}
+    record |= {"seed": cell.seed, "metrics": measured, "batch": batch}
+    arrays = {
+        "losses.npy": result.losses[m],
+        "samples.npy": drawn.points[m],
+        "weights.npz": _weight_arrays(outputs, m, cell.run.eval.field_extent),
+        "model_ema.npz": _model_arrays(result.ema_model, m),
+    }
+    results.write_cell(cell.directory, arrays, record)
+
+
 def evaluate_batch(
     result: TrainResult,
     cells: Sequence[Cell],
@@ -197,58 +248,29 @@ def evaluate_batch(
     schedule: NoiseSchedule,
     device: torch.device,
 ) -> None:
-    """Evaluate a trained batch and write each of its cells."""
-    run = cells[0].run
-    num_models = len(cells)
+    """Evaluate a trained batch and write each of its cells; a model whose samples are not
+    finite is reported (DivergenceError) after the others are written."""
+    config = cells[0].run.eval
     generators = result.generators
     points = torch.stack([torch.from_numpy(bundles[c.dataset].points) for c in cells]).to(device)
-    losses = eval_loss(
-        result.model, schedule, points, [g["eval"] for g in generators], run.eval.chunk_size
-    )
-    drawn = sample(
-        result.ema_model, schedule, run.eval.num_samples, [g["sample"] for g in generators], device
-    )
-    timesteps = field_timesteps(schedule.num_timesteps, run.eval.field_timesteps)
+    eval_generators = [g["eval"] for g in generators]
+    losses = eval_loss(result.model, schedule, points, eval_generators, config.chunk_size)
+    sample_generators = [g["sample"] for g in generators]
+    drawn = sample(result.ema_model, schedule, config.num_samples, sample_generators, device)
+    timesteps = field_timesteps(schedule.num_timesteps, config.field_timesteps)
     field = weight_field(
-        result.ema_model, timesteps, run.eval.field_resolution, run.eval.field_extent, device
+        result.ema_model, timesteps, config.field_resolution, config.field_extent, device
     )
+    outputs = BatchOutputs(result, losses, drawn, field, timesteps, device)
+    diverged = [m for m in range(len(cells)) if not np.isfinite(drawn.points[m]).all()]
     for m, cell in enumerate(cells):
-        measured = {
-            "training_time": result.training_time / num_models,
-            "eval_loss": float(losses[m]),
-            "inference_time": drawn.inference_time / num_models,
-            **measure_samples(drawn.points[m], bundles[cell.dataset], run.eval.knn_k),
-            "final_train_loss": float(result.losses[m, -min(100, result.losses.shape[1]) :].mean()),
-        }
-        weights = None
-        if drawn.weight_trace is not None:
-            weights = {"trace": drawn.weight_trace[m], "final": drawn.final_weights[m]}
-            if field is not None:
-                weights |= {
-                    "field": field[m],
-                    "field_timesteps": np.array(timesteps),
-                    "field_extent": np.array(run.eval.field_extent),
-                }
-        record = {
-            "config_hash": cell.config_hash,
-            "run": run.name,
-            "dataset": cell.dataset,
-            "seed": cell.seed,
-            "metrics": measured,
-            "batch": {
-                "models": num_models,
-                "training_time": result.training_time,
-                "inference_time": drawn.inference_time,
-                "device": str(device),
-            },
-        }
-        arrays = {
-            "losses.npy": result.losses[m],
-            "samples.npy": drawn.points[m],
-            "weights.npz": weights,
-            "model_ema.npz": _model_arrays(result.ema_model, m),
-        }
-        results.write_cell(cell.directory, arrays, record)
+        if m not in diverged:
+            write_model_cell(outputs, m, cell, bundles[cell.dataset])
+    if diverged:
+        names = ", ".join(
+            f"{c.run.name} {c.dataset}/seed {c.seed}" for c in map(cells.__getitem__, diverged)
+        )
+        raise DivergenceError(f"sampling produced NaN/inf points for {names}")
 
 
 def summarize_run(root: Path, config: ExperimentConfig, run: RunConfig) -> dict[str, Any]:
@@ -321,7 +343,10 @@ def _train_batch(
     members = [Member(c.dataset, c.seed) for c in batch]
     label = f"{run.name}: {len(batch)} models" if progress else None
     trainer = Trainer(run.model, members, tensors, schedule, run.train, device)
-    result = trainer.run(progress=label)
+    try:
+        result = trainer.run(progress=label)
+    except DivergenceError as error:
+        raise DivergenceError(f"run {run.name!r}: {error}") from error
     evaluate_batch(result, batch, bundles, schedule, device)
 
 
