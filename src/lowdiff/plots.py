@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -43,6 +42,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+from lowdiff import results
 
 Color = str  # a hex colour, "#rrggbb"
 Nested = Mapping[str, Mapping[str, np.ndarray]]  # [run][dataset] -> array
@@ -91,22 +92,15 @@ def hanning_smooth(values: np.ndarray, window: int = 25) -> np.ndarray:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = DPI) -> Path:
-    """Write `fig` as a PNG at `path` atomically: render to a temp file beside it, os.replace it.
+    """Write `fig` as a PNG at `path` atomically (`results.atomic_write_bytes`).
 
-    Readers never see a half-written figure; on failure the temp file is removed and any old
-    file at `path` is left untouched. Missing parent directories are created.
+    Readers never see a half-written figure; on failure any old file at `path` is left
+    untouched. Missing parent directories are created.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            fig.savefig(stream, format="png", dpi=dpi, facecolor="white")
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600; a figure is for everyone to read
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    results.atomic_write_with(
+        path, lambda buffer: fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    )
     return path
 
 

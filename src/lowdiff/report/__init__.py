@@ -185,5 +185,4 @@ def write_report(root: Path) -> Path:
     }
     for name, text in pages.items():
         results.atomic_write_bytes(root / name, text.encode())
-        (root / name).chmod(0o644)  # the temporary file it came from was private (0600)
     return root / "report.md"
