@@ -134,6 +134,12 @@ def test_repeated_run_config_is_trained_once(tmp_path):
         a = np.load(results.cell_dir(tmp_path / "out", "baseline", dataset, 0) / "samples.npy")
         b = np.load(results.cell_dir(tmp_path / "out", "again", dataset, 0) / "samples.npy")
         assert np.array_equal(a, b)
+    # a run added later that repeats a finished run's config is copied, not trained
+    (tmp_path / "exp.toml").write_text(text + "[runs.later]\n" + text.split("[runs.again]\n")[1])
+    later = load_experiment(tmp_path / "exp.toml")
+    assert execute(later, tmp_path / "out", progress=False) == []
+    record = results.read_cell(results.cell_dir(tmp_path / "out", "later", "line", 1))
+    assert record is not None and record["run"] == "later"
 
 
 def test_corrupt_and_foreign_files_are_named(tmp_path):

@@ -350,6 +350,17 @@ def _train_batch(
     evaluate_batch(result, batch, bundles, schedule, device)
 
 
+def _copy_finished_twins(cells: Sequence[Cell], missing: list[Cell]) -> list[Cell]:
+    """Fill missing cells from finished cells of the same config (another run repeating it);
+    returns the cells still missing."""
+    finished = {c.config_hash: c for c in cells if c not in missing}
+    for cell in missing:
+        if cell.config_hash in finished:
+            source = finished[cell.config_hash].directory
+            results.copy_cell(source, cell.directory, {"run": cell.run.name})
+    return [c for c in missing if c.config_hash not in finished]
+
+
 def execute(
     config: ExperimentConfig, root: Path, *, force: bool = False, progress: bool = True
 ) -> list[Cell]:
@@ -362,6 +373,7 @@ def execute(
     write_configs(config, root)
     cells = plan(config, root)
     missing = [c for c in cells if force or results.read_cell(c.directory, c.config_hash) is None]
+    missing = _copy_finished_twins(cells, missing)
     log.info("%d of %d cells to run", len(missing), len(cells))
     device = resolve_device(config.experiment.device)
     bundles = load_bundles(config)
