@@ -152,3 +152,40 @@ def test_corrupt_and_foreign_files_are_named(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(results.ResultsError):
         results.read_npy(tmp_path / "obj.npy")  # object arrays would need pickle: refused
+
+
+def test_cell_hash_keys_on_what_changes_results(uninterrupted):
+    """The key moves with any protocol setting, not with memory-only settings; a default-valued
+    setting leaves it where it was (so results survive new settings)."""
+    import dataclasses
+
+    from lowdiff.experiments import cell_hash
+
+    config, _ = uninterrupted
+    run = config.runs[0]
+    base = cell_hash(config, run, "moons", 0)
+    changed = {
+        "model": dataclasses.replace(run.model, hidden_dim=65),
+        "train": dataclasses.replace(run.train, learning_rate=1e-3),
+        "schedule": dataclasses.replace(run.schedule, beta_schedule="quadratic"),
+        "eval": dataclasses.replace(run.eval, num_samples=401),
+    }
+    for section, value in changed.items():
+        other = dataclasses.replace(run, **{section: value})
+        assert cell_hash(config, other, "moons", 0) != base, section
+    assert cell_hash(config, run, "moons", 1) != base
+    same = dataclasses.replace(run, eval=dataclasses.replace(run.eval, chunk_size=17))
+    assert cell_hash(config, same, "moons", 0) == base
+    described = dataclasses.replace(run, name="renamed", description="x")
+    assert cell_hash(config, described, "moons", 0) == base
+
+
+def test_a_cell_without_its_weights_still_counts_as_finished(uninterrupted, tmp_path):
+    config, root = uninterrupted
+    cell = plan(config, root)[0]
+    target = tmp_path / "cell"
+    results.copy_cell(cell.directory, target, {})
+    (target / "model_ema.npz").unlink()
+    assert results.read_cell(target, cell.config_hash) is not None
+    (target / "samples.npy").unlink()
+    assert results.read_cell(target, cell.config_hash) is None

@@ -12,6 +12,7 @@ measured against the same training points (SPEC §4), so a reader knows what "pe
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,48 +23,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lowdiff import data, metrics, results, stats
-from lowdiff.config import ExperimentConfig, RunConfig, to_dict
+from lowdiff import data, results, stats
+from lowdiff.config import SECTIONS, ExperimentConfig, RunConfig, to_dict
 from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
 from lowdiff.evaluation import Samples, eval_loss, field_timesteps, sample, weight_field
+from lowdiff.metrics import METRICS, Reference, load_reference, measure
 from lowdiff.schedule import NoiseSchedule
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class MetricInfo:
-    label: str
-    lower_is_better: bool | None  # None: neither direction is "better" (compare to the oracle)
-    description: str
-
-
-METRICS: dict[str, MetricInfo] = {
-    "kl_divergence": MetricInfo(
-        "KL (bits)", True, "k-NN estimate of KL(data || samples), k = 5, in bits"
-    ),
-    "eval_loss": MetricInfo(
-        "eval loss", True, "MSE of the trained weights over one pass of the data"
-    ),
-    "modes_captured": MetricInfo(
-        "modes captured", False, "components holding >= 10% of their expected share"
-    ),
-    "high_quality_fraction": MetricInfo(
-        "HQ fraction", False, "samples within 3 x noise scale of the data"
-    ),
-    "mode_tv_distance": MetricInfo(
-        "mode TV", True, "total variation between mode histogram and true weights"
-    ),
-    "sample_diversity": MetricInfo(
-        "diversity", None, "mean pairwise distance of samples (compare to oracle)"
-    ),
-    "training_time": MetricInfo(
-        "train time (s)", True, "training wall clock per model (batch time / M)"
-    ),
-    "inference_time": MetricInfo(
-        "sample time (s)", True, "sampling wall clock per model (batch time / M)"
-    ),
-}
+HASH_VERSION = 2  # bump when the protocol's defaults or the cell contents change meaning
 
 
 @dataclass(frozen=True)
@@ -75,29 +44,30 @@ class Cell:
     directory: Path
 
 
-@dataclass(frozen=True)
-class DatasetBundle:
-    """A dataset's training points, their component labels, and its cached k-NN radii."""
+# Fields that change how a result is computed but not the result itself.
+NOT_IN_HASH = {"eval": {"chunk_size"}}
 
-    points: np.ndarray  # (n, 2) float32
-    labels: np.ndarray  # (n,)
-    components: data.Components
-    radii: dict[int, np.ndarray]  # k -> rho_k of every training point
 
-    def rho(self, k: int) -> np.ndarray:
-        if k not in self.radii:
-            self.radii[k] = metrics.knn_radii(self.points, k)
-        return self.radii[k]
+def _settings_key(section: str, value: Any) -> dict[str, Any]:
+    """The fields of one config section that differ from the reference protocol's defaults.
+
+    Keying a cell on the difference from the protocol (not on every field) keeps finished
+    results valid when a later version adds a setting whose default is today's behaviour; the
+    protocol defaults themselves are pinned by the conformance tests.
+    """
+    skip = NOT_IN_HASH.get(section, set())
+    return {
+        field.name: to_dict(getattr(value, field.name))
+        for field in dataclasses.fields(value)
+        if field.name not in skip and getattr(value, field.name) != field.default
+    }
 
 
 def cell_hash(config: ExperimentConfig, run: RunConfig, dataset: str, seed: int) -> str:
+    """Key of a cell's result: what it was trained and sampled with, nothing cosmetic."""
     key = {
-        "format": results.FORMAT,
-        "run": {
-            name: value
-            for name, value in to_dict(run).items()
-            if name not in ("name", "description")
-        },
+        "key": HASH_VERSION,
+        **{section: _settings_key(section, getattr(run, section)) for section in SECTIONS},
         "dataset": dataset,
         "seed": seed,
         "num_points": config.experiment.num_points,
@@ -121,31 +91,15 @@ def plan(config: ExperimentConfig, root: Path) -> list[Cell]:
     ]
 
 
-def load_bundles(config: ExperimentConfig) -> dict[str, DatasetBundle]:
-    bundles = {}
-    for name in config.experiment.datasets:
-        points, labels = data.load_with_labels(name, config.experiment.num_points)
-        bundles[name] = DatasetBundle(points, labels, data.get_dataset(name).components, {})
-    return bundles
-
-
-def measure_samples(samples: np.ndarray, bundle: DatasetBundle, k: int) -> dict[str, float]:
-    """The sample-quality metrics of one model (or of an oracle draw)."""
-    modes = metrics.mode_metrics(
-        samples, bundle.components, reference_points=bundle.points, reference_labels=bundle.labels
-    )
+def load_bundles(config: ExperimentConfig) -> dict[str, Reference]:
     return {
-        "kl_divergence": metrics.knn_kl(bundle.points, samples, k, x_radii=bundle.rho(k)),
-        "modes_captured": float(modes.modes_captured),
-        "num_modes": float(modes.num_modes),
-        "high_quality_fraction": modes.high_quality_fraction,
-        "mode_tv_distance": modes.tv_distance,
-        "sample_diversity": metrics.sample_diversity(samples),
+        name: load_reference(name, config.experiment.num_points)
+        for name in config.experiment.datasets
     }
 
 
 def oracle_floors(
-    config: ExperimentConfig, bundles: dict[str, DatasetBundle], root: Path
+    config: ExperimentConfig, bundles: dict[str, Reference], root: Path
 ) -> dict[str, Any]:
     """Metrics of fresh true draws (seeds 1000, 1001, ...) against the training points; cached."""
     sizes = sorted({(run.eval.num_samples, run.eval.knn_k) for run in config.runs})
@@ -169,7 +123,7 @@ def oracle_floors(
         if name in floors:
             continue
         draws = [
-            measure_samples(data.load(name, num_samples, seed=1000 + draw), bundle, k)
+            measure(data.load(name, num_samples, seed=1000 + draw), bundle, k)
             for draw in range(config.experiment.oracle_draws)
         ]
         floors[name] = {
@@ -214,14 +168,14 @@ def _weight_arrays(outputs: BatchOutputs, m: int, extent: float) -> dict[str, np
     return weights
 
 
-def write_model_cell(outputs: BatchOutputs, m: int, cell: Cell, bundle: DatasetBundle) -> None:
+def write_model_cell(outputs: BatchOutputs, m: int, cell: Cell, bundle: Reference) -> None:
     """Measure model m of the batch and write its cell (cell.json last)."""
     result, drawn, num_models = outputs.result, outputs.samples, len(outputs.eval_losses)
     measured = {
         "training_time": result.training_time / num_models,
         "eval_loss": float(outputs.eval_losses[m]),
         "inference_time": drawn.inference_time / num_models,
-        **measure_samples(drawn.points[m], bundle, cell.run.eval.knn_k),
+        **measure(drawn.points[m], bundle, cell.run.eval.knn_k),
         "final_train_loss": float(result.losses[m, -min(100, result.losses.shape[1]) :].mean()),
     }
     batch = {
@@ -244,7 +198,7 @@ def write_model_cell(outputs: BatchOutputs, m: int, cell: Cell, bundle: DatasetB
 def evaluate_batch(
     result: TrainResult,
     cells: Sequence[Cell],
-    bundles: dict[str, DatasetBundle],
+    bundles: dict[str, Reference],
     schedule: NoiseSchedule,
     device: torch.device,
 ) -> None:
@@ -334,7 +288,7 @@ def _refresh_final_info(config: ExperimentConfig, root: Path, run_names: set[str
 
 
 def _train_batch(
-    batch: list[Cell], bundles: dict[str, DatasetBundle], device: torch.device, progress: bool
+    batch: list[Cell], bundles: dict[str, Reference], device: torch.device, progress: bool
 ) -> None:
     """Train one engine batch of cells of the same run, then evaluate and write each cell."""
     run = batch[0].run

@@ -26,16 +26,23 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
 
+from lowdiff import data
 from lowdiff.data import Components
 
 __all__ = [
+    "METRICS",
+    "MetricInfo",
     "ModeReport",
+    "Reference",
+    "load_reference",
+    "measure",
     "assign_components",
     "knn_kl",
     "knn_radii",
@@ -207,3 +214,135 @@ def sample_diversity(samples: np.ndarray, max_points: int = 2_000) -> float:
         raise ValueError(f"need at least 2 samples and max_points >= 2, got {len(samples)}")
     index = np.linspace(0, len(samples) - 1, min(len(samples), max_points)).round().astype(int)
     return float(pdist(samples[index]).mean())
+
+
+# --- the catalogue: every metric lowdiff reports, declared once -----------------------------
+
+Goal = Literal["oracle", "lower", "higher"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricInfo:
+    """How a metric is shown and judged. The runner, final_info.json and the report read this.
+
+    goal "oracle": the metric has an oracle value (its value for fresh draws of the true
+    distribution); a run is better when it is closer to that value, and past it is not better.
+    goal "lower" / "higher": a plain direction, for metrics without an oracle (times, losses).
+    """
+
+    label: str  # short column title
+    description: str
+    goal: Goal
+    unit: str = ""  # appended to values in texts, e.g. "bits", "s"
+    format: str = ".3f"  # format spec of a value
+    bounds: tuple[float | None, float | None] = (None, None)  # intervals are clipped to these
+    from_samples: bool = True  # computed from samples (so it has an oracle floor)
+    # the way an oracle metric's value moves as samples improve, until it reaches the oracle
+    # value (KL falls, HQ fraction rises); None where neither (diversity). Labels only.
+    improves: Literal["lower", "higher"] | None = None
+
+    @property
+    def lower_is_better(self) -> bool | None:
+        direction = self.goal if self.goal != "oracle" else self.improves
+        return None if direction is None else direction == "lower"
+
+
+METRICS: dict[str, MetricInfo] = {
+    "kl_divergence": MetricInfo(
+        label="KL",
+        improves="lower",
+        unit="bits",
+        goal="oracle",
+        description="k-NN estimate of KL(data || samples), max-norm distances",
+    ),
+    "eval_loss": MetricInfo(
+        label="eval loss",
+        goal="lower",
+        from_samples=False,
+        description="MSE of the trained weights over one pass of the data",
+    ),
+    "modes_captured": MetricInfo(
+        label="modes captured",
+        improves="higher",
+        goal="oracle",
+        format=".1f",
+        bounds=(0.0, None),
+        description="components holding >= 10% of their expected share of HQ samples",
+    ),
+    "high_quality_fraction": MetricInfo(
+        label="HQ fraction",
+        improves="higher",
+        goal="oracle",
+        bounds=(0.0, 1.0),
+        description="samples within 3 x noise scale of the data",
+    ),
+    "mode_tv_distance": MetricInfo(
+        label="mode TV",
+        improves="lower",
+        goal="oracle",
+        bounds=(0.0, 1.0),
+        description="total variation between the mode histogram and the true weights",
+    ),
+    "sample_diversity": MetricInfo(
+        label="diversity",
+        goal="oracle",
+        description="mean pairwise distance of samples",
+    ),
+    "training_time": MetricInfo(
+        label="train time",
+        unit="s",
+        format=".1f",
+        goal="lower",
+        from_samples=False,
+        description="training wall clock per model (batch time / M)",
+    ),
+    "inference_time": MetricInfo(
+        label="sample time",
+        unit="s",
+        format=".2f",
+        goal="lower",
+        from_samples=False,
+        description="sampling wall clock per model (batch time / M)",
+    ),
+}
+
+
+# --- measuring one set of samples against a dataset's training points -----------------------
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A dataset's training points, their component labels, and its cached k-NN radii."""
+
+    points: np.ndarray  # (n, 2) float32
+    labels: np.ndarray  # (n,)
+    components: Components
+    radii: dict[int, np.ndarray] = field(default_factory=dict)  # k -> rho_k of every point
+
+    def rho(self, k: int) -> np.ndarray:
+        if k not in self.radii:
+            self.radii[k] = knn_radii(self.points, k)
+        return self.radii[k]
+
+
+def load_reference(name: str, num_points: int) -> Reference:
+    points, labels = data.load_with_labels(name, num_points)
+    return Reference(points, labels, data.get_dataset(name).components)
+
+
+def measure(samples: np.ndarray, reference: Reference, k: int) -> dict[str, float]:
+    """The sample-quality metrics of one model (or of an oracle draw)."""
+    modes = mode_metrics(
+        samples,
+        reference.components,
+        reference_points=reference.points,
+        reference_labels=reference.labels,
+    )
+    return {
+        "kl_divergence": knn_kl(reference.points, samples, k, x_radii=reference.rho(k)),
+        "modes_captured": float(modes.modes_captured),
+        "num_modes": float(modes.num_modes),
+        "high_quality_fraction": modes.high_quality_fraction,
+        "mode_tv_distance": modes.tv_distance,
+        "sample_diversity": sample_diversity(samples),
+    }

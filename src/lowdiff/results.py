@@ -33,6 +33,10 @@ from typing import Any
 import numpy as np
 
 FORMAT = "lowdiff-cell/1"
+# Files a cell may lack and still count as finished: the model weights, which a compact
+# results folder (e.g. one committed to a repository) leaves out. Their record stays in
+# cell.json, so a reader knows what the cell held when it was written.
+OPTIONAL_FILES = frozenset({"model_ema.npz"})
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -134,6 +138,8 @@ def copy_cell(source: Path, target: Path, changes: dict[str, Any]) -> None:
     """Copy a finished cell to another run's directory (cell.json last), updating its record."""
     record = load_cell_record(source)
     for name in record["files"]:
+        if name in OPTIONAL_FILES and not (source / name).exists():
+            continue
         atomic_write_bytes(target / name, (source / name).read_bytes())
     write_json(target / "cell.json", {**record, **changes})
 
@@ -153,6 +159,8 @@ def read_cell(directory: Path, expected_hash: str | None = None) -> dict[str, An
         return None
     for name, size in files.items():
         path = directory / name
+        if name in OPTIONAL_FILES and not path.exists():
+            continue
         if not path.is_file() or path.stat().st_size != size:
             return None
     return record

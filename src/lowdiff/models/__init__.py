@@ -11,6 +11,8 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from lowdiff.architectures import ARCHITECTURES as ARCHITECTURE_INFO
+from lowdiff.architectures import COMMON_OPTIONS
 from lowdiff.models.base import Denoiser, DenoiserOutput
 from lowdiff.models.dual_expert import DualExpertDenoiser
 from lowdiff.models.dual_scale import DualScaleDenoiser
@@ -24,12 +26,7 @@ ARCHITECTURES: dict[str, type[Denoiser]] = {
     "dual_expert": DualExpertDenoiser,
 }
 
-COMMON_OPTIONS = ("embedding_dim", "hidden_dim", "hidden_layers", "input_scale", "time_scale")
-ARCHITECTURE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "mlp": (),
-    "dual_scale": ("weighting", "upscale", "zoom"),
-    "dual_expert": ("gate", "larger_experts"),
-}
+ARCHITECTURE_OPTIONS = {name: info.options for name, info in ARCHITECTURE_INFO.items()}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lowdiff.config import RunConfig, to_dict
-from lowdiff.experiments import METRICS
+from lowdiff.metrics import METRICS
 from lowdiff.models import ARCHITECTURE_OPTIONS, COMMON_OPTIONS
 from lowdiff.report.document import Block, Bullets, Heading, Paragraph, Table, comma_list
 from lowdiff.report.load import ExperimentResults

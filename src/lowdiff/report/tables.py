@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lowdiff import data, stats
-from lowdiff.experiments import METRICS
+from lowdiff.metrics import METRICS
 from lowdiff.report.load import ExperimentResults
 
 # The columns of every run table, in order, and the number format of each.
