@@ -169,3 +169,142 @@ def test_training_matches_reference(variant, diversity):
         np.testing.assert_allclose(result.losses[m], losses, rtol=1e-3, atol=0)
         assert_close_weights(engine_as_reference(result.model, m, config), model, "weights")
         assert_close_weights(engine_as_reference(result.ema_model, m, config), ema_model, "EMA")
+
+
+@pytest.mark.parametrize("kind", ["linear", "quadratic"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sampling_with_the_ema_weights_matches_reference(variant, kind):
+    """The template's ancestral loop on the trained EMA weights, same N(0, I) draws: points, the
+    weight trace (T, K) from t = T-1 down, and the per-sample weights at t = 0."""
+    result, _ = trained(variant, 0.0)
+    config = VARIANTS[variant].config
+    schedule = NoiseSchedule(ScheduleConfig(beta_schedule=kind))
+    generators = [stream_generators(member, CPU)["sample"] for member in MEMBERS]
+    drawn = sample(result.ema_model, schedule, NUM_SAMPLES, generators, CPU)
+    for m, member in enumerate(MEMBERS):
+        model = load_reference(VARIANTS[variant].build(), result.ema_model, m, config)
+        generator = stream_generators(member, CPU)["sample"]
+        points, trace, final = ref.sample(model, ref.Schedule(kind), NUM_SAMPLES, generator)
+        np.testing.assert_allclose(drawn.points[m], points.numpy(), rtol=1e-4, atol=1e-4)
+        if trace is None:
+            assert drawn.weight_trace is None and drawn.final_weights is None
+            continue
+        np.testing.assert_allclose(drawn.weight_trace[m], trace.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(drawn.final_weights[m], final.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_eval_loss_with_the_online_weights_matches_reference(variant):
+    """eval_loss: the trained (non-EMA) weights over one in-order pass of the training points,
+    fresh t then eps per batch of 256 from the model's eval stream (docs/protocol.md dev. 2)."""
+    result, _ = trained(variant, 0.0)
+    config = VARIANTS[variant].config
+    points = torch.stack([datasets()[member.dataset] for member in MEMBERS])
+    generators = [stream_generators(member, CPU)["eval"] for member in MEMBERS]
+    losses = eval_loss(result.model, NoiseSchedule(ScheduleConfig()), points, generators, 256)
+    for m, member in enumerate(MEMBERS):
+        model = load_reference(VARIANTS[variant].build(), result.model, m, config)
+        generator = stream_generators(member, CPU)["eval"]
+        expected = ref.eval_loss(model, ref.Schedule(), points[m], generator, 256)
+        assert losses[m] == pytest.approx(expected, rel=1e-5)
+        ema = load_reference(VARIANTS[variant].build(), result.ema_model, m, config)
+        generator = stream_generators(member, CPU)["eval"]
+        assert ref.eval_loss(ema, ref.Schedule(), points[m], generator, 256) != pytest.approx(
+            expected, rel=1e-5
+        ), "the online and EMA weights should differ after 250 steps"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_forward_at_initialisation_matches_reference(variant):
+    """Each architecture is SPEC's network: same weights, same eps_hat and mixing weights, for
+    per-sample timesteps and for one timestep shared by the batch (as in sampling)."""
+    config = VARIANTS[variant].config
+    model = build_model(config, len(MEMBERS), 100)
+    model.reset_parameters([stream_generators(member, CPU)["init"] for member in MEMBERS])
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(len(MEMBERS), 128, 2, generator=generator) * 2
+    t = torch.randint(0, 100, (len(MEMBERS), 128), generator=generator)
+    per_sample, shared = model(x, t), model(x, 37)
+    for m in range(len(MEMBERS)):
+        reference = load_reference(VARIANTS[variant].build(), model, m, config)
+        for output, timesteps in ((per_sample, t[m]), (shared, torch.full((128,), 37))):
+            eps, weights = reference(x[m], timesteps)
+            torch.testing.assert_close(output.eps[m], eps, rtol=1e-5, atol=1e-6)
+            if weights is None:
+                assert output.weights is None
+            else:
+                torch.testing.assert_close(
+                    output.weights[m].expand_as(weights), weights, rtol=1e-5, atol=1e-6
+                )
+
+
+@pytest.mark.parametrize("kind", ["linear", "quadratic"])
+def test_schedule_coefficients_match_reference(kind):
+    """Betas, alpha_bar, x0 inversion, posterior mean coefficients and the variance clipped at
+    1e-20 (the clip shows at t = 0, where the unclipped variance is exactly 0)."""
+    engine, reference = NoiseSchedule(ScheduleConfig(beta_schedule=kind)), ref.Schedule(kind)
+    for name, expected in reference.table.items():
+        torch.testing.assert_close(getattr(engine, name), expected, rtol=1e-6, atol=0, msg=name)
+    assert reference.posterior_variance[0] == pytest.approx(1e-20)
+
+
+def test_data_order_and_noise_are_the_documented_ones():
+    """The engine's batch source draws exactly what the reference stream draws, per model:
+    epochs of floor(n / B) batches from a fresh randperm, t then eps a chunk at a time."""
+    points = torch.stack([datasets()[member.dataset] for member in MEMBERS])
+    generators = [stream_generators(member, CPU) for member in MEMBERS]
+    source = BatchSource(points, torch.arange(len(MEMBERS)), generators, BATCH, 100)
+    chunks = [source.next_chunk(min(CHUNK_STEPS, STEPS - first)) for first in range(0, STEPS, CHUNK_STEPS)]
+    x0, t, eps = (torch.cat(parts) for parts in zip(*chunks, strict=True))
+    for m, member in enumerate(MEMBERS):
+        g = stream_generators(member, CPU)
+        stream = ref.batches(points[m], g["data"], g["noise"], BATCH, 100, STEPS, CHUNK_STEPS)
+        for step, (x0_ref, t_ref, eps_ref) in enumerate(stream):
+            assert torch.equal(x0[step, m], x0_ref), step
+            assert torch.equal(t[step, m], t_ref) and torch.equal(eps[step, m], eps_ref), step
+
+
+def test_initialisation_is_pytorch_default_linear():
+    """Every layer is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), weights and biases (SPEC §1: PyTorch
+    default init; docs/protocol.md dev. 5), and models of one batch differ."""
+    config = VARIANTS["B3_larger"].config
+    model = build_model(config, len(MEMBERS), 100)
+    model.reset_parameters([stream_generators(member, CPU)["init"] for member in MEMBERS])
+    reference = VARIANTS["B3_larger"].build()
+    scaled = []
+    for m in range(len(MEMBERS)):
+        state = engine_as_reference(model, m, config)
+        for name, layer in reference.named_modules():
+            if isinstance(layer, nn.Linear):
+                bound = ref.linear_bound(layer)
+                scaled += [state[f"{name}.weight"].flatten() / bound, state[f"{name}.bias"] / bound]
+    values = torch.cat(scaled).numpy()
+    assert np.abs(values).max() <= 1.0
+    assert stats.kstest(values, stats.uniform(loc=-1, scale=2).cdf).pvalue > 1e-3
+    first = next(model.parameters())
+    assert not torch.equal(first[0], first[1])
+
+
+def test_protocol_defaults_are_spec_section_1():
+    """The defaults every config falls back to (and cell keys are taken relative to)."""
+    assert ModelConfig() == ModelConfig(
+        arch="mlp", embedding_dim=128, hidden_dim=256, hidden_layers=3, input_scale=25.0, time_scale=1.0
+    )
+    expected_train = {
+        "num_steps": 10_000,
+        "batch_size": 256,
+        "learning_rate": 3e-4,
+        "grad_clip": 0.5,
+        "ema_beta": 0.995,
+        "ema_update_every": 10,
+        "ema_warmup_steps": 100,
+        "diversity_weight": 0.0,
+    }
+    train = TrainConfig()
+    for field in fields(TrainConfig):
+        if field.name in expected_train:
+            assert getattr(train, field.name) == expected_train[field.name], field.name
+    schedule = ScheduleConfig()
+    assert (schedule.num_timesteps, schedule.beta_schedule) == (100, "linear")
+    assert (schedule.beta_start, schedule.beta_end) == (1e-4, 0.02)
+    assert EvalConfig().num_samples == 10_000 and EvalConfig().knn_k == 5
