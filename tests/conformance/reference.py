@@ -13,6 +13,7 @@ Tensors are float32 and single-model: x (B, 2), t (B,) integer.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from copy import deepcopy
@@ -50,7 +51,9 @@ class Schedule:
             "sqrt_inv_alpha_bar": torch.sqrt(1.0 / alpha_bar),
             "sqrt_inv_alpha_bar_minus_one": torch.sqrt(1.0 / alpha_bar - 1.0),
             "posterior_coef_x0": betas * torch.sqrt(alpha_bar_prev) / (1.0 - alpha_bar),
-            "posterior_coef_xt": (1.0 - alpha_bar_prev) * torch.sqrt(1.0 - betas) / (1.0 - alpha_bar),
+            "posterior_coef_xt": (1.0 - alpha_bar_prev)
+            * torch.sqrt(1.0 - betas)
+            / (1.0 - alpha_bar),
             "posterior_variance": (betas * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)).clip(1e-20),
         }
         self.table = {name: value.float() for name, value in table.items()}
@@ -385,7 +388,7 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_steps)
     losses = []
-    for _, (batch, timesteps, noise) in zip(range(num_steps), stream):
+    for batch, timesteps, noise in itertools.islice(stream, num_steps):
         noisy = schedule.add_noise(batch, noise, timesteps)
         noise_pred = model(noisy, timesteps)[0]
         mse = F.mse_loss(noise_pred, noise)

@@ -1,6 +1,71 @@
 """Conformance: lowdiff's engine, models, schedule and evaluation against a literal reference.
 
-MUTATIONS_PLACEHOLDER
+The reference (tests/conformance/reference.py) is the protocol written out plainly from SPEC's
+tables, importing nothing of lowdiff's models, schedule, engine or evaluation. The engine and the
+reference start from the same weights (the engine's initial per-model weights copied in), get the
+same data order, timesteps and noise (the engine's per-model generators, drawn in the documented
+order) and must agree: per-step losses, weights and EMA weights over 250 steps for every
+architecture / run variant, with and without the diversity loss, in a batch of M = 2 models
+(two datasets, two seeds); sampling from the EMA weights; eval loss from the online weights.
+
+Tolerances: weights/EMA within 1e-3 relative after 250 free-running steps (a ReLU input within
+rounding of 0 can send one sample's gradient share one way on one side only, which Adam carries
+on); step by step from the engine's own state, 1e-2 of an update and 1e-5 for the EMA.
+
+Mutation check: each one-line change below was applied to src/ (then reverted) and the suite,
+run fast tests first with -x, failed at the test named (test_ prefix and file omitted).
+
+| mutation (src/lowdiff/...) | caught by |
+|---|---|
+| dual_expert: simple gate given the enhanced gate's depth | forward_at_initialisation[B1_simple] |
+| dual_expert: enhanced gate loses its middle layer | initialisation_is_pytorch_default_linear |
+| dual_expert: simple gate width H/2 -> H | forward_at_initialisation[B1_simple] |
+| dual_expert: gate g applied to expert 2 | forward_at_initialisation[B1_simple] |
+| dual_scale: LeakyReLU slope 0.2 -> 0.1 | forward_at_initialisation[A5_deep] |
+| dual_scale: deep weight net middle width H/2 -> H | forward_at_initialisation[A5_deep] |
+| dual_scale: deep weight net softmax -> sigmoid | forward_at_initialisation[A5_deep] |
+| dual_scale: sigmoid weights (w, 1-w) swapped | forward_at_initialisation[A2_learned] |
+| dual_scale: sigmoid weight net without its ReLU | forward_at_initialisation[A2_learned] |
+| dual_scale: fixed weights 0.5/0.5 -> 0.6/0.4 | forward_at_initialisation[A1_fixed] |
+| dual_scale: local branch on x instead of upscale(x) | forward_at_initialisation[A1_fixed] |
+| fixed zoom ignored (x * 1) | forward_at_initialisation[A2_zoom] |
+| larger experts: extra layer without its ReLU | forward_at_initialisation[B3_larger] |
+| larger experts: extra layer skipped | forward_at_initialisation[B3_larger] |
+| diversity sign + instead of - | each_step_from_the_same_state[B3_larger-0.1] |
+| diversity: mean over all B^2 pairs incl. diagonal | each_step_from_the_same_state[B3_larger-0.1] |
+| embedding frequencies: half-1 | forward_at_initialisation[baseline] |
+| embedding: sin/cos order swapped | forward_at_initialisation[baseline] |
+| input scale 25 | protocol_defaults_are_spec_section_1 |
+| time scale 1 | protocol_defaults_are_spec_section_1 |
+| residual block: ReLU after the linear | forward_at_initialisation[baseline] |
+| residual block: no skip | forward_at_initialisation[baseline] |
+| final ReLU dropped | forward_at_initialisation[baseline] |
+| hidden_layers default 3 | protocol_defaults_are_spec_section_1 |
+| linear betas end 0.02 | protocol_defaults_are_spec_section_1 |
+| linear betas: geometric spacing | schedule_coefficients_match_reference[linear] |
+| quadratic betas: square dropped | schedule_coefficients_match_reference[quadratic] |
+| posterior coef x0: alpha_bar for alpha_bar_prev | schedule_coefficients_match_reference[linear] |
+| posterior coef xt: (1 - beta) unsquare-rooted | schedule_coefficients_match_reference[linear] |
+| posterior variance = beta (no tilde) | schedule_coefficients_match_reference[linear] |
+| variance clip removed | schedule_coefficients_match_reference[linear] |
+| sampler adds noise at t = 0 too | sampling_with_the_ema_weights[baseline-linear] |
+| x0 inversion: sqrt(1/abar - 1) | schedule_coefficients_match_reference[linear] |
+| EMA power 2/3 | each_step_from_the_same_state[baseline-0.0] |
+| EMA epoch off by one | each_step_from_the_same_state[baseline-0.0] |
+| EMA lerp weight decay instead of 1 - decay | each_step_from_the_same_state[baseline-0.0] |
+| grad clip: no clamp at 1 (always rescale) | each_step_from_the_same_state[baseline-0.0] |
+| grad clip default 0.5 | protocol_defaults_are_spec_section_1 |
+| cosine lr one step late | each_step_from_the_same_state[baseline-0.0] |
+| no lr schedule | each_step_from_the_same_state[baseline-0.0] |
+| Adam instead of AdamW | each_step_from_the_same_state[baseline-0.0] |
+| data: last partial batch kept | data_order_and_noise_are_the_documented_ones |
+| forward noising: sqrt(1-abar) | schedule_coefficients_match_reference[linear] |
+| loss recorded is the objective, not the MSE | training[baseline-0.1] |
+| eval_loss divides by n, not 2n | eval_loss_with_the_online_weights[baseline] |
+| eval_loss: eps drawn before t | eval_loss_with_the_online_weights[baseline] |
+| init: bound from fan_out | initialisation_is_pytorch_default_linear |
+| engine: EMA copy phase `<=` -> `<` | not caught: equivalent mutant (the first update after the copy phase copies anyway) |
+| engine: epochs never reshuffled (as written it hung the batch source) | not a valid mutant: killed |
 """
 
 from __future__ import annotations
@@ -42,7 +107,9 @@ def small(**options: object) -> ModelConfig:
 
 VARIANTS = {
     "baseline": Variant(small(), lambda: ref.MLPDenoiser(E, H, L)),
-    "A1_fixed": Variant(small(arch="dual_scale", weighting="fixed"), lambda: ref.DualScaleFixed(E, H, L)),
+    "A1_fixed": Variant(
+        small(arch="dual_scale", weighting="fixed"), lambda: ref.DualScaleFixed(E, H, L)
+    ),
     "A2_learned": Variant(small(arch="dual_scale"), lambda: ref.DualScaleLearned(E, H, L)),
     "A5_deep": Variant(
         small(arch="dual_scale", weighting="learned_deep"), lambda: ref.DualScaleDeep(E, H, L)
@@ -69,7 +136,10 @@ def _trunk(engine: str, reference: str, extra: bool) -> dict[str, str]:
     names = {f"{engine}.input": f"{reference}.0"}
     names |= {f"{engine}.blocks.{i}.linear": f"{reference}.{i + 1}.ff" for i in range(L)}
     if extra:
-        names |= {f"{engine}.extra": f"{reference}.{L + 2}", f"{engine}.output": f"{reference}.{L + 4}"}
+        names |= {
+            f"{engine}.extra": f"{reference}.{L + 2}",
+            f"{engine}.output": f"{reference}.{L + 4}",
+        }
     else:
         names[f"{engine}.output"] = f"{reference}.{L + 2}"
     return names
@@ -85,7 +155,10 @@ def layer_names(config: ModelConfig) -> dict[str, str]:
         if config.upscale == "learned":
             names["upscale"] = "upscale"
         if config.weighting == "learned":
-            names |= {"weight_network.hidden": "weight_network.0", "weight_network.output": "weight_network.2"}
+            names |= {
+                "weight_network.hidden": "weight_network.0",
+                "weight_network.output": "weight_network.2",
+            }
         if config.weighting == "learned_deep":
             names |= {f"weight_network.layers.{i}": f"weight_network.{2 * i}" for i in range(3)}
         return names
@@ -256,7 +329,9 @@ def test_data_order_and_noise_are_the_documented_ones():
     points = torch.stack([datasets()[member.dataset] for member in MEMBERS])
     generators = [stream_generators(member, CPU) for member in MEMBERS]
     source = BatchSource(points, torch.arange(len(MEMBERS)), generators, BATCH, 100)
-    chunks = [source.next_chunk(min(CHUNK_STEPS, STEPS - first)) for first in range(0, STEPS, CHUNK_STEPS)]
+    chunks = [
+        source.next_chunk(min(CHUNK_STEPS, STEPS - first)) for first in range(0, STEPS, CHUNK_STEPS)
+    ]
     x0, t, eps = (torch.cat(parts) for parts in zip(*chunks, strict=True))
     for m, member in enumerate(MEMBERS):
         g = stream_generators(member, CPU)
@@ -290,7 +365,12 @@ def test_initialisation_is_pytorch_default_linear():
 def test_protocol_defaults_are_spec_section_1():
     """The defaults every config falls back to (and cell keys are taken relative to)."""
     assert ModelConfig() == ModelConfig(
-        arch="mlp", embedding_dim=128, hidden_dim=256, hidden_layers=3, input_scale=25.0, time_scale=1.0
+        arch="mlp",
+        embedding_dim=128,
+        hidden_dim=256,
+        hidden_layers=3,
+        input_scale=25.0,
+        time_scale=1.0,
     )
     expected_train = {
         "num_steps": 10_000,
@@ -326,6 +406,7 @@ def test_each_step_matches_reference_from_the_same_state(variant, diversity):
     config = VARIANTS[variant].config
     train = TrainConfig(num_steps=STEPS, batch_size=BATCH, diversity_weight=diversity)
     trainer = Trainer(config, MEMBERS, datasets(), NoiseSchedule(ScheduleConfig()), train, CPU)
+
     def stacked(model: nn.Module) -> dict[str, torch.Tensor]:
         return {name: p.detach().clone() for name, p in model.named_parameters()}
 
