@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from copy import deepcopy
 
 import torch
@@ -378,11 +378,12 @@ def train(
     learning_rate: float = 3e-4,
     grad_clip: float = 0.5,
     ema_beta: float = 0.995,
+    on_step: Callable[[EMA], None] | None = None,
 ) -> tuple[list[float], EMA]:
     """The template's training loop (SPEC §1 "Training"); returns the per-step MSEs and the EMA.
 
     With diversity_weight λ > 0 the loss is MSE − λ · mean pairwise distance (SPEC §3 run 4);
-    the MSE part is what is recorded.
+    the MSE part is what is recorded. `on_step(ema)`, if given, is called after every step.
     """
     ema = EMA(model, beta=ema_beta, update_every=10)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
@@ -402,6 +403,8 @@ def train(
         ema.update()
         scheduler.step()
         losses.append(mse.item())
+        if on_step is not None:
+            on_step(ema)
     return losses, ema
 
 
