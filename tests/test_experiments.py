@@ -110,7 +110,7 @@ def assert_cell_equal(got, expected, exact=True):
             np.testing.assert_allclose(arrays[key], value, rtol=1e-5, atol=1e-6)
 
 
-def batch_sizes(config, cells):
+def batch_sizes(cells):
     """How many models each cell was trained with, batching `cells` as the runner does."""
     return {c.directory.parts[-3:]: len(b) for b in batches(cells, 2) for c in b}
 
@@ -160,7 +160,7 @@ def test_kill_and_resume_matches_uninterrupted(uninterrupted_batched, tmp_path):
     assert {c.directory for c in redone} == {c.directory for c in missing}
     for directory, mtime in finished.items():
         assert (directory / "cell.json").stat().st_mtime_ns == mtime  # never redone
-    before, after = batch_sizes(config, cells), batch_sizes(config, missing)
+    before, after = batch_sizes(cells), batch_sizes(missing)
     for got, expected in zip(cells, plan(config, reference), strict=True):
         key = got.directory.parts[-3:]
         assert_cell_equal(got, expected, exact=after.get(key, before[key]) == before[key])
