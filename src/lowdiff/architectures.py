@@ -13,7 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ARCHITECTURES", "COMMON_OPTIONS", "ArchInfo", "ArchName", "Mixing"]
+__all__ = [
+    "ARCHITECTURES",
+    "ARCHITECTURE_OPTIONS",
+    "COMMON_OPTIONS",
+    "ArchInfo",
+    "ArchName",
+    "Mixing",
+]
 
 COMMON_OPTIONS = ("embedding_dim", "hidden_dim", "hidden_layers", "input_scale", "time_scale")
 
@@ -58,6 +65,9 @@ ARCHITECTURES: dict[str, ArchInfo] = {
         ),
     ),
 }
+
+# Each architecture's own options (beyond COMMON_OPTIONS), by name.
+ARCHITECTURE_OPTIONS = {name: info.options for name, info in ARCHITECTURES.items()}
 
 # The names as a Literal, for ModelConfig.arch (checked values, "one of ..." in config errors).
 ArchName = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib
 
+from lowdiff.architectures import ARCHITECTURE_OPTIONS, COMMON_OPTIONS
 from lowdiff.architectures import ARCHITECTURES as ARCHITECTURE_INFO
-from lowdiff.architectures import COMMON_OPTIONS
 from lowdiff.models.base import Denoiser, DenoiserOutput
 from lowdiff.settings import ModelConfig
 
@@ -48,8 +48,6 @@ def _denoiser_class(name: str) -> type[Denoiser]:
 ARCHITECTURES: dict[str, type[Denoiser]] = {
     name: _denoiser_class(name) for name in ARCHITECTURE_INFO
 }
-
-ARCHITECTURE_OPTIONS = {name: info.options for name, info in ARCHITECTURE_INFO.items()}
 
 
 def build_model(config: ModelConfig, num_models: int, num_timesteps: int) -> Denoiser:
