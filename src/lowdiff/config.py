@@ -293,9 +293,20 @@ def _spellings(key: str) -> list[str]:
     return [key]
 
 
-def _blamed_override(key: str | None, overrides: list[str]) -> str | None:
-    """The last `--set` assignment that set `key` (or a table around it or a key inside it)."""
-    if key is None:
+def _file_error(raw: dict[str, Any]) -> str | None:
+    """The message of the file's own error, before any override (None: the file is valid)."""
+    try:
+        _resolve(raw)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
+def _blamed_override(error: ConfigError, raw: dict[str, Any], overrides: list[str]) -> str | None:
+    """The last `--set` assignment that set the error's key (or a table around it or a key
+    inside it), unless the file makes the same error without the overrides."""
+    key = error.key
+    if key is None or not overrides or _file_error(raw) == str(error):
         return None
     for assignment in reversed(overrides):
         path = ".".join(parse_override(assignment)[0])
@@ -357,7 +368,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     try:
         return _resolve(apply_overrides(raw, overrides))
     except ConfigError as error:
-        override = _blamed_override(error.key, overrides)
+        override = _blamed_override(error, raw, overrides)
         if override is not None:
             raise ConfigError(f"--set {override}: {error}", key=error.key) from error
         line = None if error.key is None else line_of(text, error.key)
