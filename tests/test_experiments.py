@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from lowdiff import cells, experiments, results
+from lowdiff import cells, experiments, results, summary
 from lowdiff.config import load_experiment
 from lowdiff.experiments import Pack, execute, plan, plan_packs
 from lowdiff.report import write_report
@@ -344,3 +344,25 @@ def test_an_executor_runs_the_packs_and_failures_are_named(tmp_path):
     executed = execute(config, tmp_path / "failing", progress=False, executor=failing)
     assert executed.failed == [(first.name, "worker lost")]
     assert len(executed) == 1 and not executed.ok
+
+
+def test_the_reverse_process_is_written_when_the_sampler_snapshots_it(tmp_path, monkeypatch):
+    config = small(tmp_path)
+    out = tmp_path / "out"
+    pack = plan_packs(config, out)[0]
+    draw = experiments.sample
+
+    def snapshotting(*args, **kwargs):  # a sampler with C2 snapshots: (M, P, n, 2)
+        drawn = draw(*args, **kwargs)
+        drawn.snapshot_timesteps = np.array([99, 50, -1])
+        drawn.snapshots = np.stack([drawn.points[:, :10]] * 3, axis=1)
+        return drawn
+
+    monkeypatch.setattr(experiments, "sample", snapshotting)
+    experiments.run_pack(config, out, pack, progress=False)
+    loaded = summary.read(config, out)
+    for cell in pack.cells:
+        process = loaded.cells[cell.key].process
+        assert process["timesteps"].tolist() == [99, 50, -1]
+        assert process["points"].shape == (3, 10, 2)
+        np.testing.assert_array_equal(process["points"][-1], loaded.cells[cell.key].samples[:10])
