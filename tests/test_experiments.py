@@ -234,6 +234,7 @@ def test_packs_hold_the_missing_cells_of_one_run_within_the_batch_size(tmp_path)
     ]
     assert [c for p in packs for c in p.cells] == plan(config, out)
     assert pickle.loads(pickle.dumps(packs)) == packs  # sent to worker processes
+    assert pickle.loads(pickle.dumps(config)) == config  # with run_pack's other arguments
     execute(config, out, progress=False)
     assert plan_packs(config, out) == []
     victim = plan(config, out)[5]
