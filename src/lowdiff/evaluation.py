@@ -1,15 +1,14 @@
-"""Evaluate M trained models at once: eval loss, ancestral sampling, recorded mixing weights.
+"""Evaluate M trained models at once: the evaluation settings, eval loss, weight fields.
 
 SPEC §1 "Evaluation": `eval_loss` is the MSE of the trained (non-EMA) weights over one pass of
-the training points with fresh eps and t; samples come from the EMA weights by ancestral DDPM
-sampling from N(0, I) over t = T-1..0. For architectures that mix branches or experts, the
-mean weight over samples at every step is recorded (a (T, K) trace per model, row 0 = the first
-sampling step t = T-1), as are the per-sample weights at the last step (t = 0).
+the training points with fresh eps and t. Samples come from the EMA weights through
+`lowdiff.samplers` (ancestral DDPM over t = T-1..0 by default, the protocol), chosen here by
+`EvalConfig.sampler` and `sampling_steps`. For architectures that mix branches or experts,
+`weight_field` maps their weights over a grid of the plane at a few timesteps.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from lowdiff.models import Denoiser
+from lowdiff.samplers import SAMPLERS, SamplerName
 from lowdiff.schedule import NoiseSchedule
 
 
@@ -28,9 +28,15 @@ class EvalConfig:
     field_resolution: int = 48  # grid side of the weight-over-the-plane view
     field_extent: float = 4.5  # the plane [-extent, extent]^2
     field_timesteps: int = 4  # that many timesteps, evenly spaced from T-1 to 0
+    sampler: SamplerName = "ancestral"  # a name of lowdiff.samplers.SAMPLERS
+    sampling_steps: int = 0  # network evaluations; 0 = every timestep (must be <= T)
+    eta: float = 0.0  # DDIM's eta in [0, 1] (ddim only)
+    process_snapshots: int = 6  # states kept for the reverse-process figure: 0 or >= 2
+    process_points: int = 2000  # points per snapshot
 
     def __post_init__(self) -> None:
-        for name in ("num_samples", "chunk_size", "knn_k", "field_resolution", "field_timesteps"):
+        positive = ("num_samples", "chunk_size", "knn_k", "field_resolution", "field_timesteps")
+        for name in (*positive, "process_points"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"eval.{name} must be a positive integer, got {getattr(self, name)}"
@@ -38,6 +44,24 @@ class EvalConfig:
         if self.knn_k >= self.num_samples:
             raise ValueError(
                 f"eval.knn_k ({self.knn_k}) must be < eval.num_samples ({self.num_samples})"
+            )
+        self._check_sampling()
+
+    def _check_sampling(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown eval.sampler {self.sampler!r}; valid: {', '.join(SAMPLERS)}")
+        if self.sampling_steps < 0:
+            raise ValueError(
+                f"eval.sampling_steps must be >= 0 (0 = every timestep), got {self.sampling_steps}"
+            )
+        if self.eta != 0.0 and not SAMPLERS[self.sampler].uses_eta:
+            raise ValueError(f"eval.eta applies to the ddim sampler only, not {self.sampler!r}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eval.eta must be in [0, 1], got {self.eta}")
+        if self.process_snapshots < 0 or self.process_snapshots == 1:
+            raise ValueError(
+                "eval.process_snapshots must be 0 (none) or >= 2 (the initial noise and the "
+                f"samples), got {self.process_snapshots}"
             )
 
 
@@ -67,70 +91,6 @@ def eval_loss(
         eps_hat = model(schedule.add_noise(x0, eps, t), t).eps
         total += (eps_hat - eps).square().sum(dim=(1, 2), dtype=torch.float64)
     return (total / (2 * num_points)).cpu().numpy()
-
-
-@dataclass
-class Samples:
-    points: np.ndarray  # (M, N, 2)
-    weight_trace: np.ndarray | None  # (M, T, K): mean weight over samples, row 0 = t = T-1
-    final_weights: np.ndarray | None  # (M, N, K): per-sample weights at the last step (t = 0)
-    inference_time: float  # wall clock of the sampling loop for all M models, seconds
-
-
-@torch.no_grad()
-def denoise_in_chunks(
-    model: Denoiser, xt: torch.Tensor, t: int, rows: int
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """eps_hat (M, N, 2) and weights (M, N, K) or None, `rows` points per model at a time.
-
-    Chunks keep the activations inside the CPU caches (a (M, 10000, 256) activation does not
-    fit); the result does not depend on the chunk size, as each point is denoised on its own.
-    """
-    outputs = [model(xt[:, start : start + rows], t) for start in range(0, xt.shape[1], rows)]
-    eps = torch.cat([output.eps for output in outputs], dim=1)
-    if outputs[0].weights is None:
-        return eps, None
-    return eps, torch.cat([output.weights for output in outputs], dim=1)
-
-
-@torch.no_grad()
-def sample(
-    model: Denoiser,
-    schedule: NoiseSchedule,
-    num_samples: int,
-    generators: Sequence[torch.Generator],
-    device: torch.device,
-    rows: int = 4096,
-) -> Samples:
-    """Ancestral DDPM sampling (SPEC §1) of `num_samples` points from each of the M models.
-
-    Each forward pass takes about `rows` points in all (rows / M per model), which keeps the
-    activations cache-sized on a CPU whatever M is.
-    """
-    per_model = max(64, rows // model.num_models)
-
-    def normal() -> torch.Tensor:  # one independent draw per model, (M, N, 2)
-        return torch.stack(
-            [torch.randn((num_samples, 2), generator=g, device=device) for g in generators]
-        )
-
-    xt = normal()
-    trace, weights = [], None
-    start = time.perf_counter()
-    for t in range(schedule.num_timesteps - 1, -1, -1):
-        eps_hat, weights = denoise_in_chunks(model, xt, t, per_model)
-        if weights is not None:
-            trace.append(weights.mean(dim=1))  # (M, K)
-        xt = schedule.step(eps_hat, t, xt, normal() if t > 0 else None)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    inference_time = time.perf_counter() - start
-    return Samples(
-        points=xt.cpu().numpy(),  # may hold NaN/inf for a diverged model: the caller checks
-        weight_trace=torch.stack(trace, dim=1).cpu().numpy() if trace else None,
-        final_weights=weights.cpu().numpy() if weights is not None else None,
-        inference_time=inference_time,
-    )
 
 
 def field_timesteps(num_timesteps: int, count: int) -> list[int]:

@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 from lowdiff import data, results, stats
 from lowdiff.config import SECTIONS, ExperimentConfig, RunConfig, to_dict
 from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
-from lowdiff.evaluation import Samples, eval_loss, field_timesteps, sample, weight_field
+from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
 from lowdiff.metrics import METRICS, Reference, load_reference, measure
+from lowdiff.samplers import Samples, sample
 from lowdiff.schedule import NoiseSchedule
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,18 @@ def evaluate_batch(
     eval_generators = [g["eval"] for g in generators]
     losses = eval_loss(result.model, schedule, points, eval_generators, config.chunk_size)
     sample_generators = [g["sample"] for g in generators]
-    drawn = sample(result.ema_model, schedule, config.num_samples, sample_generators, device)
+    drawn = sample(
+        result.ema_model,
+        schedule,
+        sample_generators,
+        device,
+        num_samples=config.num_samples,
+        sampler=config.sampler,
+        num_steps=config.sampling_steps,
+        eta=config.eta,
+        snapshots=config.process_snapshots,
+        snapshot_points=config.process_points,
+    )
     timesteps = field_timesteps(schedule.num_timesteps, config.field_timesteps)
     field = weight_field(
         result.ema_model, timesteps, config.field_resolution, config.field_extent, device
