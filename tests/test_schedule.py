@@ -78,6 +78,7 @@ def test_a_respaced_schedule_keeps_alpha_bar_at_its_timesteps():
     torch.testing.assert_close(respaced.alpha_bar_prev[1:], full.alpha_bar[kept[:-1]])
     product = torch.cumprod(1 - respaced.betas.double(), dim=0)  # betas still multiply out
     torch.testing.assert_close(product, full.alpha_bar64[kept], rtol=1e-6, atol=0)
+    torch.testing.assert_close(respaced.respace([1, 3]).alpha_bar, full.alpha_bar[[11, 50]])
     same = full.respace(range(100))  # complete: bit for bit the schedule itself
     for name in ("betas", "posterior_coef_x0", "posterior_coef_xt", "posterior_variance"):
         assert torch.equal(getattr(same, name), getattr(full, name))

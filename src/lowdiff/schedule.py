@@ -137,8 +137,9 @@ class NoiseSchedule:
         )
 
     def respace(self, timesteps: Sequence[int]) -> NoiseSchedule:
-        """The schedule restricted to `timesteps` (increasing), on the same device."""
-        return NoiseSchedule(self.config, self.betas.device, timesteps=timesteps)
+        """The schedule restricted to its indices `timesteps` (increasing), on the same device."""
+        kept = [self.timesteps[i] for i in _kept_timesteps(timesteps, self.num_timesteps)]
+        return NoiseSchedule(self.config, self.betas.device, timesteps=kept)
 
     @staticmethod
     def _at(coefficient: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
