@@ -18,8 +18,8 @@ of every sampler goes from timestep 0 to the data (alpha_bar = 1) and returns it
   `final_sigmas_type="zero"`) likewise always takes its final step, from its last timestep to
   sigma = 0, at first order; on this grid, which ends at timestep 0 (sigma_0 = 0.01 at T = 100),
   the step into timestep 0 spans the largest lambda-interval of the grid, where the
-  second-order extrapolation overshoots (5-10x the error of a Gaussian's exact flow at 15-50
-  steps).
+  second-order extrapolation overshoots (3 to 20 times the error against a Gaussian's exact
+  flow at 15-50 steps; docs/protocol.md).
 
 Adding a sampler: a subclass of `Sampler` here and its name in `SAMPLERS` and `SamplerName`.
 """
