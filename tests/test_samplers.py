@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from lowdiff import evaluation
 from lowdiff.config import load_experiment
 from lowdiff.evaluation import EvalConfig
 from lowdiff.models import DenoiserOutput, ModelConfig, build_model
@@ -153,6 +154,15 @@ def test_ancestral_is_bit_identical_to_the_protocol_sampler(arch):
         np.testing.assert_array_equal(drawn.weight_trace, trace)
         np.testing.assert_array_equal(drawn.final_weights, final)
     np.testing.assert_array_equal(drawn.trace_timesteps, np.arange(99, -1, -1))
+
+
+def test_the_earlier_evaluation_sample_is_the_protocol_sampler():
+    config, model = ScheduleConfig(num_timesteps=20), small_model("dual_scale", [0, 1], 20)
+    drawn = evaluation.sample(model, NoiseSchedule(config), 64, generators([0, 1]), CPU, rows=64)
+    points, trace, final = reference_sample(model, config, 64, generators([0, 1]), CPU, rows=64)
+    np.testing.assert_array_equal(drawn.points, points)
+    np.testing.assert_array_equal(drawn.weight_trace, trace)
+    np.testing.assert_array_equal(drawn.final_weights, final)
 
 
 def test_ancestral_draws_nothing_more_than_the_protocol():

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lowdiff import samplers
 from lowdiff.models import Denoiser
-from lowdiff.samplers import SAMPLERS, SamplerName
+from lowdiff.samplers import SAMPLERS, SamplerName, Samples
 from lowdiff.schedule import NoiseSchedule
 
 
@@ -91,6 +92,19 @@ def eval_loss(
         eps_hat = model(schedule.add_noise(x0, eps, t), t).eps
         total += (eps_hat - eps).square().sum(dim=(1, 2), dtype=torch.float64)
     return (total / (2 * num_points)).cpu().numpy()
+
+
+def sample(
+    model: Denoiser,
+    schedule: NoiseSchedule,
+    num_samples: int,
+    generators: Sequence[torch.Generator],
+    device: torch.device,
+    rows: int = 4096,
+) -> Samples:
+    """The protocol's ancestral sampler under its earlier signature, kept for existing callers;
+    new code calls `lowdiff.samplers.sample`, which chooses the sampler and the step count."""
+    return samplers.sample(model, schedule, generators, device, num_samples=num_samples, rows=rows)
 
 
 def field_timesteps(num_timesteps: int, count: int) -> list[int]:
