@@ -30,8 +30,9 @@ from lowdiff import cells, oracle, summary
 from lowdiff.cells import Cell, cell_hash, plan
 from lowdiff.config import ExperimentConfig, RunConfig
 from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
-from lowdiff.evaluation import Samples, eval_loss, field_timesteps, sample, weight_field
+from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
 from lowdiff.metrics import Reference, load_reference, measure
+from lowdiff.samplers import Samples, sample
 from lowdiff.schedule import NoiseSchedule
 
 __all__ = [
@@ -195,7 +196,18 @@ def _evaluate(
     eval_generators = [g["eval"] for g in generators]
     losses = eval_loss(result.model, schedule, points, eval_generators, config.chunk_size)
     sample_generators = [g["sample"] for g in generators]
-    drawn = sample(result.ema_model, schedule, config.num_samples, sample_generators, device)
+    drawn = sample(
+        result.ema_model,
+        schedule,
+        sample_generators,
+        device,
+        num_samples=config.num_samples,
+        sampler=config.sampler,
+        num_steps=config.sampling_steps,
+        eta=config.eta,
+        snapshots=config.process_snapshots,
+        snapshot_points=config.process_points,
+    )
     timesteps = field_timesteps(schedule.num_timesteps, config.field_timesteps)
     field = weight_field(
         result.ema_model, timesteps, config.field_resolution, config.field_extent, device
