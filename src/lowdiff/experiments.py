@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lowdiff import data, results, stats
 from lowdiff.config import SECTIONS, ExperimentConfig, RunConfig, to_dict
 from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
 from lowdiff.evaluation import Samples, eval_loss, field_timesteps, sample, weight_field
 from lowdiff.metrics import METRICS, Reference, load_reference, measure
+from lowdiff.progress import bar as tqdm
 from lowdiff.schedule import NoiseSchedule
 
 log = logging.getLogger(__name__)
