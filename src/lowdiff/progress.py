@@ -108,14 +108,17 @@ class PlainBar:
         if self.disable:
             return
         now = self.clock()
-        if not force and now - self._last_time < self.interval:
-            return
+        if not force and (now - self._last_time < self.interval or self._complete()):
+            return  # a complete bar says so once, when it is closed
         line = self._line(final)
         if line == self._last_line:
             return
         stream = sys.stderr if self.file is None else self.file
         print(line, file=stream, flush=True)
         self._last_line, self._last_time = line, now
+
+    def _complete(self) -> bool:
+        return bool(self.total) and self.n >= self.total
 
     def update(self, n: float = 1) -> None:
         self.n += n
