@@ -417,3 +417,15 @@ def test_resume_line(finished_cells, total, line):
     from lowdiff.progress import resume_line
 
     assert resume_line(finished_cells, total).startswith(line)
+
+
+def test_a_phase_says_when_it_starts_and_how_long_it_took():
+    from lowdiff.progress import phase
+
+    stream, clock = io.StringIO(), Clock()
+    with phase("oracle floors", file=stream, plain=True, clock=clock):
+        clock.now = 75.0
+    assert stream.getvalue() == "oracle floors ...\noracle floors: done in 1 min 15 s\n"
+    with pytest.raises(RuntimeError), phase("figures", file=stream, plain=True, clock=clock):
+        raise RuntimeError("boom")
+    assert stream.getvalue().endswith("figures ...\n")  # no "done" for a step that failed

@@ -16,21 +16,19 @@ Heavy modules (torch, the engine) are imported only when a function needs them.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import difflib
-import io
 import logging
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lowdiff import results
-from lowdiff.progress import bar
+from lowdiff.remeasure import Remeasured, remeasure
+from lowdiff.table import COLUMNS, ResultsTable
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("experiment", "run", "dataset", "seed", "metric", "value")
 DEFAULT_DATASETS = ("circle", "dino", "line", "moons")
 
 
@@ -466,180 +463,3 @@ def load(
         schedule=NoiseSchedule(config.schedule, target),
         device=target,
     )
-
-
-# --- tables of results ---------------------------------------------------------------------
-
-
-@dataclass
-class ResultsTable:
-    """Metrics in long form: one row per experiment, run, dataset, seed and metric.
-
-    A plain list of dicts (no pandas needed); `to_dataframe()` where pandas is installed.
-    """
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    roots: list[Path] = field(default_factory=list)
-
-    @property
-    def root(self) -> Path:
-        """The results directory (the first, when the table spans several)."""
-        if not self.roots:
-            raise ValueError("this table was not read from a results directory")
-        return self.roots[0]
-
-    @classmethod
-    def from_dirs(cls, roots: Iterable[str | Path]) -> ResultsTable:
-        """The finished cells of results directories; stale and unfinished cells are left out."""
-        from lowdiff.report.load import load_results
-
-        rows, paths = [], []
-        for root in map(Path, roots):
-            loaded = load_results(root)
-            paths.append(root)
-            for (run, dataset, seed), cell in loaded.cells.items():
-                for metric, value in cell.metrics.items():
-                    rows.append(
-                        dict(
-                            zip(
-                                COLUMNS,
-                                (
-                                    loaded.config.experiment.name,
-                                    run,
-                                    dataset,
-                                    seed,
-                                    metric,
-                                    float(value),
-                                ),
-                                strict=True,
-                            )
-                        )
-                    )
-        return cls(rows, paths)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.rows)
-
-    def select(self, **criteria: Any) -> ResultsTable:
-        """The rows whose columns equal the given values, e.g. select(metric="kl_divergence")."""
-        unknown = [key for key in criteria if key not in COLUMNS]
-        if unknown:
-            raise ValueError(f"unknown column {unknown[0]!r}; columns: {', '.join(COLUMNS)}")
-        rows = [r for r in self.rows if all(r[k] == v for k, v in criteria.items())]
-        return ResultsTable(rows, list(self.roots))
-
-    def values(self) -> list[float]:
-        return [row["value"] for row in self.rows]
-
-    def to_csv(self, path: str | Path | None = None) -> str:
-        """The table as CSV text (header: the columns); written atomically to `path` if given."""
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for row in self.rows:
-            writer.writerow({**row, "value": repr(row["value"])})
-        if path is not None:
-            results.atomic_write_bytes(Path(path), buffer.getvalue().encode())
-        return buffer.getvalue()
-
-    def to_dataframe(self) -> Any:
-        """A pandas DataFrame of the rows (pandas is optional: ImportError says how to get it)."""
-        try:
-            import pandas
-        except ImportError as error:
-            raise ImportError(
-                "to_dataframe needs pandas (pip install pandas); the table itself is `.rows`"
-            ) from error
-        return pandas.DataFrame(self.rows, columns=list(COLUMNS))
-
-    def __repr__(self) -> str:
-        shown = "\n".join(
-            f"  {r['run']} {r['dataset']}/seed {r['seed']} {r['metric']} = {r['value']:.4g}"
-            for r in self.rows[:5]
-        )
-        more = f"\n  ... {len(self.rows) - 5} more" if len(self.rows) > 5 else ""
-        return f"ResultsTable({len(self.rows)} rows)\n{shown}{more}"
-
-
-# --- measuring again from saved samples ----------------------------------------------------
-
-
-@dataclass
-class Remeasured:
-    """What `remeasure` did: cells measured again, and cells skipped with the reason."""
-
-    measured: list[str]
-    skipped: list[str]
-
-
-def _lock(root: Path) -> Any:
-    try:
-        from lowdiff.lock import RunLock
-    except ImportError:
-        from contextlib import nullcontext
-
-        return nullcontext()
-    return RunLock(root)
-
-
-def _remeasure_cells(loaded: Any, references: dict[str, Any], progress: bool) -> Remeasured:
-    from lowdiff import metrics
-
-    done = Remeasured(
-        [], [f"{m.run} {m.dataset}/seed {m.seed}: {m.reason}" for m in loaded.missing]
-    )
-    cells = list(loaded.cells.values())
-    for cell in bar(cells, desc="remeasure", unit="cell", disable=not progress):
-        label = f"{cell.run} {cell.dataset}/seed {cell.seed}"
-        if cell.record.get("status", "finished") != "finished":
-            done.skipped.append(f"{label}: {cell.record['status']}, no samples to measure")
-            continue
-        if not cell.has("samples.npy"):
-            done.skipped.append(f"{label}: no samples.npy")
-            continue
-        samples = results.read_npy(cell.directory / "samples.npy")
-        k = loaded.config.run(cell.run).eval.knn_k
-        measured = metrics.measure(samples, references[cell.dataset], k)
-        record = {**cell.record, "metrics": {**cell.record["metrics"], **measured}}
-        results.write_json(cell.directory / "cell.json", record)
-        done.measured.append(label)
-    return done
-
-
-def remeasure(root: str | Path, *, progress: bool = False, report: bool = True) -> Remeasured:
-    """Measure every finished cell again from its samples.npy with today's `metrics.measure`.
-
-    Rewrites each cell.json (atomically, the rest of the record kept; metrics that `measure`
-    does not return, such as times and losses, are kept as they were), the oracle floors and
-    every run's final_info.json, then the report. No training, no sampling.
-    """
-    from lowdiff import metrics
-    from lowdiff.experiments import oracle_floors, summarize_run
-    from lowdiff.report.load import load_results
-
-    root = Path(root)
-    with _lock(root):
-        loaded = load_results(root)
-        config = loaded.config
-        references = {
-            name: metrics.load_reference(name, config.experiment.num_points)
-            for name in config.experiment.datasets
-        }
-        done = _remeasure_cells(loaded, references, progress)
-        with tempfile.TemporaryDirectory(dir=root) as scratch:  # recomputed, then swapped in
-            oracle_floors(config, references, Path(scratch))
-            results.atomic_write_bytes(
-                root / "oracle.json", (Path(scratch) / "oracle.json").read_bytes()
-            )
-        for run in config.runs:
-            results.write_json(
-                root / run.name / "final_info.json", summarize_run(root, config, run)
-            )
-    if report:
-        from lowdiff.report import write_report
-
-        write_report(root)
-    return done

@@ -169,6 +169,13 @@ class PlainBar:
         self.close()
 
 
+def _use_plain(plain: bool | None, stream: IO[str] | None) -> bool:
+    if plain is not None:
+        return plain
+    forced = os.environ.get("LOWDIFF_PROGRESS", "").lower()
+    return forced == "plain" or (forced != "tty" and not is_terminal(stream))
+
+
 def bar(
     iterable: Iterable[Any] | None = None,
     *,
@@ -181,12 +188,9 @@ def bar(
     `plain` forces one or the other (default: decided by the stream, `file=` or stderr; the
     environment variable LOWDIFF_PROGRESS=plain or =tty overrides). `interval`: seconds between
     plain lines (default 10). Other keyword arguments are tqdm's (total, desc, unit, initial,
-    disable, leave, postfix, ...).
+    disable, leave, postfix, ...). Both have `skip(n)`: n items done without work.
     """
-    if plain is None:
-        forced = os.environ.get("LOWDIFF_PROGRESS", "").lower()
-        plain = forced == "plain" or (forced != "tty" and not is_terminal(kwargs.get("file")))
-    if plain:
+    if _use_plain(plain, kwargs.get("file")):
         return PlainBar(iterable, interval=interval or DEFAULT_INTERVAL, **kwargs)
     return _terminal_bar_class()(iterable, **kwargs)
 
@@ -207,14 +211,31 @@ def _terminal_bar_class() -> type:
 
 
 @contextmanager
-def phase(desc: str, *, disable: bool = False, **kwargs: Any) -> Iterator[Any]:
-    """A step without a count (oracle floors, figures): a one-item bar, closed when it ends."""
-    progress = bar(total=1, desc=desc, unit="step", disable=disable, **kwargs)
-    try:
-        yield progress
-        progress.update(1)
-    finally:
-        progress.close()
+def phase(
+    desc: str,
+    *,
+    disable: bool = False,
+    plain: bool | None = None,
+    file: IO[str] | None = None,
+    clock: Any = time.monotonic,
+) -> Iterator[None]:
+    """A step without a count (oracle floors, figures): says when it starts and how long it took.
+
+    Off a terminal: "desc ..." then "desc: done in 12 s" (nothing more if the step fails); on a
+    terminal, a tqdm line with the elapsed time.
+    """
+    if disable:
+        yield
+        return
+    if not _use_plain(plain, file):
+        with _terminal_bar_class()(total=1, desc=desc, file=file, bar_format="{desc}: {elapsed}"):
+            yield
+        return
+    stream = sys.stderr if file is None else file
+    print(f"{desc} ...", file=stream, flush=True)
+    start = clock()
+    yield
+    print(f"{desc}: done in {_duration(clock() - start)}", file=stream, flush=True)
 
 
 # --- the sentences around a run ------------------------------------------------------------
