@@ -131,6 +131,20 @@ def test_a_compact_results_folder_says_the_weights_are_not_kept(trained, tmp_pat
         lowdiff.load(cell)
 
 
+def test_a_stale_cell_is_not_loaded(trained, tmp_path):
+    import shutil
+
+    root, _ = trained
+    copy = tmp_path / "mlp"
+    shutil.copytree(root / "mlp", copy)
+    record = json.loads((copy / "moons" / "seed_0" / "cell.json").read_text())
+    (copy / "moons" / "seed_0" / "cell.json").write_text(
+        json.dumps({**record, "config_hash": "0" * 16})
+    )
+    with pytest.raises(ResultsError, match="stale: the cell was written under another config"):
+        lowdiff.load(copy / "moons" / "seed_0")
+
+
 def test_unknown_sampler_is_named_with_a_suggestion(trained):
     model = lowdiff.load(trained[0] / "mlp" / "moons" / "seed_0")
     with pytest.raises(ConfigError, match="unknown sampler 'ancestrall'; did you mean 'ancestral'"):
@@ -242,3 +256,26 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
         exec(compile(source, f"quickstart.ipynb cell {index}", "exec"), namespace)
     assert (tmp_path / "runs" / "quickstart-api" / "experiment.json").is_file()
     assert os.path.getsize(tmp_path / "metrics.csv") > 0
+
+
+def test_sample_goes_through_the_sampler_registry_when_there_is_one(trained, monkeypatch):
+    """The contract of lowdiff.samplers: sample(model, schedule, generators, device, ...)."""
+    import types
+
+    calls = []
+
+    def sample(model, schedule, generators, device, **options):
+        calls.append((model, schedule, len(generators), device, options))
+        points = np.zeros((1, options["num_samples"], 2), np.float32)
+        return types.SimpleNamespace(points=points)
+
+    fake = types.SimpleNamespace(SAMPLERS={"ancestral": 1, "ddim": 2}, sample=sample)
+    monkeypatch.setitem(sys.modules, "lowdiff.samplers", fake)
+    monkeypatch.setattr(lowdiff, "samplers", fake, raising=False)
+    model = lowdiff.load(trained[0] / "mlp" / "moons" / "seed_0")
+    assert model.sample(12, sampler="ddim", num_steps=5, seed=2, eta=0.5).shape == (12, 2)
+    network, schedule, count, device, options = calls[0]
+    assert (network, schedule, count, device) == (model.network, model.schedule, 1, model.device)
+    assert options == {"num_samples": 12, "sampler": "ddim", "num_steps": 5, "eta": 0.5}
+    with pytest.raises(ConfigError, match="unknown sampler 'dim'; did you mean 'ddim'"):
+        model.sample(12, sampler="dim")

@@ -377,8 +377,8 @@ def _find_cell(
     return path, chosen[0]
 
 
-def _run_config(run_dir: Path) -> tuple[RunConfig, int]:
-    """A run's config.json -> (its RunConfig, the experiment's number of training points)."""
+def _run_config(run_dir: Path) -> ExperimentConfig:
+    """A run's config.json -> a one-run ExperimentConfig (its run and experiment settings)."""
     from lowdiff import config as config_module
 
     raw = results.read_json(run_dir / "config.json")
@@ -392,7 +392,7 @@ def _run_config(run_dir: Path) -> tuple[RunConfig, int]:
         )
     except config_module.ConfigError as error:
         raise results.ResultsError(str(error)) from error
-    return config.runs[0], config.experiment.num_points
+    return config
 
 
 def _weights(cell_dir: Path, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -402,7 +402,7 @@ def _weights(cell_dir: Path, record: Mapping[str, Any]) -> dict[str, np.ndarray]
         why = (
             "was removed (a compact results folder omits model weights)"
             if kept
-            else ("was not written with this cell")
+            else "was not written with this cell"
         )
         raise results.ResultsError(
             f"{cell_dir}: no model weights: model_ema.npz {why}. Its samples and metrics are "
@@ -426,12 +426,20 @@ def load(
     """
     import torch
 
+    from lowdiff.experiments import cell_hash
     from lowdiff.models import build_model
     from lowdiff.schedule import NoiseSchedule
 
     run_dir, cell_dir = _find_cell(Path(path), run, dataset, seed)
     record = results.load_cell_record(cell_dir)
-    config, num_points = _run_config(run_dir)
+    experiment = _run_config(run_dir)
+    config = experiment.runs[0]
+    dataset, seed = str(record["dataset"]), int(record["seed"])
+    if record.get("config_hash") != cell_hash(experiment, config, dataset, seed):
+        raise results.ResultsError(
+            f"{cell_dir}: stale: the cell was written under another configuration than its "
+            f"run's {run_dir / 'config.json'}; run the experiment again to renew it"
+        )
     arrays = _weights(cell_dir, record)
     target = torch.device(device)
     network = build_model(config.model, 1, config.schedule.num_timesteps)
@@ -454,11 +462,11 @@ def load(
     network = network.to(target).eval().requires_grad_(False)
     return TrainedModel(
         run=config,
-        dataset=str(record.get("dataset", cell_dir.parent.name)),
-        seed=int(record.get("seed", cell_dir.name.removeprefix("seed_"))),
+        dataset=dataset,
+        seed=seed,
         directory=cell_dir,
         record=record,
-        num_points=num_points,
+        num_points=experiment.experiment.num_points,
         network=network,
         schedule=NoiseSchedule(config.schedule, target),
         device=target,
