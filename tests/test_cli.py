@@ -429,3 +429,19 @@ def test_a_phase_says_when_it_starts_and_how_long_it_took():
     with pytest.raises(RuntimeError), phase("figures", file=stream, plain=True, clock=clock):
         raise RuntimeError("boom")
     assert stream.getvalue().endswith("figures ...\n")  # no "done" for a step that failed
+
+
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ('experiment.datasets=["mons"]', "unknown dataset 'mons'; valid: "),
+        ('experiment.baseline="basline"', "unknown run 'basline'; runs: baseline"),
+    ],
+)
+def test_a_wrong_name_in_a_setting_gets_a_suggestion(tmp_path, capsys, setting, message):
+    experiment = tmp_path / "e.toml"
+    experiment.write_text('[experiment]\nname = "e"\n[runs.baseline]\n')
+    assert main(["run", str(experiment), "--out", str(tmp_path / "out"), "--set", setting]) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert error.rstrip().endswith(("did you mean 'moons'?", "did you mean 'baseline'?"))
