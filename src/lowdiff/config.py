@@ -383,3 +383,24 @@ def to_dict(config: Any) -> Any:
     if isinstance(config, tuple | list):
         return [to_dict(v) for v in config]
     return config
+
+
+def from_json(raw: dict[str, Any], where: str = "<json>") -> ExperimentConfig:
+    """The inverse of `to_dict(config)`: experiment.json (runs as a list) back into a config.
+
+    `resolve` reads the TOML shape (runs as named tables); what lowdiff writes lists its runs
+    with their names inside. Both shapes are accepted here, and every value is checked again.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    runs = raw.get("runs", {})
+    if isinstance(runs, list):
+        named = {}
+        for index, run in enumerate(runs):
+            if not isinstance(run, dict) or not isinstance(run.get("name"), str):
+                raise ConfigError(f"{where}: runs[{index}]: expected an object with a 'name'")
+            if run["name"] in named:
+                raise ConfigError(f"{where}: runs[{index}]: duplicate run name {run['name']!r}")
+            named[run["name"]] = {key: value for key, value in run.items() if key != "name"}
+        runs = named
+    return resolve({**raw, "runs": runs}, where)

@@ -24,7 +24,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lowdiff import cells, oracle, summary
 from lowdiff.cells import Cell, cell_hash, plan
@@ -32,6 +31,7 @@ from lowdiff.config import ExperimentConfig, RunConfig
 from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
 from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
 from lowdiff.metrics import Reference, load_reference, measure
+from lowdiff.progress import bar as tqdm
 from lowdiff.samplers import Samples, sample
 from lowdiff.schedule import NoiseSchedule
 
