@@ -355,9 +355,10 @@ def test_moons_blur_is_seen_although_hq_is_blind_to_it(moons_reference) -> None:
     assert blurry["modes_covered"] == sharp["modes_covered"] == 2
     assert blurry["density"] < sharp["density"] - 0.1
     assert blurry["precision"] < sharp["precision"] - 0.03
-    assert wasserstein2(blurred, moons_reference.points) > wasserstein2(
-        true, moons_reference.points
-    )
+    sliced = [sliced_wasserstein2(x, moons_reference.points) for x in (true, blurred)]
+    assert (
+        sliced[1] > 1.5 * sliced[0]
+    )  # 0.010 -> 0.021 here; the exact W2 on 2,000 points misses it
 
 
 @pytest.mark.parametrize("name", ["ring8", "grid25", "circle"])
