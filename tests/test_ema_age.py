@@ -1,11 +1,12 @@
-"""The EMA's mean age (engine.ema_mean_age) against brute-force simulations on a scalar."""
+"""The EMA's mean age (lowdiff.ema) against brute-force simulations on a scalar."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lowdiff.engine import BatchedEMA, TrainConfig, ema_mean_age, ema_warning
+from lowdiff.ema import ema_mean_age, ema_warning
+from lowdiff.engine import BatchedEMA, TrainConfig
 
 
 def literal_ema_of_step_counts(num_steps: int, beta: float, every: int, warmup: int) -> float:
