@@ -206,7 +206,7 @@ class RayExecutor:
         ray = _import_optional("ray", "ray")
         started = not ray.is_initialized()
         if started:
-            ray.init(address=self.config.ray_address or None, log_to_driver=True)
+            ray.init(address=self.config.ray_address or None)
         try:
             return self._map(ray, fn, items, names)
         finally:
