@@ -11,6 +11,11 @@ import torch
 from lowdiff import runtime
 
 
+@pytest.fixture(autouse=True)
+def no_preset_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+
 @pytest.fixture
 def quiet_machine(monkeypatch):
     """8 CPUs, no load: only the registry decides."""
@@ -34,6 +39,14 @@ def test_requested_threads_are_kept_and_negative_refused(tmp_path):
 
 def test_alone_a_process_takes_every_cpu_it_may_use(tmp_path, quiet_machine):
     runtime.register_process(tmp_path)
+    assert runtime.choose_threads(directory=tmp_path) == 8
+
+
+def test_a_users_omp_num_threads_is_kept(tmp_path, quiet_machine, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert runtime.choose_threads(directory=tmp_path) == 3
+    assert runtime.choose_threads(5, directory=tmp_path) == 5
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")  # not a count: ignored
     assert runtime.choose_threads(directory=tmp_path) == 8
 
 
@@ -98,6 +111,7 @@ def test_registered_entry_is_removed_at_exit(tmp_path):
 
 def test_limit_threads_sets_torch_and_the_environment(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
     threads = torch.get_num_threads()
     try:
         runtime.limit_threads(2)

@@ -10,9 +10,10 @@ cores. Two settings avoid that (benchmarks/concurrency.py measures both):
   (OMP_WAIT_POLICY=PASSIVE; KMP_BLOCKTIME=0 for Intel's OpenMP). OpenMP reads these when it is
   loaded, i.e. on `import torch`, so the call must come before the first import of torch in the
   process (the top of the command line entry point).
-- `choose_threads()` picks the thread count from the CPUs this process may run on
-  (`os.sched_getaffinity`) divided among the busy processes: other `lowdiff` processes (a small
-  registry of live process ids in the temporary directory) and the machine's current load.
+- `choose_threads()` picks the thread count (unless given, or set by OMP_NUM_THREADS) from the
+  CPUs this process may run on (`os.sched_getaffinity`) divided among the busy processes: other
+  `lowdiff` processes (a small registry of live process ids in the temporary directory) and
+  the machine's current load.
 
 The allocator. PyTorch's CPU tensors come from the C library's malloc. With glibc's defaults,
 freed blocks of a few MB are handed back to the operating system and faulted in again on the
@@ -178,7 +179,8 @@ def other_processes(directory: Path | None = None) -> int:
 
 
 def choose_threads(requested: int = 0, *, directory: Path | None = None) -> int:
-    """Threads for this process: `requested` if > 0, else its CPUs shared among busy processes.
+    """Threads for this process: `requested` if > 0, else OMP_NUM_THREADS if the user set it,
+    else its CPUs shared among busy processes.
 
     The CPUs this process may use are divided by 1 + the number of other busy processes, taken
     as the larger of the other registered lowdiff processes and the machine's load.
@@ -187,6 +189,9 @@ def choose_threads(requested: int = 0, *, directory: Path | None = None) -> int:
         raise ValueError(f"threads must be >= 0 (0: choose), got {requested}")
     if requested:
         return requested
+    preset = os.environ.get("OMP_NUM_THREADS", "")
+    if preset.isdigit() and int(preset) > 0:
+        return int(preset)
     cpus = available_cpus()
     others = max(other_processes(directory), round(machine_load()))
     return max(1, cpus // (1 + others))
