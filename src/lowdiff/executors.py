@@ -41,7 +41,7 @@ class ExecutorConfig:
     """
 
     kind: Kind = "local"
-    ray_address: str = ""  # "": start a Ray cluster on this machine; "auto", "HOST:PORT", "ray://"
+    ray_address: str = ""  # "": the cluster running here, else a new one; "auto", "HOST:PORT"
     cpus_per_task: int = 1  # CPUs (and torch threads) per Ray task or Slurm job
     gpus_per_task: int = 0  # whole GPUs per Ray task
     max_retries: int = 2  # further attempts after a failed one
