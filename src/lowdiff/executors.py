@@ -166,7 +166,8 @@ class LocalExecutor:
                     fn(item)
                 except Exception as failure:  # one item's failure must not stop the others
                     error = describe(failure)
-                    log.warning("%s: attempt %d failed: %s", name, attempt, error)
+                    verbose = log.isEnabledFor(logging.INFO)  # the traceback with --verbose
+                    log.warning("%s: attempt %d failed: %s", name, attempt, error, exc_info=verbose)
                 else:
                     error = None
                     break
@@ -187,6 +188,15 @@ def _import_optional(module: str, extra: str) -> types.ModuleType:
             f"the {extra!r} executor needs {module!r}, which is not installed; "
             f"install it with: pip install 'lowdiff[{extra}]'"
         ) from error
+
+
+def _ray_error(failure: Exception) -> str:
+    """A Ray error in one line: the task's own exception where Ray wrapped one."""
+    cause = getattr(failure, "cause", None)
+    if isinstance(cause, BaseException):
+        return describe(cause)
+    first_line = (str(failure).strip().splitlines() or [""])[0]
+    return f"{type(failure).__name__}: {first_line}"
 
 
 class RayExecutor:
@@ -237,12 +247,7 @@ class RayExecutor:
             try:
                 errors[i] = ray.get(ref)
             except Exception as failure:  # the worker died (or Ray failed) mid-task
-                cause = getattr(failure, "cause", None)  # Ray wraps an exception of the task
-                errors[i] = (
-                    describe(cause)
-                    if isinstance(cause, BaseException)
-                    else (f"{type(failure).__name__}: {str(failure).strip().splitlines()[0]}")
-                )
+                errors[i] = _ray_error(failure)
             if errors[i] is not None:
                 log.warning("%s: attempt %d failed: %s", names[i], attempts[i], errors[i])
                 if attempts[i] <= config.max_retries:
