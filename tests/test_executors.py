@@ -243,17 +243,18 @@ needs_execute = pytest.mark.xfail(
 
 
 def cell_metrics(config, root: Path) -> dict:
-    """Every cell's metrics except timings (which differ from run to run)."""
-    from lowdiff.experiments import plan
-
+    """Every cell's metrics except timings (which differ from run to run), by cell path."""
     found = {}
-    for cell in plan(config, root):
-        record = results.read_cell(cell.directory, cell.config_hash)
-        assert record is not None, f"cell {cell.directory} missing"
-        metrics = record["metrics"]
-        found[cell.directory.relative_to(root)] = {
-            k: v for k, v in metrics.items() if not k.endswith("_time")
-        }
+    for run in config.runs:
+        for dataset in config.experiment.datasets:
+            for seed in config.experiment.seeds:
+                directory = results.cell_dir(root, run.name, dataset, seed)
+                record = results.read_json(directory / "cell.json")
+                metrics = record["metrics"]
+                assert metrics, f"{directory}: no metrics"
+                found[(run.name, dataset, seed)] = {
+                    k: v for k, v in metrics.items() if not k.endswith("_time")
+                }
     return found
 
 
