@@ -54,7 +54,12 @@ def ray_cluster():
     path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH", "")]))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTHONPATH", path)  # the workers inherit the driver's environment
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=128 * 1024**2,  # small: the tasks pass no data through Ray
+        )
     yield ray
     ray.shutdown()
 
