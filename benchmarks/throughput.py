@@ -15,8 +15,6 @@ Run it alone on the machine (other load changes the figures):
 from __future__ import annotations
 
 import argparse
-import functools
-import inspect
 import os
 import platform
 import tempfile
@@ -101,35 +99,19 @@ def tiny_experiment(steps: int) -> config_module.ExperimentConfig:
     return config_module.resolve(raw, "overhead")
 
 
-def train_pack(steps: int, seed: int) -> None:
-    """Stand-in pack where execute() takes no executor yet: train M=2 baselines."""
-    members = [Member("moons", seed), Member("line", seed)]
-    tensors = {name: torch.from_numpy(load(name, 5000)) for name in ("moons", "line")}
-    device = torch.device("cpu")
-    schedule = NoiseSchedule(ScheduleConfig(), device)
-    config = TrainConfig(num_steps=steps)
-    Trainer(ModelConfig(), members, tensors, schedule, config, device).run()
-
-
 def timed_run(executor: object, steps: int, root: Path) -> float:
     from lowdiff import experiments
 
     start = time.perf_counter()
-    if "executor" in inspect.signature(experiments.execute).parameters:
-        experiments.execute(tiny_experiment(steps), root, progress=False, executor=executor)
-    else:
-        outcomes = executor.map(functools.partial(train_pack, steps), [0, 1], names=["0", "1"])
-        assert all(o.ok for o in outcomes), outcomes
+    executed = experiments.execute(tiny_experiment(steps), root, progress=False, executor=executor)
+    if executed.failed:
+        raise RuntimeError(f"packs failed: {executed.failed}")
     return time.perf_counter() - start
 
 
 def overhead(steps: int) -> None:
     import ray
 
-    from lowdiff import experiments
-
-    whole = "executor" in inspect.signature(experiments.execute).parameters
-    what = "tiny experiment (4 packs)" if whole else "2 training packs (no execute(executor=))"
     torch.set_num_threads(1)  # as a Ray task with one CPU
     with tempfile.TemporaryDirectory() as scratch:
         local = timed_run(LocalExecutor(), steps, Path(scratch) / "local")
@@ -141,7 +123,7 @@ def overhead(steps: int) -> None:
             on_ray = timed_run(executor, steps, Path(scratch) / "ray")
         finally:
             ray.shutdown()
-    print(f"\n{what}, {steps} training steps per pack, one CPU:")
+    print(f"\ntiny experiment (4 packs of 1 model), {steps} training steps per pack, one CPU:")
     print(f"local executor {local:8.2f} s")
     print(f"Ray            {on_ray:8.2f} s  (+ {startup:.2f} s to start the cluster)")
     print(f"Ray overhead   {100 * (on_ray - local) / local:+7.1f} % (start-up excluded)")

@@ -7,7 +7,6 @@ each job as a local process through the same code path as Slurm. No cluster is n
 
 import dataclasses
 import importlib.util
-import inspect
 import os
 import re
 import sys
@@ -236,17 +235,6 @@ model = { arch = "mlp", hidden_dim = 32, embedding_dim = 16 }
 """
 
 
-def _execute_takes_executor() -> bool:
-    from lowdiff import experiments
-
-    return "executor" in inspect.signature(experiments.execute).parameters
-
-
-needs_execute = pytest.mark.xfail(
-    not _execute_takes_executor(), reason="needs experiments.execute(executor=)", strict=False
-)
-
-
 def cell_metrics(config, root: Path) -> dict:
     """Every cell's metrics except timings (which differ from run to run), by cell path."""
     found = {}
@@ -284,11 +272,11 @@ def tiny_experiment(tmp_path_factory):
 def run_through(config, root: Path, executor) -> dict:
     from lowdiff.experiments import execute
 
-    execute(config, root, progress=False, executor=executor)
+    executed = execute(config, root, progress=False, executor=executor)
+    assert executed.ok and executed.failed == []
     return cell_metrics(config, root)
 
 
-@needs_execute
 @needs_ray
 def test_experiment_on_ray_equals_local(tmp_path, tiny_experiment, ray_cluster):
     config, expected = tiny_experiment
@@ -296,7 +284,6 @@ def test_experiment_on_ray_equals_local(tmp_path, tiny_experiment, ray_cluster):
     assert run_through(config, tmp_path / "ray", executor) == expected
 
 
-@needs_execute
 @needs_submitit
 def test_experiment_on_submitit_local_equals_local(tmp_path, tiny_experiment, worker_path):
     config, expected = tiny_experiment
@@ -305,7 +292,6 @@ def test_experiment_on_submitit_local_equals_local(tmp_path, tiny_experiment, wo
     assert run_through(config, tmp_path / "slurm", executor) == expected
 
 
-@needs_execute
 def test_experiment_through_local_executor_resumes(tmp_path, tiny_experiment):
     config, expected = tiny_experiment
     torch_threads = torch.get_num_threads()
