@@ -148,9 +148,15 @@ def _train_config(args: argparse.Namespace) -> config_module.ExperimentConfig:
         seeds,
         name=args.name or None,
         device=args.device,
-        overrides=args.set,
+        overrides=_overrides(args),
         flags={"model": "--model", "datasets": "--datasets", "seeds": "--seeds"},
     )
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The --set overrides, with the flags that are shorthands for a setting."""
+    executor = [f'experiment.executor="{args.executor}"'] if args.executor else []
+    return [*args.set, *executor]
 
 
 def _finished_cells(experiment: config_module.ExperimentConfig, out: Path) -> tuple[int, int]:
@@ -159,14 +165,21 @@ def _finished_cells(experiment: config_module.ExperimentConfig, out: Path) -> tu
 
 
 def _run(experiment: config_module.ExperimentConfig, out: Path, args: argparse.Namespace) -> int:
+    from lowdiff import runtime
+
+    runtime.share_cpu_environment()  # first: OpenMP reads its wait policy when torch loads
+    from lowdiff.executors import make_executor
     from lowdiff.experiments import execute  # torch only once the input is valid
     from lowdiff.report import write_report
-    from lowdiff.runtime import configure_cpu
 
-    configure_cpu(args.threads)
+    runtime.configure_cpu(args.threads)
     finished, total = _finished_cells(experiment, out)
     print(f"{out}: {resume_line(0 if args.force else finished, total)}", flush=True)
-    executed = execute(experiment, out, force=args.force, progress=not args.quiet)
+    local = experiment.executor.kind == "local"
+    executor = None if local else make_executor(experiment.executor, root=out)
+    executed = execute(
+        experiment, out, force=args.force, progress=not args.quiet, executor=executor
+    )
     with phase("report and figures", disable=args.quiet):
         path = write_report(out)
     table = summary_table(out)
@@ -180,12 +193,14 @@ def _run(experiment: config_module.ExperimentConfig, out: Path, args: argparse.N
             f"at step {step}; its batch-mates and the other runs are kept",
             file=sys.stderr,
         )
-    return 3 if executed.diverged else 0
+    for name, error in executed.failed:
+        print(f"lowdiff: pack {name} failed after its retries: {error}", file=sys.stderr)
+    return 3 if executed.diverged or executed.failed else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     _check_overrides(args.set)
-    experiment = config_module.load_experiment(args.experiment, args.set)
+    experiment = config_module.load_experiment(args.experiment, _overrides(args))
     out = Path(args.out) if args.out else Path("runs") / experiment.experiment.name
     return _run(experiment, out, args)
 
@@ -318,7 +333,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="re-run every cell, finished or not")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument(
-        "--threads", type=int, default=0, help="CPU threads for torch (default: torch's)"
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch (default: shared among busy processes, or OMP_NUM_THREADS)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=["local", "ray", "slurm"],
+        help="where packs of cells run (sets experiment.executor; options in [executor])",
     )
 
 

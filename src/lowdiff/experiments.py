@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from lowdiff.cells import Cell, cell_hash, plan
 from lowdiff.config import ExperimentConfig, RunConfig
 from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
 from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
+from lowdiff.executors import Executor
 from lowdiff.metrics import Reference, load_reference, measure
 from lowdiff.progress import bar as tqdm
 from lowdiff.samplers import Samples, sample
@@ -287,12 +288,6 @@ def run_pack(
 # --- the whole experiment -----------------------------------------------------------------
 
 
-class Executor(Protocol):
-    """Runs fn(item) for each item (e.g. on a cluster); never raises for one failing item."""
-
-    def map(self, fn: Any, items: Sequence[Any], *, names: Sequence[str]) -> list[Any]: ...
-
-
 @dataclass(frozen=True)
 class Executed:
     """What `execute` did: the cells it made (trained or copied; iterating over an `Executed`
@@ -354,7 +349,8 @@ def execute(
     if executor is None:
         _run_locally(config, root, packs, progress, total - len(copies))
     else:
-        task = functools.partial(run_pack, config, root, progress=progress)
+        # workers log to files: no progress bars there
+        task = functools.partial(run_pack, config, root, progress=False)
         outcomes = executor.map(task, packs, names=[pack.name for pack in packs])
         failed = [(o.name, str(o.error)) for o in outcomes if not o.ok]
     for source, target in copies:
