@@ -17,7 +17,8 @@ the same weights and noise) within 2e-5 (float noise: ~3e-6).
 
 Mutation check: each one-line change below was applied to src/lowdiff (then reverted) and the
 suite, fast tests first with -x, failed at the test named ("test_" and "_matches_reference"
-left out).
+left out). Rows in settings.py, schedule.py and samplers.py were checked again after those
+modules were reorganised.
 
 | file: mutation | first failing test |
 |---|---|
@@ -39,34 +40,34 @@ left out).
 | engine.py: diversity mean with the i = j pairs | each_step_from_the_same_state[B3_larger-0.1] |
 | models/layers.py: frequencies /(half - 1) -> /half | forward_at_initialisation[baseline] |
 | models/layers.py: [cos, sin] instead of [sin, cos] | forward_at_initialisation[baseline] |
-| models/__init__.py: input_scale 25 -> 20 | protocol_defaults_are_spec_section_1 |
-| models/__init__.py: time_scale 1 -> 2 | protocol_defaults_are_spec_section_1 |
+| settings.py: input_scale 25 -> 20 | protocol_defaults_are_spec_section_1 |
+| settings.py: time_scale 1 -> 2 | protocol_defaults_are_spec_section_1 |
 | models/layers.py: residual h + ReLU(Linear(h)) | forward_at_initialisation[baseline] |
 | models/layers.py: residual block without the skip | forward_at_initialisation[baseline] |
 | models/layers.py: final ReLU dropped | forward_at_initialisation[baseline] |
-| models/__init__.py: hidden_layers 3 -> 2 | protocol_defaults_are_spec_section_1 |
-| schedule.py: beta_end 0.02 -> 0.025 | protocol_defaults_are_spec_section_1 |
+| settings.py: hidden_layers 3 -> 2 | protocol_defaults_are_spec_section_1 |
+| settings.py: beta_end 0.02 -> 0.025 | protocol_defaults_are_spec_section_1 |
 | schedule.py: linear betas spaced geometrically | schedule_coefficients[linear] |
 | schedule.py: quadratic betas not squared | schedule_coefficients[quadratic] |
 | schedule.py: posterior coef x0 with alpha_bar_t | schedule_coefficients[linear] |
 | schedule.py: posterior coef xt with (1 - beta) | schedule_coefficients[linear] |
 | schedule.py: posterior variance = beta | schedule_coefficients[linear] |
 | schedule.py: variance clip 1e-20 -> 0 | schedule_coefficients[linear] |
-| schedule.py: noise added at t = 0 too | sampling[baseline-linear] |
+| samplers.py: ancestral noise added at t = 0 too | sampling[baseline-linear] |
 | schedule.py: x0 coef sqrt(1 - alpha_bar) | schedule_coefficients[linear] |
 | schedule.py: forward noise coef (1 - alpha_bar) | schedule_coefficients[linear] |
 | engine.py: EMA power 2/3 -> 3/4 | each_step_from_the_same_state[baseline-0.0] |
 | engine.py: EMA epoch off by one | each_step_from_the_same_state[baseline-0.0] |
 | engine.py: EMA lerp weight decay, not 1 - decay | each_step_from_the_same_state[baseline-0.0] |
 | engine.py: clip scale not capped at 1 | each_step_from_the_same_state[baseline-0.0] |
-| engine.py: grad_clip default 0.5 -> 1.0 | protocol_defaults_are_spec_section_1 |
+| settings.py: grad_clip default 0.5 -> 1.0 | protocol_defaults_are_spec_section_1 |
 | engine.py: cosine lr one step late | each_step_from_the_same_state[baseline-0.0] |
 | engine.py: constant lr | each_step_from_the_same_state[baseline-0.0] |
 | engine.py: Adam instead of AdamW | each_step_from_the_same_state[baseline-0.0] |
 | engine.py: last partial batch kept | data_order_and_noise_are_the_documented_ones |
 | engine.py: one permutation for every epoch | data_order_and_noise_are_the_documented_ones |
 | engine.py: EMA skips the post-warm-up copy | each_step_from_the_same_state[baseline-0.0] |
-| evaluation.py: trace of sample 0, not the mean | sampling[B1_simple-linear] |
+| samplers.py: trace of sample 0, not the mean | sampling[B1_simple-linear] |
 | engine.py: recorded loss = objective, not MSE | training[baseline-0.1] |
 | evaluation.py: eval_loss / n instead of / 2n | eval_loss_with_the_online_weights[baseline] |
 | evaluation.py: eval_loss draws eps before t | eval_loss_with_the_online_weights[baseline] |
