@@ -255,7 +255,7 @@ def test_weight_evolution_runs_from_noise_to_data(rng):
             assert line.get_xdata()[0] == T - 1  # index 0 was sampled at t = T-1
             np.testing.assert_allclose(line.get_ydata(), w[:, :, branch].mean(axis=0))
         assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
-    assert {"global", "local", "learned", "deeper"} <= set(_legend_labels(fig))
+    assert {"w_global", "w_local", "learned", "deeper"} <= set(_legend_labels(fig))
 
 
 def test_gated_samples_coloured_by_gate_with_one_colorbar(rng):
