@@ -61,7 +61,7 @@ def process_grid(
     checked = {run: _checked(run, processes[run]) for run in runs}
     colors = style.colors_for(runs, colors)
     columns = max(t.size for t, _ in checked.values())
-    limit = style.scatter_limit(points[-1] for _, points in checked.values())
+    limit = style.scatter_limit(points.reshape(-1, 2) for _, points in checked.values())
     fig, axes = style.new_figure(len(runs), columns, panel_size=style.SMALL_PANEL)
     reference = checked[runs[0]][0]
     for row, run in enumerate(runs):
@@ -97,7 +97,7 @@ def save_process_animation(
     path = Path(path)
     fig, axes = style.new_figure(1, 1, panel_size=(3.0, 3.0))
     ax = axes[0, 0]
-    limit = style.scatter_limit([points[-1]])
+    limit = style.scatter_limit([points.reshape(-1, 2)])
     writer = PillowWriter(fps=fps)
     with tempfile.TemporaryDirectory() as folder:
         temporary = Path(folder) / "animation.gif"

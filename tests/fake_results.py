@@ -1,0 +1,121 @@
+"""A results directory written directly, without training: experiment.json, oracle.json and
+cells (cell.json, losses, samples, weights, process) through `lowdiff.results`.
+
+Metrics are given per (run, dataset, seed); arrays are small draws from the datasets, so
+figures have something to show. Runs with the same configuration share their cells (as the
+runner's copies do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lowdiff import data, results
+from lowdiff.architectures import ARCHITECTURES
+from lowdiff.config import ExperimentConfig, resolve, to_dict
+
+try:  # the torch-free home of the cell key, once it exists
+    from lowdiff.cells import cell_hash
+except ImportError:  # pragma: no cover - before the results layer moved
+    from lowdiff.experiments import cell_hash
+
+Metrics = Callable[[str, str, int], dict[str, float]]
+TIMESTEPS = 10
+SAMPLES = 400
+
+
+def default_metrics(run: str, dataset: str, seed: int) -> dict[str, float]:
+    rng = np.random.default_rng(abs(hash((run, dataset, seed))) % 2**32)
+    return {
+        "kl_divergence": 0.5 + 0.05 * rng.normal(),
+        "eval_loss": 0.3 + 0.01 * rng.normal(),
+        "modes_captured": float(rng.integers(1, data.get_dataset(dataset).components.num_components + 1)),
+        "high_quality_fraction": float(np.clip(0.97 + 0.02 * rng.normal(), 0, 1)),
+        "mode_tv_distance": float(np.clip(0.05 + 0.02 * rng.normal(), 0, 1)),
+        "training_time": 2.0,
+        "inference_time": 0.5,
+    }
+
+
+def _weights(arch: str, rng: np.random.Generator, extent: float) -> dict[str, np.ndarray] | None:
+    mixing = ARCHITECTURES[arch].mixing
+    if mixing is None:
+        return None
+    k = len(mixing.names)
+    if mixing.kind == "branches":
+        w = np.linspace(0.7, 0.3, TIMESTEPS)
+        trace = np.stack([w, 1 - w], axis=1)
+        final = np.tile(trace[-1], (SAMPLES, 1))
+    else:
+        trace = np.full((TIMESTEPS, 1), 0.5)
+        final = rng.choice([0.05, 0.95], size=(SAMPLES, 1)) + rng.normal(0, 0.02, (SAMPLES, 1))
+    return {
+        "trace": trace,
+        "final": np.clip(final, 0, 1),
+        "field": rng.uniform(0, 1, (2, 6, 6, k)),
+        "field_timesteps": np.array([TIMESTEPS - 1, 0]),
+        "field_extent": np.array(extent),
+    }
+
+
+def _arrays(config: ExperimentConfig, run: str, dataset: str, seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    points = data.load(dataset, SAMPLES, seed=1000 + seed)
+    noise = rng.normal(size=(SAMPLES, 2)).astype(np.float32) * 2
+    mix = np.linspace(1.0, 0.0, 4)[:, None, None]
+    process = {
+        "timesteps": np.array([TIMESTEPS - 1, 6, 3, -1]),
+        "points": (mix * noise + (1 - mix) * points)[:, :200],
+    }
+    spec = config.run(run)
+    return {
+        "losses.npy": 1.0 / np.arange(1, 61) + rng.uniform(0, 0.05, 60),
+        "samples.npy": points,
+        "weights.npz": _weights(spec.model.arch, rng, spec.eval.field_extent),
+        "process.npz": process,
+    }
+
+
+def write_fake_results(
+    root: Path,
+    raw: Mapping[str, Any],
+    *,
+    metrics: Metrics = default_metrics,
+    diverged: Mapping[tuple[str, str, int], int] | None = None,
+    oracle: Mapping[str, float] | None = None,
+) -> ExperimentConfig:
+    """Write experiment.json, oracle.json (KL floor per dataset) and every cell of `raw`."""
+    config = resolve(dict(raw))
+    results.write_json(root / "experiment.json", to_dict(config))
+    floors = oracle or {d: 0.05 for d in config.experiment.datasets}
+    entries = {d: {"kl_divergence": {"mean": v}} for d, v in floors.items()}
+    results.write_json(root / "oracle.json", {"datasets": entries, "num_samples": SAMPLES})
+    models = len(config.experiment.datasets) * len(config.experiment.seeds)
+    for run in config.runs:
+        for dataset in config.experiment.datasets:
+            for seed in config.experiment.seeds:
+                _write_cell(root, config, run.name, dataset, seed, metrics, diverged or {}, models)
+    return config
+
+
+def _write_cell(root, config, run, dataset, seed, metrics, diverged, models) -> None:
+    record: dict[str, Any] = {
+        "config_hash": cell_hash(config, config.run(run), dataset, seed),
+        "run": run,
+        "dataset": dataset,
+        "seed": seed,
+        "batch": {"models": models, "training_time": 2.0 * models, "inference_time": 0.5 * models,
+                  "device": "cpu"},
+    }
+    arrays = _arrays(config, run, dataset, seed)
+    step = diverged.get((run, dataset, seed))
+    if step is not None:
+        record |= {"status": "diverged", "diverged_at_step": step, "metrics": {}}
+        arrays = {"losses.npy": arrays["losses.npy"][:step]}
+    else:
+        record["metrics"] = metrics(run, dataset, seed)
+    results.write_cell(results.cell_dir(root, run, dataset, seed), arrays, record)
