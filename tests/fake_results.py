@@ -87,6 +87,7 @@ def write_fake_results(
     metrics: Metrics = default_metrics,
     diverged: Mapping[tuple[str, str, int], int] | None = None,
     oracle: Mapping[str, float] | None = None,
+    process: bool = True,
 ) -> ExperimentConfig:
     """Write experiment.json, oracle.json (KL floor per dataset) and every cell of `raw`."""
     config = resolve(dict(raw))
@@ -98,11 +99,14 @@ def write_fake_results(
     for run in config.runs:
         for dataset in config.experiment.datasets:
             for seed in config.experiment.seeds:
-                _write_cell(root, config, run.name, dataset, seed, metrics, diverged or {}, models)
+                _write_cell(
+                    root, config, (run.name, dataset, seed), metrics, diverged or {}, models, process
+                )
     return config
 
 
-def _write_cell(root, config, run, dataset, seed, metrics, diverged, models) -> None:
+def _write_cell(root, config, key, metrics, diverged, models, process) -> None:
+    run, dataset, seed = key
     record: dict[str, Any] = {
         "config_hash": cell_hash(config, config.run(run), dataset, seed),
         "run": run,
@@ -112,6 +116,8 @@ def _write_cell(root, config, run, dataset, seed, metrics, diverged, models) -> 
                   "device": "cpu"},
     }
     arrays = _arrays(config, run, dataset, seed)
+    if not process:
+        del arrays["process.npz"]
     step = diverged.get((run, dataset, seed))
     if step is not None:
         record |= {"status": "diverged", "diverged_at_step": step, "metrics": {}}

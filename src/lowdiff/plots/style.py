@@ -52,9 +52,9 @@ SCATTER_LIMIT = 6.0  # default half-width of every 2-D view
 MAX_SCATTER_LIMIT = 20.0  # a diverged model must not shrink every other panel to a dot
 PANEL_SIZE = (3.8, 3.0)  # inches (width, height) of one panel
 SQUARE_PANEL = (2.4, 2.4)
-SMALL_PANEL = (1.5, 1.5)  # reverse-process frames
+SMALL_PANEL = (1.3, 1.3)  # reverse-process frames
 DPI = 80
-PALETTE_COLORS = 64  # PNG palette size: plots use few flat colours, anti-aliasing needs some more
+PALETTE_COLORS = 32  # PNG palette size: plots use few flat colours; 32 keeps anti-aliasing and gates
 LOSSY_QUALITY = 80  # WebP / JPEG quality
 
 

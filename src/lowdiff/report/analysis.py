@@ -238,7 +238,7 @@ def _gate_text(cells: Sequence[CellResult]) -> str:
     for seed, gate in per_seed:
         groups.setdefault(classify_gate(gate), []).append(seed)
     labels = "; ".join(
-        f"{label} (seed{'s' if len(seeds) > 1 else ''} {comma_list(seeds)})"
+        label if len(per_seed) == 1 else f"{label} (seed{'s' if len(seeds) > 1 else ''} {comma_list(seeds)})"
         for label, seeds in groups.items()
     )
     gates = [gate for _, gate in per_seed]
@@ -247,9 +247,10 @@ def _gate_text(cells: Sequence[CellResult]) -> str:
         f"g < {GATE_EXTREME}: {_mean_of((g.at_zero for g in gates), '.0%')}, "
         f"g > {1 - GATE_EXTREME}: {_mean_of((g.at_one for g in gates), '.0%')}, "
         f"region spread {_mean_of(g.region_spread for g in gates)}, "
-        f"timestep change {_mean_of(g.timestep_change for g in gates)} "
-        f"(averaged over {len(gates)} seed{'s' if len(gates) > 1 else ''})"
+        f"timestep change {_mean_of(g.timestep_change for g in gates)}"
     )
+    if len(gates) > 1:
+        numbers += f" (averaged over {len(gates)} seeds)"
     return f"gate: {labels}; {numbers}"
 
 
