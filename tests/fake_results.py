@@ -8,6 +8,7 @@ runner's copies do).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,14 @@ SAMPLES = 400
 
 
 def default_metrics(run: str, dataset: str, seed: int) -> dict[str, float]:
-    rng = np.random.default_rng(abs(hash((run, dataset, seed))) % 2**32)
+    rng = np.random.default_rng([zlib.crc32(f"{run}/{dataset}".encode()), seed])
     return {
         "kl_divergence": 0.5 + 0.05 * rng.normal(),
         "eval_loss": 0.3 + 0.01 * rng.normal(),
-        "modes_captured": float(rng.integers(1, data.get_dataset(dataset).components.num_components + 1)),
-        "high_quality_fraction": float(np.clip(0.97 + 0.02 * rng.normal(), 0, 1)),
+        "modes_captured": float(
+            rng.integers(1, data.get_dataset(dataset).components.num_components + 1)
+        ),
+        "high_quality_fraction": (0.999, 0.96, 0.99)[seed % 3],  # a CI past 1 with 3 seeds
         "mode_tv_distance": float(np.clip(0.05 + 0.02 * rng.normal(), 0, 1)),
         "training_time": 2.0,
         "inference_time": 0.5,
@@ -100,7 +103,13 @@ def write_fake_results(
         for dataset in config.experiment.datasets:
             for seed in config.experiment.seeds:
                 _write_cell(
-                    root, config, (run.name, dataset, seed), metrics, diverged or {}, models, process
+                    root,
+                    config,
+                    (run.name, dataset, seed),
+                    metrics,
+                    diverged or {},
+                    models,
+                    process,
                 )
     return config
 
@@ -112,8 +121,12 @@ def _write_cell(root, config, key, metrics, diverged, models, process) -> None:
         "run": run,
         "dataset": dataset,
         "seed": seed,
-        "batch": {"models": models, "training_time": 2.0 * models, "inference_time": 0.5 * models,
-                  "device": "cpu"},
+        "batch": {
+            "models": models,
+            "training_time": 2.0 * models,
+            "inference_time": 0.5 * models,
+            "device": "cpu",
+        },
     }
     arrays = _arrays(config, run, dataset, seed)
     if not process:

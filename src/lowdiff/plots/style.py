@@ -54,7 +54,9 @@ PANEL_SIZE = (3.8, 3.0)  # inches (width, height) of one panel
 SQUARE_PANEL = (2.4, 2.4)
 SMALL_PANEL = (1.3, 1.3)  # reverse-process frames
 DPI = 80
-PALETTE_COLORS = 32  # PNG palette size: plots use few flat colours; 32 keeps anti-aliasing and gates
+PALETTE_COLORS = (
+    32  # PNG palette size: plots use few flat colours; 32 keeps anti-aliasing and gates
+)
 LOSSY_QUALITY = 80  # WebP / JPEG quality
 
 

@@ -238,7 +238,9 @@ def _gate_text(cells: Sequence[CellResult]) -> str:
     for seed, gate in per_seed:
         groups.setdefault(classify_gate(gate), []).append(seed)
     labels = "; ".join(
-        label if len(per_seed) == 1 else f"{label} (seed{'s' if len(seeds) > 1 else ''} {comma_list(seeds)})"
+        label
+        if len(per_seed) == 1
+        else f"{label} (seed{'s' if len(seeds) > 1 else ''} {comma_list(seeds)})"
         for label, seeds in groups.items()
     )
     gates = [gate for _, gate in per_seed]
