@@ -46,7 +46,7 @@ def process_grid(
     processes: Mapping[str, Process],
     *,
     title: str,
-    max_points: int = 600,
+    max_points: int = 400,
     colors: Mapping[str, Color] | None = None,
 ) -> Figure:
     """Samples at each recorded timestep: rows = runs, columns = snapshots, noise → data.

@@ -32,6 +32,7 @@ FIRST_SEED_NOTE = "the first seed of each run and dataset (the next finished one
 SMOOTHING_NOTE = "seed mean smoothed with a Hanning window of 25 steps; the band spans the seeds"
 SEED_DOTS_BELOW = 5  # per-seed dots beside the bars when there are fewer seeds than this
 TRUTH_POINTS = 5000
+SCATTER_POINTS = 5000  # per panel of the sample grid: enough to see every mode, light to embed
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class FigurePlan:
     caption: str
     build: Callable[[], Figure] | None
     skipped: str = NOTHING_FINISHED  # why it is not drawn, when build is None
+    dpi: int = plots.style.DPI  # dense small multiples are saved at a lower resolution
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def _samples_figure(ctx: Context) -> FigurePlan:
     notes = {run: by_d for run, by_d in notes.items() if by_d}
     draw = partial(
         plots.sample_grid, samples, truth=truth_points(ctx, loaded.datasets), notes=notes,
-        colors=ctx.colors,
+        colors=ctx.colors, max_points=SCATTER_POINTS,
     )  # fmt: skip
     return FigurePlan(
         "generated_images",
@@ -194,6 +196,6 @@ def write_figures(ctx: Context, plans: Sequence[FigurePlan]) -> list[Block]:
         if plan.build is None:
             blocks.append(Paragraph(f"Not drawn: {plan.skipped}."))
             continue
-        plots.save_figure(plan.build(), ctx.loaded.root / "figures" / name)
+        plots.save_figure(plan.build(), ctx.loaded.root / "figures" / name, dpi=plan.dpi)
         blocks.append(Image(f"figures/{name}", plan.title, plan.caption))
     return blocks

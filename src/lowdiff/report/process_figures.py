@@ -19,6 +19,7 @@ from lowdiff.report.figures import FIRST_SEED_NOTE, Context, FigurePlan
 from lowdiff.report.options import series_datasets, usable
 
 PROCESS_FILE = "process.npz"
+PROCESS_DPI = 64  # many small panels of scattered points: the report's heaviest figures
 
 
 def first_process(ctx: Context, run: str, dataset: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -49,6 +50,7 @@ def process_plans(ctx: Context) -> list[FigurePlan]:
                 f"Samples of each run (rows) at the recorded timesteps of sampling (columns, "
                 f"from the initial noise to the final samples), from {FIRST_SEED_NOTE}.",
                 draw,
+                dpi=PROCESS_DPI,
             )
         )
     return plans
