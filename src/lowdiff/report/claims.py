@@ -47,7 +47,7 @@ from lowdiff import stats
 from lowdiff.metrics import METRICS
 from lowdiff.report.document import Block, Bullets, Heading, Paragraph, Table
 from lowdiff.report.load import ExperimentResults
-from lowdiff.report.options import weight_cells
+from lowdiff.report.options import mixing_of, weight_cells
 from lowdiff.report.tables import ALPHA, metric_values
 from lowdiff.report.text import format_number, format_summary
 
@@ -325,9 +325,11 @@ def weight_shift_items(claim: Claim, loaded: ExperimentResults) -> list[str]:
             changes = [float(c.weights["trace"][-1, 0] - c.weights["trace"][0, 0]) for c in cells]
             if changes:
                 means[dataset] = float(np.mean(changes))
+                mixing = mixing_of(loaded, run) if run in loaded.run_names else None
+                name = mixing.names[0] if mixing else "the first branch weight"
                 items.append(
-                    f"{run} on {dataset}: change of the first branch weight from t = T−1 to "
-                    f"t = 0: {_mean_ci(changes, '+.3f')} over {len(changes)} seed(s)"
+                    f"{run} on {dataset}: change of {name} from t = T−1 to t = 0: "
+                    f"{_mean_ci(changes, '+.3f')} over {len(changes)} seed(s)"
                 )
         if len(means) > 1:
             spread = max(means.values()) - min(means.values())

@@ -82,7 +82,7 @@ def _gate_dataset_plans(ctx: Context, dataset: str, label: str) -> list[FigurePl
     truth = truth_points(ctx, [dataset])[dataset]
     scatter = partial(
         plots.gated_samples, samples, first, title=f"{dataset}: {label} at the last step",
-        truth=truth, label=label,
+        truth=truth,
     )  # fmt: skip
     histogram = partial(
         plots.gate_histograms, pooled, colors=ctx.colors, title=f"{dataset}: {label} values"
@@ -124,7 +124,7 @@ def _field_plan(ctx: Context, run: str, index: int, datasets, label: str) -> Fig
     build = None
     if fields and extent is not None:
         box = (-extent, extent, -extent, extent)
-        build = partial(plots.gate_field, fields, extent=box, overlay=overlay, label=label)
+        build = partial(plots.gate_field, fields, extent=box, overlay=overlay)
     stem = "expert_specialisation" if index == 0 else f"expert_specialisation_{run}"
     return FigurePlan(
         stem,
