@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from fake_results import default_metrics, write_fake_results
 from lowdiff import report, results, stats
 from lowdiff.report import analysis, claims, options, tables, text
 from lowdiff.report.compare import write_comparison
+from lowdiff.report.load import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -394,3 +396,29 @@ def test_cell_json_of_the_fixture_is_what_the_runner_writes(series_a):
         (results.cell_dir(series_a, "deep_weights", "moons", 1) / "cell.json").read_text()
     )
     assert record["status"] == "diverged" and record["metrics"] == {}
+
+
+def test_measured_claims_of_the_shipped_series_a_file(tmp_path):
+    root = tmp_path / "dual_scale"
+    write_fake_results(root, _series("dual_scale", datasets=["dino", "moons"], seeds=[0, 1]))
+    path = ROOT / "experiments" / "dual_scale.claims.toml"
+    markdown = report.write_report(root, report.ReportOptions(claims=path)).read_text()
+    section = markdown.split("## Claims")[1].split("\n## ")[0]
+    group = "learned = weight_analysis = weight_visualisation"
+    assert f"- {group}: change of w_global from t = T−1 to t = 0" in section  # fake: 0.7 -> 0.3
+    assert "dino -0.400" in section
+    assert "- fixed / baseline: train time ratio 1.00" in section  # equal batch times
+    assert "the write-up says 2×" in section
+    assert section.count("### A") == 5
+
+
+def test_bimodal_gate_claim_measures_the_last_step_gates(tmp_path):
+    root = tmp_path / "tiny"
+    write_fake_results(root, TINY)  # the fake gate sits near 0.05 or 0.95: two modes
+    loaded = load_results(root)
+    claim = claims.Claim(id="B5", text="bimodal", kind="bimodal_gate", candidates=("expert",))
+    items = claims.bimodal_gate_items(claim, loaded)
+    assert len(items) == 2 and all("above 5/9 in 3 of 3 seed(s)" in item for item in items)
+    assert claims.bimodal_gate_items(replace(claim, candidates=("baseline",)), loaded) == [
+        "no recorded gate for the claim's runs"
+    ]

@@ -311,7 +311,7 @@ def _series_b_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable
 
 def analysis_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable]) -> list[Block]:
     candidates = [run for run in representatives(loaded) if run != loaded.baseline]
-    blocks: list[Block] = [Heading(2, "Analysis"), Heading(3, "Summary")]
+    blocks: list[Block] = [Heading(2, "Analysis"), Heading(3, "Verdicts against the baseline")]
     if not candidates:
         blocks.append(Paragraph("Only the baseline was run: there is nothing to compare."))
     else:

@@ -23,8 +23,9 @@ the `comparison` run(s), and optionally the write-up's numbers `reported` ({data
   the results hold is used (e.g. coverage, else modes captured).
 - "weight_shift": the change of the first branch weight from t = T−1 to t = 0 per dataset
   (mean ± 95% CI over seeds), and the spread of those means across datasets.
-- "time_ratio": the ratio of a time metric, candidate / comparison, per seed paired, as a
-  geometric mean with a 95% CI (t interval of the log ratios), beside the write-up's ratio.
+- "time_ratio": the ratio of a time (training_time or inference_time), candidate / comparison,
+  from the per-model time of each distinct batch (batch wall clock / models in it; the cells
+  of one batch share one measurement, so each batch counts once), beside the write-up's ratio.
 - "bimodal_gate": per run and dataset, the bimodality coefficient b = (g1² + 1) / (g2 + 3) of
   the last-step gate values (g1 skewness, g2 excess kurtosis; b > 5/9, the value of a uniform
   distribution, suggests two modes), averaged over seeds, with the fractions of gates below 0.1
@@ -33,7 +34,6 @@ the `comparison` run(s), and optionally the write-up's numbers `reported` ({data
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,7 +47,7 @@ from lowdiff import stats
 from lowdiff.metrics import METRICS
 from lowdiff.report.document import Block, Bullets, Heading, Paragraph, Table
 from lowdiff.report.load import ExperimentResults
-from lowdiff.report.options import mixing_of, weight_cells
+from lowdiff.report.options import mixing_of, run_groups, weight_cells
 from lowdiff.report.tables import ALPHA, metric_values
 from lowdiff.report.text import format_number, format_summary
 
@@ -315,57 +315,68 @@ def _mean_ci(values: Sequence[float], spec: str = ".2f") -> str:
     return f"{summary.mean:{spec}} (95% CI {summary.ci_low:{spec}} to {summary.ci_high:{spec}})"
 
 
+def _groups_of(runs: Sequence[str], loaded: ExperimentResults) -> list[list[str]]:
+    """The claim's runs, identical ones (same configuration) joined in one group."""
+    groups = [[r for r in g if r in runs] for g in run_groups(loaded)]
+    named = [g for g in groups if g]
+    return named + [[r] for r in runs if r not in loaded.run_names]
+
+
 def weight_shift_items(claim: Claim, loaded: ExperimentResults) -> list[str]:
-    """Per run and dataset: the first branch weight's change from t = T−1 to t = 0."""
+    """Per run (identical runs once): the first branch weight's change from t = T−1 to t = 0
+    on each dataset, and how much those changes differ across datasets."""
     items = []
-    for run in claim.candidates:
-        means = {}
+    for group in _groups_of(claim.candidates, loaded):
+        run, means, parts = group[0], {}, []
         for dataset in loaded.datasets:
             cells = [c for c in weight_cells(loaded, run, dataset) if "trace" in c.weights]
             changes = [float(c.weights["trace"][-1, 0] - c.weights["trace"][0, 0]) for c in cells]
             if changes:
                 means[dataset] = float(np.mean(changes))
-                mixing = mixing_of(loaded, run) if run in loaded.run_names else None
-                name = mixing.names[0] if mixing else "the first branch weight"
-                items.append(
-                    f"{run} on {dataset}: change of {name} from t = T−1 to t = 0: "
-                    f"{_mean_ci(changes, '+.3f')} over {len(changes)} seed(s)"
-                )
-        if len(means) > 1:
-            spread = max(means.values()) - min(means.values())
-            items.append(f"{run}: the mean change differs across datasets by {spread:.3f}")
+                parts.append(f"{dataset} {_mean_ci(changes, '+.3f')}")
+        if not parts:
+            continue
+        mixing = mixing_of(loaded, run) if run in loaded.run_names else None
+        name = mixing.names[0] if mixing else "the first branch weight"
+        spread = max(means.values()) - min(means.values())
+        items.append(
+            f"{' = '.join(group)}: change of {name} from t = T−1 to t = 0 (mean over seeds): "
+            + "; ".join(parts)
+            + f"; the datasets' means differ by up to {spread:.3f}"
+        )
     return items or ["no recorded branch weights for the claim's runs"]
 
 
+def _batch_times(loaded: ExperimentResults, run: str, phase: str) -> list[float]:
+    """Per-model time of each distinct batch the run's cells were made in (batch wall clock /
+    models in it): cells of one batch share one measurement, so each batch counts once."""
+    batches = {
+        (float(b[phase]), int(b["models"]))
+        for dataset in loaded.datasets
+        for cell in loaded.finished(run, dataset)
+        if phase in (b := cell.record.get("batch") or {}) and int(b.get("models", 0)) > 0
+    }
+    return [time / models for time, models in sorted(batches)]
+
+
 def time_ratio_items(claim: Claim, loaded: ExperimentResults) -> list[str]:
-    """Per candidate and dataset: time ratio candidate / comparison, geometric mean and CI."""
-    metric, items = claim.metric[0], []
+    """Per candidate and comparison run: the ratio of their per-model batch times."""
+    phase, items = claim.metric[0], []
     for run in claim.candidates:
         for reference in claim.comparison:
-            for dataset in loaded.datasets:
-                by_run = metric_values(loaded, metric)
-                ours = by_run.get(run, {}).get(dataset, {})
-                theirs = by_run.get(reference, {}).get(dataset, {})
-                common = [s for s in ours if s in theirs and ours[s] > 0 and theirs[s] > 0]
-                if not common:
-                    continue
-                logs = [math.log(ours[s] / theirs[s]) for s in common]
-                items.append(f"{run} / {reference} on {dataset}: {_ratio_text(logs, claim)}")
-    return items or [f"no {metric} recorded for both the claim's runs"]
-
-
-def _ratio_text(logs: Sequence[float], claim: Claim) -> str:
-    summary = stats.summarize(logs)
-    text = f"ratio {math.exp(summary.mean):.2f}"
-    if summary.ci_low is not None:
-        low, high = math.exp(summary.ci_low), math.exp(summary.ci_high)
-        text += f" (95% CI {low:.2f}–{high:.2f}, {summary.n} seeds)"
-        if claim.reported_ratio is not None:
-            inside = "inside" if low <= claim.reported_ratio <= high else "outside"
-            text += f"; the write-up's {claim.reported_ratio:g} is {inside} it"
-    elif claim.reported_ratio is not None:
-        text += f" (1 seed); the write-up says {claim.reported_ratio:g}"
-    return text
+            ours, theirs = _batch_times(loaded, run, phase), _batch_times(loaded, reference, phase)
+            if not ours or not theirs:
+                continue
+            ratio = float(np.mean(ours) / np.mean(theirs))
+            text = (
+                f"{run} / {reference}: {METRICS[phase].label} ratio {ratio:.2f} (per model: "
+                f"{np.mean(ours):.1f} s over {len(ours)} batch(es) vs {np.mean(theirs):.1f} s "
+                f"over {len(theirs)}; one measurement per batch, so no interval across seeds)"
+            )
+            if claim.reported_ratio is not None:
+                text += f"; the write-up says {claim.reported_ratio:g}×"
+            items.append(text)
+    return items or [f"no measured {phase} batches for the claim's runs"]
 
 
 def bimodality(gate: np.ndarray) -> float:
