@@ -138,7 +138,9 @@ def _seed_dots(ax: Axes, x: float, values: Sequence[float], width: float) -> Non
     )  # fmt: skip
 
 
-def _reference_lines(ax: Axes, groups: list[str], reference: Mapping[str, float], label: str):
+def _reference_lines(
+    ax: Axes, groups: list[str], reference: Mapping[str, float], label: str
+) -> None:
     marked = [g for g in groups if g in reference]
     positions = np.array([groups.index(g) for g in marked], dtype=float)
     values = [reference[g] for g in marked]
@@ -224,7 +226,9 @@ def metric_bars(
     return fig
 
 
-def _scaled(nested: Mapping[str, Mapping[str, object]] | None, scale: Mapping[str, float]):
+def _scaled(
+    nested: Mapping[str, Mapping[str, object]] | None, scale: Mapping[str, float]
+) -> dict[str, dict[str, np.ndarray]] | None:
     if nested is None:
         return None
     return {

@@ -197,7 +197,9 @@ def _lower_is_better(loaded: ExperimentResults, metric: str, dataset: str) -> bo
     return bool(METRICS[metric].lower_is_better)
 
 
-def _compare(loaded, metric: str, run: str, reference: str, dataset: str):
+def _compare(
+    loaded: ExperimentResults, metric: str, run: str, reference: str, dataset: str
+) -> stats.Comparison | None:
     ours, theirs = (_judged(loaded, metric, r, dataset) for r in (run, reference))
     common = sorted(set(ours) & set(theirs))
     if not common:
@@ -292,7 +294,7 @@ ROW_HEADER = (
 )  # fmt: skip
 
 
-def _difference_blocks(claim: Claim, rows: Sequence[Row], loaded) -> list[Block]:
+def _difference_blocks(claim: Claim, rows: Sequence[Row], loaded: ExperimentResults) -> list[Block]:
     mine = [row for row in rows if row.claim is claim]
     if not mine:
         return [Paragraph(f"Not checked: none of {', '.join(claim.metric)} was measured.")]

@@ -11,7 +11,7 @@ metric's bar figure. Datasets or seeds that do not match are stated, never paire
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lowdiff import plots, stats
@@ -78,7 +78,14 @@ def _pairing(loaded: dict[str, ExperimentResults], reference: str) -> list[str]:
     return items
 
 
-def _entry(values: Values, key: str, dataset: str, metric: str, num_seeds: int, comparisons):
+def _entry(
+    values: Values,
+    key: str,
+    dataset: str,
+    metric: str,
+    num_seeds: int,
+    comparisons: Mapping[tuple[str, str], stats.Comparison],
+) -> str:
     by_seed = values.get(key, {}).get(dataset)
     if not by_seed:
         return "—"
@@ -89,7 +96,9 @@ def _entry(values: Values, key: str, dataset: str, metric: str, num_seeds: int, 
     return text
 
 
-def _metric_blocks(values: Values, metric: str, reference: str, datasets, out: Path):
+def _metric_blocks(
+    values: Values, metric: str, reference: str, datasets: Sequence[str], out: Path
+) -> list[Block]:
     info = METRICS[metric]
     lower = bool(info.lower_is_better)
     candidates = [key for key in values if key != reference]

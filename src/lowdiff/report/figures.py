@@ -59,7 +59,12 @@ class Context:
         return representatives(self.loaded)
 
 
-def nested(ctx: Context, runs: Sequence[str], datasets: Sequence[str], pick) -> dict:
+def nested(
+    ctx: Context,
+    runs: Sequence[str],
+    datasets: Sequence[str],
+    pick: Callable[[list[CellResult]], np.ndarray | None],
+) -> dict[str, dict[str, np.ndarray]]:
     """[run][dataset] -> pick(usable cells), leaving out empty picks and empty runs."""
     nested = {}
     for run in runs:

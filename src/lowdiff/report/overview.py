@@ -27,7 +27,13 @@ def headline_metrics(tables: Mapping[str, MetricTable]) -> list[str]:
     return [m for m in HEADLINE_METRICS if m in tables and tables[m].summaries]
 
 
-def _entry(loaded: ExperimentResults, tables, metrics: list[str], run: str, dataset: str) -> str:
+def _entry(
+    loaded: ExperimentResults,
+    tables: Mapping[str, MetricTable],
+    metrics: list[str],
+    run: str,
+    dataset: str,
+) -> str:
     lines = []
     for metric in metrics:
         summary = tables[metric].summaries.get((run, dataset))
