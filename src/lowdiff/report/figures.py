@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from lowdiff import data, plots
 from lowdiff.metrics import METRICS
@@ -26,6 +26,9 @@ from lowdiff.report.options import ReportOptions, divergence_note, representativ
 from lowdiff.report.overview import headline_metrics
 from lowdiff.report.tables import MetricTable
 from lowdiff.report.text import clipped_interval, num_modes
+
+if TYPE_CHECKING:  # only plots imports matplotlib
+    from matplotlib.figure import Figure
 
 NOTHING_FINISHED = "no finished cell to draw from"
 FIRST_SEED_NOTE = "the first seed of each run and dataset (the next finished one if it is missing)"
