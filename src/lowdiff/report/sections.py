@@ -48,7 +48,8 @@ def _setup_items(loaded: ExperimentResults) -> list[str]:
         f"steps, batch size {reference.train.batch_size} per model, learning rate "
         f"{reference.train.learning_rate:g}, {reference.schedule.num_timesteps} diffusion "
         f"timesteps ({reference.schedule.beta_schedule} schedule)",
-        f"Sampling: {reference.eval.num_samples} samples per model; oracle floor from "
+        f"Sampling: {reference.eval.num_samples} samples per model; k-nearest-neighbour metrics "
+        f"with k = {reference.eval.knn_k}; oracle floor from "
         f"{settings.oracle_draws} fresh draw(s) of {loaded.oracle_num_samples or '?'} points",
         f"Device: {comma_list(devices) if devices else settings.device}; up to "
         f"{settings.max_models_per_batch} models per batched engine call",
