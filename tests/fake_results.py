@@ -1,5 +1,5 @@
 """A results directory written directly, without training: experiment.json, oracle.json and
-cells (cell.json, losses, samples, weights, process) through `lowdiff.results`.
+cells (cell.json, losses, samples, weights, process) through `lowdiff.cells`, as the runner does.
 
 Metrics are given per (run, dataset, seed); arrays are small draws from the datasets, so
 figures have something to show. Runs with the same configuration share their cells (as the
@@ -15,14 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from lowdiff import data, results
+from lowdiff import cells, data, oracle
 from lowdiff.architectures import ARCHITECTURES
-from lowdiff.config import ExperimentConfig, resolve, to_dict
-
-try:  # the torch-free home of the cell key, once it exists
-    from lowdiff.cells import cell_hash
-except ImportError:  # pragma: no cover - before the results layer moved
-    from lowdiff.experiments import cell_hash
+from lowdiff.config import ExperimentConfig, resolve
 
 Metrics = Callable[[str, str, int], dict[str, float]]
 TIMESTEPS = 10
@@ -89,52 +84,28 @@ def write_fake_results(
     *,
     metrics: Metrics = default_metrics,
     diverged: Mapping[tuple[str, str, int], int] | None = None,
-    oracle: Mapping[str, float] | None = None,
+    oracle_kl: Mapping[str, float] | None = None,
     process: bool = True,
 ) -> ExperimentConfig:
-    """Write experiment.json, oracle.json (KL floor per dataset) and every cell of `raw`."""
+    """Write the configs, oracle.json (a KL floor per dataset, 0.05 by default) and every cell
+    of `raw` as the runner does (`lowdiff.cells`), with made-up metrics and small arrays."""
     config = resolve(dict(raw))
-    results.write_json(root / "experiment.json", to_dict(config))
-    floors = oracle or {d: 0.05 for d in config.experiment.datasets}
-    entries = {d: {"kl_divergence": {"mean": v}} for d, v in floors.items()}
-    results.write_json(root / "oracle.json", {"datasets": entries, "num_samples": SAMPLES})
-    models = len(config.experiment.datasets) * len(config.experiment.seeds)
-    for run in config.runs:
-        for dataset in config.experiment.datasets:
-            for seed in config.experiment.seeds:
-                _write_cell(
-                    root,
-                    config,
-                    (run.name, dataset, seed),
-                    metrics,
-                    diverged or {},
-                    models,
-                    process,
-                )
-    return config
-
-
-def _write_cell(root, config, key, metrics, diverged, models, process) -> None:
-    run, dataset, seed = key
-    record: dict[str, Any] = {
-        "config_hash": cell_hash(config, config.run(run), dataset, seed),
-        "run": run,
-        "dataset": dataset,
-        "seed": seed,
-        "batch": {
-            "models": models,
-            "training_time": 2.0 * models,
-            "inference_time": 0.5 * models,
-            "device": "cpu",
-        },
+    cells.write_configs(config, root)
+    floors = {
+        d: {"kl_divergence": {"mean": (oracle_kl or {}).get(d, 0.05)}}
+        for d in config.experiment.datasets
     }
-    arrays = _arrays(config, run, dataset, seed)
-    if not process:
-        del arrays["process.npz"]
-    step = diverged.get((run, dataset, seed))
-    if step is not None:
-        record |= {"status": "diverged", "diverged_at_step": step, "metrics": {}}
-        arrays = {"losses.npy": arrays["losses.npy"][:step]}
-    else:
-        record["metrics"] = metrics(run, dataset, seed)
-    results.write_cell(results.cell_dir(root, run, dataset, seed), arrays, record)
+    pairs = {oracle.pair_of(run) for run in config.runs}
+    oracle._write(config, root / cells.ORACLE_FILE, {pair: floors for pair in pairs})
+    models = len(config.experiment.datasets) * len(config.experiment.seeds)
+    batch = {"models": models, "training_time": 2.0 * models, "inference_time": 0.5 * models}
+    for cell in cells.plan(config, root):
+        step = (diverged or {}).get(cell.key)
+        if step is not None:
+            cells.write_diverged(cell, step, batch | {"device": "cpu"})
+            continue
+        arrays = _arrays(config, *cell.key)
+        if not process:
+            del arrays["process.npz"]
+        cells.write_finished(cell, arrays, metrics(*cell.key), batch | {"device": "cpu"})
+    return config

@@ -89,4 +89,5 @@ def test_divergence_is_named_and_finished_cells_are_kept(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "run 'boom'" in error and "moons/seed 0" in error and "NaN" in error
     assert (out / "baseline" / "moons" / "seed_0" / "cell.json").is_file()
-    assert not (out / "boom" / "moons" / "seed_0" / "cell.json").exists()
+    record = json.loads((out / "boom" / "moons" / "seed_0" / "cell.json").read_text())
+    assert record["status"] == "diverged" and record["metrics"] == {}  # C3: a diverged cell

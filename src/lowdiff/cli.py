@@ -13,11 +13,10 @@ import logging
 import sys
 from pathlib import Path
 
+from lowdiff import cells
 from lowdiff import config as config_module
 from lowdiff.config import ConfigError
-from lowdiff.engine import DivergenceError
 from lowdiff.results import ResultsError
-from lowdiff.runtime import configure_cpu
 
 log = logging.getLogger("lowdiff")
 
@@ -49,14 +48,22 @@ def _train_config(args: argparse.Namespace) -> config_module.ExperimentConfig:
 
 
 def _run(experiment: config_module.ExperimentConfig, out: Path, args: argparse.Namespace) -> int:
-    from lowdiff.experiments import execute  # heavy imports only once the input is valid
+    from lowdiff.experiments import execute  # torch only once the input is valid
     from lowdiff.report import write_report
+    from lowdiff.runtime import configure_cpu
 
     configure_cpu(args.threads)
-    execute(experiment, out, force=args.force, progress=not args.quiet)
+    executed = execute(experiment, out, force=args.force, progress=not args.quiet)
     path = write_report(out)
     print(f"results: {out}\nreport:  {path}")
-    return 0
+    for cell in executed.diverged:
+        step = cells.read(cell).diverged_at_step
+        print(
+            f"lowdiff: run {cell.run!r}: {cell.dataset}/seed {cell.seed} diverged (NaN/inf loss) "
+            f"at step {step}; its batch-mates and the other runs are kept",
+            file=sys.stderr,
+        )
+    return 3 if executed.diverged else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -133,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_divergence(error: Exception) -> bool:
+    """A training divergence (checked without importing torch: the engine raised it or
+    it was never loaded)."""
+    engine = sys.modules.get("lowdiff.engine")
+    diverged = engine is not None and isinstance(error, engine.DivergenceError)
+    return diverged or isinstance(error, FloatingPointError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -143,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ResultsError) as error:
         print(f"lowdiff: error: {error}", file=sys.stderr)
         return 2
-    except (DivergenceError, FloatingPointError) as error:
+    except Exception as error:
+        if not _is_divergence(error):
+            raise
         print(
             f"lowdiff: {error}\nfinished cells are kept; fix the config and run again to resume.",
             file=sys.stderr,

@@ -30,37 +30,12 @@ from tqdm.auto import tqdm
 
 from lowdiff.models import Denoiser, ModelConfig, build_model
 from lowdiff.schedule import NoiseSchedule
+from lowdiff.settings import TrainConfig  # defined torch-free; re-exported here
 
 log = logging.getLogger(__name__)
 
 CHUNK_STEPS = 100  # random numbers are drawn this many steps at a time; losses checked as often
 STREAMS = ("init", "data", "noise", "eval", "sample")
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    num_steps: int = 10_000
-    batch_size: int = 256
-    learning_rate: float = 3e-4
-    grad_clip: float = 0.5
-    ema_beta: float = 0.995
-    ema_update_every: int = 10
-    ema_warmup_steps: int = 100
-    diversity_weight: float = 0.0  # lambda of the diversity loss (SPEC §3 run 4); 0 = plain MSE
-
-    def __post_init__(self) -> None:
-        for name in ("num_steps", "batch_size", "ema_update_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"train.{name} must be a positive integer, got {getattr(self, name)}"
-                )
-        for name in ("learning_rate", "grad_clip"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"train.{name} must be > 0, got {getattr(self, name)}")
-        if not 0 <= self.ema_beta < 1:
-            raise ValueError(f"train.ema_beta must be in [0, 1), got {self.ema_beta}")
-        if self.ema_warmup_steps < 0 or self.diversity_weight < 0:
-            raise ValueError("train.ema_warmup_steps and train.diversity_weight must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -18,27 +18,7 @@ import torch
 
 from lowdiff.models import Denoiser
 from lowdiff.schedule import NoiseSchedule
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalConfig:
-    num_samples: int = 10_000
-    chunk_size: int = 10_000  # points per forward pass in eval_loss (memory only)
-    knn_k: int = 5
-    field_resolution: int = 48  # grid side of the weight-over-the-plane view
-    field_extent: float = 4.5  # the plane [-extent, extent]^2
-    field_timesteps: int = 4  # that many timesteps, evenly spaced from T-1 to 0
-
-    def __post_init__(self) -> None:
-        for name in ("num_samples", "chunk_size", "knn_k", "field_resolution", "field_timesteps"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"eval.{name} must be a positive integer, got {getattr(self, name)}"
-                )
-        if self.knn_k >= self.num_samples:
-            raise ValueError(
-                f"eval.knn_k ({self.knn_k}) must be < eval.num_samples ({self.num_samples})"
-            )
+from lowdiff.settings import EvalConfig as EvalConfig  # defined torch-free; re-exported
 
 
 @torch.no_grad()

@@ -8,20 +8,11 @@ Tensors may carry any leading axes (the engine uses (M, B, 2): models, batch, co
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-BetaSchedule = Literal["linear", "quadratic"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScheduleConfig:
-    num_timesteps: int = 100
-    beta_schedule: BetaSchedule = "linear"
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
+from lowdiff.settings import BetaSchedule as BetaSchedule  # defined torch-free; re-exported
+from lowdiff.settings import ScheduleConfig
 
 
 def _linear_betas(config: ScheduleConfig) -> torch.Tensor:

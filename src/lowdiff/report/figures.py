@@ -22,7 +22,7 @@ from lowdiff import data, plots
 from lowdiff.metrics import METRICS
 from lowdiff.report.document import Block, Heading, Image, Paragraph
 from lowdiff.report.load import CellResult, ExperimentResults
-from lowdiff.report.options import ReportOptions, divergence_note, representatives, usable
+from lowdiff.report.options import ReportOptions, divergence_note, representatives
 from lowdiff.report.overview import headline_metrics
 from lowdiff.report.tables import MetricTable
 from lowdiff.report.text import clipped_interval, num_modes
@@ -68,10 +68,10 @@ def nested(
     datasets: Sequence[str],
     pick: Callable[[list[CellResult]], np.ndarray | None],
 ) -> dict[str, dict[str, np.ndarray]]:
-    """[run][dataset] -> pick(usable cells), leaving out empty picks and empty runs."""
+    """[run][dataset] -> pick(finished cells), leaving out empty picks and empty runs."""
     nested = {}
     for run in runs:
-        cells = {d: usable(ctx.loaded.finished(run, d)) for d in datasets}
+        cells = {d: ctx.loaded.finished(run, d) for d in datasets}
         by_dataset = {d: value for d, c in cells.items() if (value := pick(c)) is not None}
         if by_dataset:
             nested[run] = by_dataset

@@ -27,7 +27,6 @@ from lowdiff.report.options import (
     representatives,
     runs_by_kind,
     series_datasets,
-    usable,
     weight_cells,
 )
 
@@ -76,7 +75,7 @@ def _gate_dataset_plans(ctx: Context, dataset: str, label: str) -> list[FigurePl
     samples = {
         run: points
         for run in representatives(ctx.loaded)
-        if (points := first_samples(usable(ctx.loaded.finished(run, dataset)))) is not None
+        if (points := first_samples(ctx.loaded.finished(run, dataset))) is not None
     }
     first, pooled = _gates(ctx, dataset, pooled=False), _gates(ctx, dataset, pooled=True)
     truth = truth_points(ctx, [dataset])[dataset]

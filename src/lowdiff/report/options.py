@@ -6,7 +6,8 @@ whether to draw the reverse process and to animate it, the figure format, and an
 claims file. The helpers answer, from the files and the architecture registry alone: which runs
 are identical (same resolved configuration, hence the same config hash per cell) and are shown
 as one, which runs mix with branch weights or a gate (`lowdiff.architectures`, never the
-width of an array), and where a cell diverged (C3: cell.json "status": "diverged").
+width of an array), and where a cell diverged (C3: cell.json "status": "diverged"; such a cell
+is listed among the missing ones with its step, and shown as "diverged at step N").
 """
 
 from __future__ import annotations
@@ -88,28 +89,15 @@ def runs_by_kind(loaded: ExperimentResults, kind: str) -> list[str]:
     ]
 
 
-def diverged_at(cell: CellResult) -> int | None:
-    """The step where a diverged cell stopped (C3), None for a finished one."""
-    if cell.record.get("status", "finished") != "diverged":
-        return None
-    return int(cell.record.get("diverged_at_step", -1))
-
-
 def divergence_note(loaded: ExperimentResults, run: str, dataset: str) -> str | None:
     """'diverged at step N (seed s)' for each diverged seed of (run, dataset), or None."""
     notes = [
-        f"diverged at step {step} (seed {cell.seed})"
-        for cell in loaded.finished(run, dataset)
-        if (step := diverged_at(cell)) is not None
+        f"diverged at step {step} (seed {seed})"
+        for seed, step in sorted(loaded.diverged(run, dataset).items())
     ]
     return "; ".join(notes) if notes else None
 
 
-def usable(cells: list[CellResult]) -> list[CellResult]:
-    """The cells that finished without diverging."""
-    return [cell for cell in cells if diverged_at(cell) is None]
-
-
 def weight_cells(loaded: ExperimentResults, run: str, dataset: str) -> list[CellResult]:
-    """The usable cells of (run, dataset) that recorded mixing weights."""
-    return [c for c in usable(loaded.finished(run, dataset)) if c.weights is not None]
+    """The finished cells of (run, dataset) that recorded mixing weights."""
+    return [c for c in loaded.finished(run, dataset) if c.weights is not None]

@@ -13,21 +13,19 @@ from functools import partial
 
 import numpy as np
 
-from lowdiff import plots, results
+from lowdiff import plots
 from lowdiff.report.document import Block, Heading, Image
 from lowdiff.report.figures import FIRST_SEED_NOTE, Context, FigurePlan
-from lowdiff.report.options import series_datasets, usable
+from lowdiff.report.options import series_datasets
 
-PROCESS_FILE = "process.npz"
 PROCESS_DPI = 64  # many small panels of scattered points: the report's heaviest figures
 
 
 def first_process(ctx: Context, run: str, dataset: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(timesteps, points) of the first usable seed of (run, dataset) with a process.npz."""
-    for cell in usable(ctx.loaded.finished(run, dataset)):
-        if cell.has(PROCESS_FILE):
-            arrays = results.read_npz(cell.directory / PROCESS_FILE)
-            return arrays["timesteps"], arrays["points"]
+    """(timesteps, points) of the first finished seed of (run, dataset) with a process.npz."""
+    for cell in ctx.loaded.finished(run, dataset):
+        if cell.process is not None:
+            return cell.process["timesteps"], cell.process["points"]
     return None
 
 
