@@ -235,8 +235,13 @@ def scatter(
 
 
 def panel_note(ax: Axes, text: str) -> None:
-    """A grey message in the middle of an empty panel ("not run", "diverged at step N")."""
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.35")
+    """A grey message in the middle of an empty panel ("not run", "diverged at step N"); parts
+    separated by "; " go on their own lines, and the text never changes the layout."""
+    note = ax.text(
+        0.5, 0.5, text.replace("; ", "\n"), transform=ax.transAxes, ha="center", va="center",
+        color="0.35", fontsize=8,
+    )  # fmt: skip
+    note.set_in_layout(False)
 
 
 def mean_with_band(

@@ -113,6 +113,8 @@ def _samples_figure(ctx: Context) -> FigurePlan:
         for run in ctx.runs
     }
     notes = {run: by_d for run, by_d in notes.items() if by_d}
+    # every run in the experiment's order, a run with only diverged cells included
+    samples = {run: samples.get(run, {}) for run in ctx.runs if run in samples or run in notes}
     draw = partial(
         plots.sample_grid, samples, truth=truth_points(ctx, loaded.datasets), notes=notes,
         colors=ctx.colors, max_points=SCATTER_POINTS,
