@@ -228,17 +228,17 @@ def test_claims_verdicts_of_a_constructed_case(tmp_path):
 
 
 def test_kl_claims_are_floor_aware():
-    # a run far below the floor is over-sharp: farther from the floor, so not "better"
-    comparison = stats.paired_comparison([0.2, 0.21, 0.19], [0.5, 0.52, 0.49], lower_is_better=True)
-    assert claims.claim_verdict(comparison, "better") == claims.CONFIRMED
-    values = {"under": {0: -0.9, 1: -0.85, 2: -0.95}, "base": {0: 0.1, 1: 0.12, 2: 0.09}}
-    distance = {
-        run: {s: abs(v - 0.0) for s, v in by_seed.items()} for run, by_seed in values.items()
-    }
-    under = stats.paired_comparison(
-        list(distance["under"].values()), list(distance["base"].values()), lower_is_better=True
-    )
-    assert claims.claim_verdict(under, "better") == claims.CONTRADICTED
+    def verdict(candidate, baseline, expected="better"):
+        comparison = stats.paired_comparison(candidate, baseline, oracle=0.0, past_side="below")
+        return claims.claim_verdict(comparison, expected)
+
+    baseline = [0.5, 0.52, 0.49]
+    assert verdict([0.2, 0.21, 0.19], baseline) == claims.CONFIRMED  # closer to the floor
+    assert verdict([0.8, 0.85, 0.79], baseline) == claims.CONTRADICTED  # farther from it
+    assert verdict([0.8, 0.85, 0.79], baseline, "worse") == claims.CONFIRMED
+    # far below the floor is over-sharp: never "better", whatever the raw difference says
+    assert verdict([-0.9, -0.85, -0.95], baseline) == claims.PAST_ORACLE
+    assert claims.claim_verdict(None, "better") == claims.NOT_TESTED
 
 
 def test_claims_file_errors_name_the_problem(tmp_path):

@@ -190,3 +190,28 @@ def test_lowdiff_report_runs_with_torch_blocked(made):
     assert done.returncode == 0, done.stderr
     assert "report:" in done.stdout and (root / "report.md").is_file()
     assert "wide" in (root / "report.md").read_text()
+
+
+def test_an_oracle_floor_missing_a_metric_is_measured_again(tmp_path):
+    """A floor written before a metric existed is not current: it is measured again."""
+    from lowdiff import oracle
+    from lowdiff.config import resolve
+    from lowdiff.metrics import load_reference
+
+    config = resolve(
+        {
+            "experiment": {"name": "o", "datasets": ["moons"], "seeds": [0], "num_points": 300},
+            "eval": {"num_samples": 200},
+            "runs": {"baseline": {}},
+        }
+    )
+    references = {"moons": load_reference("moons", 300)}
+    floors = oracle.write_floors(config, references, tmp_path)
+    (pair,) = floors
+    assert set(floors[pair]["moons"]) >= oracle.SAMPLE_METRICS
+    raw = results.read_json(tmp_path / "oracle.json")
+    (entry,) = raw["entries"].values()
+    del entry["datasets"]["moons"]["coverage"]
+    results.write_json(tmp_path / "oracle.json", raw)
+    again = oracle.write_floors(config, references, tmp_path)
+    assert "coverage" in again[pair]["moons"]

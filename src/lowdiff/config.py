@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lowdiff.data import DATASETS
+from lowdiff.executors import EXECUTORS, ExecutorConfig
 from lowdiff.settings import EvalConfig, ModelConfig, ScheduleConfig, TrainConfig
 
 SECTIONS: dict[str, type] = {
@@ -72,6 +73,7 @@ class ExperimentSettings:
     max_models_per_batch: int = 32
     device: str = "auto"
     oracle_draws: int = 5  # fresh draws of the true distribution for each metric's floor
+    executor: Literal["local", "ray", "slurm"] = "local"  # where packs run; options in [executor]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +82,7 @@ class ExperimentConfig:
 
     experiment: ExperimentSettings
     runs: tuple[RunConfig, ...]
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def run(self, name: str) -> RunConfig:
         return next(run for run in self.runs if run.name == name)
@@ -220,7 +223,7 @@ def _run(name: str, run_raw: Any, shared: dict[str, dict[str, Any]]) -> RunConfi
 
 
 def _resolve(raw: dict[str, Any]) -> ExperimentConfig:
-    valid_top = ["experiment", "runs", *SECTIONS]
+    valid_top = ["experiment", "runs", "executor", *SECTIONS]
     for key in raw:
         if key not in valid_top:
             raise ConfigError(
@@ -242,7 +245,20 @@ def _resolve(raw: dict[str, Any]) -> ExperimentConfig:
             key="experiment.baseline",
         )
     settings = dataclasses.replace(settings, baseline=baseline)
-    return ExperimentConfig(experiment=settings, runs=tuple(runs))
+    return ExperimentConfig(
+        experiment=settings, runs=tuple(runs), executor=_executor(raw, settings.executor)
+    )
+
+
+def _executor(raw: dict[str, Any], kind: str) -> ExecutorConfig:
+    """The [executor] table's options for the backend chosen by experiment.executor."""
+    table = dict(_check_table(raw.get("executor", {}), "executor"))
+    if table.pop("kind", kind) != kind:  # lowdiff writes it to experiment.json: must agree
+        raise ConfigError(
+            f"executor.kind is chosen by experiment.executor (one of {', '.join(EXECUTORS)})",
+            key="executor.kind",
+        )
+    return build(ExecutorConfig, {**table, "kind": kind}, "executor")
 
 
 def resolve(raw: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
@@ -383,3 +399,24 @@ def to_dict(config: Any) -> Any:
     if isinstance(config, tuple | list):
         return [to_dict(v) for v in config]
     return config
+
+
+def from_json(raw: dict[str, Any], where: str = "<json>") -> ExperimentConfig:
+    """The inverse of `to_dict(config)`: experiment.json (runs as a list) back into a config.
+
+    `resolve` reads the TOML shape (runs as named tables); what lowdiff writes lists its runs
+    with their names inside. Both shapes are accepted here, and every value is checked again.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    runs = raw.get("runs", {})
+    if isinstance(runs, list):
+        named = {}
+        for index, run in enumerate(runs):
+            if not isinstance(run, dict) or not isinstance(run.get("name"), str):
+                raise ConfigError(f"{where}: runs[{index}]: expected an object with a 'name'")
+            if run["name"] in named:
+                raise ConfigError(f"{where}: runs[{index}]: duplicate run name {run['name']!r}")
+            named[run["name"]] = {key: value for key, value in run.items() if key != "name"}
+        runs = named
+    return resolve({**raw, "runs": runs}, where)

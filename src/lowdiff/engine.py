@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lowdiff.models import Denoiser, ModelConfig, build_model
+from lowdiff.progress import bar as tqdm
 from lowdiff.schedule import NoiseSchedule
 from lowdiff.settings import TrainConfig  # defined torch-free; re-exported here
 

@@ -20,18 +20,20 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lowdiff import cells, oracle, summary
 from lowdiff.cells import Cell, cell_hash, plan
 from lowdiff.config import ExperimentConfig, RunConfig
 from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
-from lowdiff.evaluation import Samples, eval_loss, field_timesteps, sample, weight_field
+from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
+from lowdiff.executors import Executor
 from lowdiff.metrics import Reference, load_reference, measure
+from lowdiff.progress import bar as tqdm
+from lowdiff.samplers import Samples, sample
 from lowdiff.schedule import NoiseSchedule
 
 __all__ = [
@@ -195,7 +197,18 @@ def _evaluate(
     eval_generators = [g["eval"] for g in generators]
     losses = eval_loss(result.model, schedule, points, eval_generators, config.chunk_size)
     sample_generators = [g["sample"] for g in generators]
-    drawn = sample(result.ema_model, schedule, config.num_samples, sample_generators, device)
+    drawn = sample(
+        result.ema_model,
+        schedule,
+        sample_generators,
+        device,
+        num_samples=config.num_samples,
+        sampler=config.sampler,
+        num_steps=config.sampling_steps,
+        eta=config.eta,
+        snapshots=config.process_snapshots,
+        snapshot_points=config.process_points,
+    )
     timesteps = field_timesteps(schedule.num_timesteps, config.field_timesteps)
     field = weight_field(
         result.ema_model, timesteps, config.field_resolution, config.field_extent, device
@@ -275,12 +288,6 @@ def run_pack(
 # --- the whole experiment -----------------------------------------------------------------
 
 
-class Executor(Protocol):
-    """Runs fn(item) for each item (e.g. on a cluster); never raises for one failing item."""
-
-    def map(self, fn: Any, items: Sequence[Any], *, names: Sequence[str]) -> list[Any]: ...
-
-
 @dataclass(frozen=True)
 class Executed:
     """What `execute` did: the cells it made (trained or copied; iterating over an `Executed`
@@ -342,7 +349,8 @@ def execute(
     if executor is None:
         _run_locally(config, root, packs, progress, total - len(copies))
     else:
-        task = functools.partial(run_pack, config, root, progress=progress)
+        # workers log to files: no progress bars there
+        task = functools.partial(run_pack, config, root, progress=False)
         outcomes = executor.map(task, packs, names=[pack.name for pack in packs])
         failed = [(o.name, str(o.error)) for o in outcomes if not o.ok]
     for source, target in copies:

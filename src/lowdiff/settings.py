@@ -20,6 +20,9 @@ from lowdiff.architectures import ARCHITECTURES, COMMON_OPTIONS, ArchName
 __all__ = ["BetaSchedule", "EvalConfig", "ModelConfig", "ScheduleConfig", "TrainConfig"]
 
 BetaSchedule = Literal["linear", "quadratic"]
+# The samplers of lowdiff.samplers (checked against its registry by tests); the ones with eta.
+SamplerName = Literal["ancestral", "ddim", "dpm_solver_pp"]
+ETA_SAMPLERS = ("ddim",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,9 +111,15 @@ class EvalConfig:
     field_resolution: int = 48  # grid side of the weight-over-the-plane view
     field_extent: float = 4.5  # the plane [-extent, extent]^2
     field_timesteps: int = 4  # that many timesteps, evenly spaced from T-1 to 0
+    sampler: SamplerName = "ancestral"  # a name of lowdiff.samplers.SAMPLERS
+    sampling_steps: int = 0  # network evaluations; 0 = every timestep (must be <= T)
+    eta: float = 0.0  # DDIM's eta in [0, 1] (ddim only)
+    process_snapshots: int = 6  # states kept for the reverse-process figure: 0 or >= 2
+    process_points: int = 2000  # points per snapshot
 
     def __post_init__(self) -> None:
-        for name in ("num_samples", "chunk_size", "knn_k", "field_resolution", "field_timesteps"):
+        positive = ("num_samples", "chunk_size", "knn_k", "field_resolution", "field_timesteps")
+        for name in (*positive, "process_points"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"eval.{name} must be a positive integer, got {getattr(self, name)}"
@@ -118,6 +127,25 @@ class EvalConfig:
         if self.knn_k >= self.num_samples:
             raise ValueError(
                 f"eval.knn_k ({self.knn_k}) must be < eval.num_samples ({self.num_samples})"
+            )
+        self._check_sampling()
+
+    def _check_sampling(self) -> None:
+        names = typing.get_args(SamplerName)
+        if self.sampler not in names:
+            raise ValueError(f"unknown eval.sampler {self.sampler!r}; valid: {', '.join(names)}")
+        if self.sampling_steps < 0:
+            raise ValueError(
+                f"eval.sampling_steps must be >= 0 (0 = every timestep), got {self.sampling_steps}"
+            )
+        if self.eta != 0.0 and self.sampler not in ETA_SAMPLERS:
+            raise ValueError(f"eval.eta applies to the ddim sampler only, not {self.sampler!r}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eval.eta must be in [0, 1], got {self.eta}")
+        if self.process_snapshots < 0 or self.process_snapshots == 1:
+            raise ValueError(
+                "eval.process_snapshots must be 0 (none) or >= 2 (the initial noise and the "
+                f"samples), got {self.process_snapshots}"
             )
 
 

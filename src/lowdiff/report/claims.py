@@ -16,11 +16,12 @@ the `comparison` run(s), and optionally the write-up's numbers `reported` ({data
   write-up's number, whether that number lies inside our seeds' range, the paired difference
   (candidate − comparison over common seeds) and the Holm-corrected p — Holm over every tested
   comparison of the claims file, one family — and a verdict: confirmed (significant in the
-  expected direction), not supported (no significant difference) or contradicted (significant
-  the other way). For a metric with an oracle value (goal "oracle", e.g. KL) the test is
-  floor-aware: it compares the distance to the dataset's oracle floor, |value − floor|, so a
-  KL below the floor is over-sharp, not better. `metric` may list several names: the first one
-  the results hold is used (e.g. coverage, else modes captured).
+  expected direction), not supported (no significant difference, or significantly past the
+  oracle value) or contradicted (significant the other way). The test is the report's own
+  (`tables.compare_runs`): for a metric with an oracle value (goal "oracle", e.g. KL) it is
+  floor-aware, comparing the distance to the dataset's oracle floor, so a KL below the floor
+  is over-sharp, not better; without a floor such a metric is not tested. `metric` may list
+  several names: the first one the results hold is used (e.g. coverage, else modes captured).
 - "weight_shift": the change of the first branch weight from t = T−1 to t = 0 per dataset
   (mean ± 95% CI over seeds), and the spread of those means across datasets.
 - "time_ratio": the ratio of a time (training_time or inference_time), candidate / comparison,
@@ -48,7 +49,7 @@ from lowdiff.metrics import METRICS
 from lowdiff.report.document import Block, Bullets, Heading, Paragraph, Table
 from lowdiff.report.load import ExperimentResults
 from lowdiff.report.options import mixing_of, run_groups, weight_cells
-from lowdiff.report.tables import ALPHA, metric_values
+from lowdiff.report.tables import ALPHA, compare_runs, metric_values
 from lowdiff.report.text import format_number, format_summary
 
 KINDS = ("difference", "weight_shift", "time_ratio", "bimodal_gate")
@@ -56,7 +57,8 @@ DIRECTIONS = ("better", "worse")
 CONFIRMED = "confirmed"
 NOT_SUPPORTED = "not supported (no significant difference)"
 CONTRADICTED = "contradicted (significant the other way)"
-NOT_TESTED = "not tested (fewer than 2 paired seeds or no variation)"
+NOT_TESTED = "not tested (fewer than 2 paired seeds, no variation, or no oracle value)"
+PAST_ORACLE = "not supported (significantly past the oracle value)"
 BIMODAL = 5.0 / 9.0  # bimodality coefficient of a uniform distribution
 
 
@@ -181,33 +183,19 @@ def _metric_of(claim: Claim, loaded: ExperimentResults) -> str | None:
     )
 
 
-def _judged(loaded: ExperimentResults, metric: str, run: str, dataset: str) -> dict[int, float]:
-    """seed -> the value the test compares: |value − floor| for oracle metrics with a floor."""
-    values = metric_values(loaded, metric).get(run, {}).get(dataset, {})
-    floor = loaded.oracle_mean(dataset, metric)
-    if METRICS[metric].goal == "oracle" and floor is not None:
-        return {seed: abs(v - floor) for seed, v in values.items()}
-    return values
-
-
-def _lower_is_better(loaded: ExperimentResults, metric: str, dataset: str) -> bool:
-    floor = loaded.oracle_mean(dataset, metric)
-    if METRICS[metric].goal == "oracle" and floor is not None:
-        return True  # the distance to the floor
-    return bool(METRICS[metric].lower_is_better)
-
-
 def _compare(
     loaded: ExperimentResults, metric: str, run: str, reference: str, dataset: str
 ) -> stats.Comparison | None:
-    ours, theirs = (_judged(loaded, metric, r, dataset) for r in (run, reference))
-    common = sorted(set(ours) & set(theirs))
-    if not common:
+    """The report's comparison of `run` with `reference` on one dataset (`tables.compare_runs`:
+    floor-aware for metrics with an oracle value), uncorrected; None without a common seed."""
+    by_run = metric_values(loaded, metric)
+    values = {r: {dataset: by_run.get(r, {}).get(dataset, {})} for r in (run, reference)}
+    floors = {dataset: loaded.oracle_mean(dataset, metric)}
+    found = compare_runs(values, reference, [run], metric=metric, oracle=floors)
+    comparison = found.get((run, dataset))
+    if comparison is None:
         return None
-    return stats.paired_comparison(
-        [ours[s] for s in common], [theirs[s] for s in common],
-        lower_is_better=_lower_is_better(loaded, metric, dataset), alpha=ALPHA,
-    )  # fmt: skip
+    return replace(comparison, p_value_adjusted=comparison.p_value, correction="none")
 
 
 def _datasets(claim: Claim, loaded: ExperimentResults) -> list[str]:
@@ -235,13 +223,15 @@ def difference_rows(claims: Sequence[Claim], loaded: ExperimentResults) -> list[
 
 
 def claim_verdict(comparison: stats.Comparison | None, expected: str) -> str:
-    """confirmed / not supported / contradicted, from the corrected test's significance."""
-    if comparison is None or comparison.p_value is None:
+    """confirmed / not supported / contradicted, from the corrected test's verdict."""
+    if comparison is None:
         return NOT_TESTED
-    if not comparison.significant or comparison.mean_difference == 0.0:
-        return NOT_SUPPORTED
-    better = (comparison.mean_difference < 0.0) == comparison.lower_is_better
-    return CONFIRMED if better == (expected == "better") else CONTRADICTED
+    phrase = stats.verdict(comparison)
+    if phrase in (stats.BETTER, stats.WORSE):
+        return CONFIRMED if (phrase == stats.BETTER) == (expected == "better") else CONTRADICTED
+    if stats.is_past_oracle(phrase):
+        return PAST_ORACLE
+    return NOT_TESTED if comparison.p_value is None else NOT_SUPPORTED
 
 
 def _inside(values: Sequence[float], reported: float | None, metric: str) -> str:
@@ -254,15 +244,6 @@ def _inside(values: Sequence[float], reported: float | None, metric: str) -> str
     return f"{where} [{format_number(low, metric)}, {format_number(high, metric)}]"
 
 
-def _raw_difference(loaded: ExperimentResults, row: Row) -> float:
-    """Mean of candidate − comparison over their common seeds, on the metric's own scale."""
-    by_run = metric_values(loaded, row.metric)
-    ours = by_run.get(row.run, {}).get(row.dataset, {})
-    theirs = by_run.get(row.reference, {}).get(row.dataset, {})
-    common = sorted(set(ours) & set(theirs))
-    return float(np.mean([ours[s] - theirs[s] for s in common]))
-
-
 def _row_cells(row: Row, loaded: ExperimentResults) -> tuple[str, ...]:
     values = metric_values(loaded, row.metric).get(row.run, {}).get(row.dataset, {})
     summary = stats.summarize(list(values.values())) if values else None
@@ -273,7 +254,7 @@ def _row_cells(row: Row, loaded: ExperimentResults) -> tuple[str, ...]:
     if comparison is None:
         delta, p_value = "not compared (no common seed)", "—"
     else:
-        delta = format_number(_raw_difference(loaded, row), row.metric, signed=True)
+        delta = format_number(comparison.mean_difference, row.metric, signed=True)
         adjusted = comparison.p_value_adjusted
         p_value = "—" if adjusted is None else f"{adjusted:.3g}"
     return (

@@ -11,6 +11,7 @@ with the number of models in that batch, never a per-model share with an invente
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from lowdiff import data, stats
 from lowdiff.metrics import METRICS
@@ -87,21 +88,40 @@ def format_delta(comparison: stats.Comparison, metric: str) -> str:
         return f"{text} {STAR} better"
     if phrase == stats.WORSE:
         return f"{text} worse (significant)"
+    if stats.is_past_oracle(phrase):
+        return f"{text} past the oracle value (significant)"
     return text
 
 
 def describe_comparison(comparison: stats.Comparison, metric: str) -> str:
-    """The verdict with its numbers: 'better (significant) (Δ −0.12 bits, 95% CI [...], p = ..)'."""
-    details = [
-        f"Δ {with_unit(format_number(comparison.mean_difference, metric, signed=True), metric)}"
-    ]
-    if comparison.ci_low is not None and comparison.ci_high is not None and comparison.n > 1:
-        low, high = (format_number(v, metric) for v in (comparison.ci_low, comparison.ci_high))
-        details.append(f"uncorrected 95% CI [{low}, {high}]")
+    """The verdict with its numbers: 'better (significant) (Δ −0.12 bits, 0.10 bits closer to
+    the oracle value 0.02 bits, uncorrected 95% CI [...], Holm-adjusted p = ..)'; a single
+    paired seed has no test, so just 'Δ −0.12 bits' (the report says so once)."""
+    number = partial(_with_unit_number, metric=metric)
+    delta = f"Δ {number(comparison.mean_difference, signed=True)}"
+    if comparison.n < 2:
+        return delta
+    details = [delta]
+    low, high = comparison.ci_low, comparison.ci_high
+    if comparison.distance_difference is not None:
+        side = "closer to" if comparison.distance_difference < 0 else "farther from"
+        change = number(abs(comparison.distance_difference))
+        details.append(f"{change} {side} the oracle value {number(comparison.oracle)}")
+        low, high = comparison.distance_ci_low, comparison.distance_ci_high
+    if low is not None and high is not None:
+        what = " of the distance change" if comparison.distance_difference is not None else ""
+        bounds = ", ".join(format_number(v, metric) for v in (low, high))
+        details.append(f"uncorrected 95% CI{what} [{bounds}]")
     if comparison.p_value_adjusted is not None:
         details.append(f"Holm-adjusted p = {comparison.p_value_adjusted:.3g}")
-    details.append(f"{comparison.n} paired seed{'s' if comparison.n != 1 else ''}")
+    if comparison.past_significant and comparison.past_p_value_adjusted is not None:
+        details.append(f"past the oracle value: p = {comparison.past_p_value_adjusted:.3g}")
+    details.append(f"{comparison.n} paired seeds")
     return f"{stats.verdict(comparison)} ({', '.join(details)})"
+
+
+def _with_unit_number(value: float, *, metric: str, signed: bool = False) -> str:
+    return with_unit(format_number(value, metric, signed=signed), metric)
 
 
 def _span(values: Sequence[float], spec: str) -> str:
