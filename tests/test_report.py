@@ -223,7 +223,7 @@ def test_claims_verdicts_of_a_constructed_case(tmp_path):
     assert rows["same vs baseline"].endswith(f"better: {claims.NOT_SUPPORTED} |")
     assert rows["bad vs baseline"].endswith(f"better: {claims.CONTRADICTED} |")
     assert "inside [" in rows["good vs baseline"] and "outside [" in rows["bad vs baseline"]
-    assert "Holm-corrected over all 3 tested comparisons" in section
+    assert "Holm-corrected over the 3 tested comparisons" in section
     assert _sections(markdown).index("Claims") < _sections(markdown).index("Run 0: baseline")
 
 
@@ -238,7 +238,7 @@ def test_kl_claims_are_floor_aware():
     assert verdict([0.8, 0.85, 0.79], baseline, "worse") == claims.CONFIRMED
     # far below the floor is over-sharp: never "better", whatever the raw difference says
     assert verdict([-0.9, -0.85, -0.95], baseline) == claims.PAST_ORACLE
-    assert claims.claim_verdict(None, "better") == claims.NOT_TESTED
+    assert claims.claim_verdict(None, "better") == claims.NOT_COMPARED
 
 
 def test_claims_file_errors_name_the_problem(tmp_path):

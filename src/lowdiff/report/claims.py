@@ -57,7 +57,8 @@ DIRECTIONS = ("better", "worse")
 CONFIRMED = "confirmed"
 NOT_SUPPORTED = "not supported (no significant difference)"
 CONTRADICTED = "contradicted (significant the other way)"
-NOT_TESTED = "not tested (fewer than 2 paired seeds, no variation, or no oracle value)"
+NOT_TESTED = "not tested"  # fewer than 2 paired seeds, no variation, or no oracle value
+NOT_COMPARED = "—"  # no seed of both runs finished
 PAST_ORACLE = "not supported (significantly past the oracle value)"
 BIMODAL = 5.0 / 9.0  # bimodality coefficient of a uniform distribution
 
@@ -225,7 +226,7 @@ def difference_rows(claims: Sequence[Claim], loaded: ExperimentResults) -> list[
 def claim_verdict(comparison: stats.Comparison | None, expected: str) -> str:
     """confirmed / not supported / contradicted, from the corrected test's verdict."""
     if comparison is None:
-        return NOT_TESTED
+        return NOT_COMPARED
     phrase = stats.verdict(comparison)
     if phrase in (stats.BETTER, stats.WORSE):
         return CONFIRMED if (phrase == stats.BETTER) == (expected == "better") else CONTRADICTED
@@ -265,8 +266,16 @@ def _row_cells(row: Row, loaded: ExperimentResults) -> tuple[str, ...]:
         _inside(list(values.values()), reported, row.metric),
         delta,
         p_value,
-        f"{expected}: {claim_verdict(comparison, expected)}",
+        _verdict_text(comparison, expected),
     )
+
+
+def _verdict_text(comparison: stats.Comparison | None, expected: str) -> str:
+    """'better: confirmed'; an untested comparison says why ('not tested (single seed...)')."""
+    verdict = claim_verdict(comparison, expected)
+    if verdict == NOT_TESTED and comparison is not None:
+        verdict += f" ({stats.verdict(comparison)})"
+    return f"{expected}: {verdict}"
 
 
 ROW_HEADER = (
@@ -402,11 +411,12 @@ INTRO = (
     "Each claim of the write-up, checked against our seeds. For a claimed difference: our mean "
     "± 95% CI beside the write-up's single number, whether that number lies inside the range of "
     "our seeds, the paired difference (candidate − comparison over common seeds) and its p, "
-    "Holm-corrected over all {family} tested comparisons of this section, at α = {alpha}. "
+    "Holm-corrected over the {family} tested comparisons of this section, at α = {alpha}. "
     "Verdict: confirmed (significant in the claimed direction), not supported (no significant "
-    "difference), contradicted (significant the other way). For metrics with an oracle value "
-    "the test compares the distance to the oracle floor. Claims that are not a metric "
-    "difference get a measured statement instead of a test."
+    "difference, or significantly past the oracle value), contradicted (significant the other "
+    "way); — where no seed of both runs has finished. For metrics with an oracle value the "
+    "test compares the distance to the oracle floor. Claims that are not a metric difference "
+    "get a measured statement instead of a test."
 )
 
 
