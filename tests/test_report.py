@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -70,6 +71,7 @@ def test_diverged_cell_says_where_it_stopped(series_a):
     deep = markdown.split("## Run 5: deep_weights")[1].split("\n## ")[0]
     moons = next(line for line in deep.splitlines() if line.startswith("| moons |"))
     assert "diverged at step 120 (seed 1)" in moons and "(n = 2 of 3)" in moons
+    assert "- deep_weights: moons / seed 1 (diverged at step 120)" in markdown  # missing cells
 
 
 def test_bounded_intervals_are_clipped_and_times_are_measured(series_a):
@@ -161,11 +163,14 @@ def test_one_seed_is_said_once_not_in_every_cell(tmp_path):
     assert "1 seed" not in markdown.replace("a single seed", "") and "untested" not in markdown
 
 
-def test_a_cell_without_process_is_skipped_quietly(tmp_path):
+def test_a_cell_without_process_is_skipped_quietly_and_missing_runs_are_one_line(tmp_path):
     root = tmp_path / "tiny"
     write_fake_results(root, TINY, process=False)
+    shutil.rmtree(root / "expert")
     markdown = report.write_report(root).read_text()
     assert "reverse_process" not in markdown
+    assert re.search(r"^- expert: all 6 cells \(not finished", markdown, flags=re.M)
+    assert "| expert | missing | missing |" in markdown  # the summary row
 
 
 # --- claims --------------------------------------------------------------------------------------

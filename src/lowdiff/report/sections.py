@@ -74,6 +74,20 @@ SINGLE_SEED = (
 )
 
 
+def missing_items(loaded: ExperimentResults) -> list[str]:
+    """One line per run and reason: 'fixed: all 12 cells (not finished ...)' or the cells
+    'learned: dino / seed 1, moons / seed 0 (stale: ...)'."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for m in loaded.missing:
+        groups.setdefault((m.run, m.reason), []).append(f"{m.dataset} / seed {m.seed}")
+    per_run = len(loaded.datasets) * len(loaded.seeds)
+    return [
+        f"{run}: {f'all {per_run} cells' if len(cells) == per_run else comma_list(cells)} "
+        f"({reason})"
+        for (run, reason), cells in groups.items()
+    ]
+
+
 def header_blocks(loaded: ExperimentResults) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Setup"), Bullets(tuple(_setup_items(loaded)))]
     if loaded.missing:
@@ -84,10 +98,7 @@ def header_blocks(loaded: ExperimentResults) -> list[Block]:
                 "table, test and figure (rerun the experiment to complete them):"
             )
         )
-        items = [
-            f"{m.run} / {m.dataset} / seed {m.seed}: missing, {m.reason}" for m in loaded.missing
-        ]
-        blocks.append(Bullets(tuple(items)))
+        blocks.append(Bullets(tuple(missing_items(loaded))))
     text = HOW_TO_READ.format(star=STAR, alpha=ALPHA)
     if len(loaded.seeds) == 1:
         text += " " + SINGLE_SEED
