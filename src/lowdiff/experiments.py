@@ -33,6 +33,7 @@ from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
 from lowdiff.executors import Executor
 from lowdiff.metrics import Reference, load_reference, measure
 from lowdiff.progress import bar as tqdm
+from lowdiff.progress import phase
 from lowdiff.samplers import Samples, sample
 from lowdiff.schedule import NoiseSchedule
 
@@ -189,26 +190,28 @@ def _evaluate(
     truths: Sequence[Reference],
     schedule: NoiseSchedule,
     device: torch.device,
+    progress: bool = False,
 ) -> BatchOutputs:
     """Eval loss on the training points, samples (and weights) and the weight field, batched."""
-    config = run.eval
-    generators = result.generators
+    config, generators, quiet = run.eval, result.generators, not progress
     points = torch.stack([torch.from_numpy(truth.points) for truth in truths]).to(device)
     eval_generators = [g["eval"] for g in generators]
-    losses = eval_loss(result.model, schedule, points, eval_generators, config.chunk_size)
+    with phase(f"{run.name}: eval loss of {len(truths)} models", disable=quiet):
+        losses = eval_loss(result.model, schedule, points, eval_generators, config.chunk_size)
     sample_generators = [g["sample"] for g in generators]
-    drawn = sample(
-        result.ema_model,
-        schedule,
-        sample_generators,
-        device,
-        num_samples=config.num_samples,
-        sampler=config.sampler,
-        num_steps=config.sampling_steps,
-        eta=config.eta,
-        snapshots=config.process_snapshots,
-        snapshot_points=config.process_points,
-    )
+    with phase(f"{run.name}: sampling {config.num_samples} points x {len(truths)}", disable=quiet):
+        drawn = sample(
+            result.ema_model,
+            schedule,
+            sample_generators,
+            device,
+            num_samples=config.num_samples,
+            sampler=config.sampler,
+            num_steps=config.sampling_steps,
+            eta=config.eta,
+            snapshots=config.process_snapshots,
+            snapshot_points=config.process_points,
+        )
     timesteps = field_timesteps(schedule.num_timesteps, config.field_timesteps)
     field = weight_field(
         result.ema_model, timesteps, config.field_resolution, config.field_extent, device
@@ -223,15 +226,17 @@ def evaluate_batch(
     truths: Sequence[Reference],
     schedule: NoiseSchedule,
     device: torch.device,
+    progress: bool = False,
 ) -> dict[int, int]:
     """Evaluate a trained batch and write each of its cells; returns {model index: step} of
     the models written as diverged (in training, or with samples that are not finite)."""
     diverged = {int(m): int(step) for m, step in (getattr(result, "diverged", None) or {}).items()}
-    outputs = _evaluate(result, run, truths, schedule, device)
+    outputs = _evaluate(result, run, truths, schedule, device, progress)
     for m in range(len(batch)):
         if m not in diverged and not np.isfinite(outputs.samples.points[m]).all():
             diverged[m] = run.train.num_steps  # trained, but sampling left the finite numbers
-    for m, cell in enumerate(batch):
+    metrics_bar = tqdm(batch, desc=f"{run.name}: metrics", unit="cell", disable=not progress)
+    for m, cell in enumerate(metrics_bar):
         if m in diverged:
             log.warning("%s diverged at step %d", cell.label(), diverged[m])
             cells.write_diverged(cell, diverged[m], _batch_record(outputs))
@@ -282,7 +287,7 @@ def run_pack(
             log.warning("%s diverged at step %d (%s)", pack.cells[m].label(), step, error)
             cells.write_diverged(pack.cells[m], step, batch)
         return
-    evaluate_batch(result, run, pack.cells, truths, schedule, device)
+    evaluate_batch(result, run, pack.cells, truths, schedule, device, progress)
 
 
 # --- the whole experiment -----------------------------------------------------------------
@@ -344,7 +349,8 @@ def execute(
     truths = {
         name: reference(name, config.experiment.num_points) for name in config.experiment.datasets
     }
-    oracle.write_floors(config, truths, root)
+    with phase("oracle floors", disable=not progress):
+        oracle.write_floors(config, truths, root)
     failed: list[tuple[str, str]] = []
     if executor is None:
         _run_locally(config, root, packs, progress, total - len(copies))
