@@ -19,7 +19,7 @@ import numpy as np
 from lowdiff import stats
 from lowdiff.report.document import Block, Bullets, Heading, Paragraph, comma_list
 from lowdiff.report.load import CellResult, ExperimentResults
-from lowdiff.report.options import mixing_of, representatives, runs_by_kind, weight_cells
+from lowdiff.report.options import representatives, runs_by_kind, weight_cells
 from lowdiff.report.tables import MetricTable, compare_runs, metric_values
 from lowdiff.report.text import describe_comparison, format_number, num_modes, with_unit
 
@@ -139,7 +139,7 @@ def _kl_verdicts(
 
 def _series_a_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable]) -> list[Block]:
     adaptive = [run for run in runs_by_kind(loaded, "branches") if run != _fixed_run(loaded)]
-    names = mixing_of(loaded, adaptive[0]).names if adaptive else ("w_global", "w_local")
+    names = loaded.mixing(adaptive[0]).names if adaptive else ("w_global", "w_local")
     fixed = _fixed_run(loaded)
     kl = metric_values(loaded, "kl_divergence")
     vs_fixed = compare_runs(kl, fixed, adaptive, lower_is_better=True) if fixed else {}

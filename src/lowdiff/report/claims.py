@@ -48,7 +48,7 @@ from lowdiff import stats
 from lowdiff.metrics import METRICS
 from lowdiff.report.document import Block, Bullets, Heading, Paragraph, Table
 from lowdiff.report.load import ExperimentResults
-from lowdiff.report.options import mixing_of, run_groups, weight_cells
+from lowdiff.report.options import run_groups, weight_cells
 from lowdiff.report.tables import ALPHA, compare_runs, metric_values
 from lowdiff.report.text import format_number, format_summary
 
@@ -328,7 +328,7 @@ def weight_shift_items(claim: Claim, loaded: ExperimentResults) -> list[str]:
                 parts.append(f"{dataset} {_mean_ci(changes, '+.3f')}")
         if not parts:
             continue
-        mixing = mixing_of(loaded, run) if run in loaded.run_names else None
+        mixing = loaded.mixing(run) if run in loaded.run_names else None
         name = mixing.names[0] if mixing else "the first branch weight"
         spread = max(means.values()) - min(means.values())
         items.append(

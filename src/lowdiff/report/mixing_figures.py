@@ -23,7 +23,6 @@ from lowdiff.report.figures import (
     truth_points,
 )
 from lowdiff.report.options import (
-    mixing_of,
     representatives,
     runs_by_kind,
     series_datasets,
@@ -36,7 +35,7 @@ def branch_plans(ctx: Context) -> list[FigurePlan]:
     runs = runs_by_kind(ctx.loaded, "branches")
     if not runs:
         return []
-    mixing = mixing_of(ctx.loaded, runs[0])
+    mixing = ctx.loaded.mixing(runs[0])
     weights = {}
     for run in runs:
         by_dataset = {
@@ -142,7 +141,7 @@ def gate_plans(ctx: Context) -> list[FigurePlan]:
     runs = runs_by_kind(ctx.loaded, "gate")
     if not runs:
         return []
-    label = mixing_of(ctx.loaded, runs[0]).names[0]
+    label = ctx.loaded.mixing(runs[0]).names[0]
     datasets = series_datasets(ctx.loaded, ctx.options)
     plans = [plan for d in datasets for plan in _gate_dataset_plans(ctx, d, label)]
     plans += [_field_plan(ctx, run, i, datasets, label) for i, run in enumerate(runs)]

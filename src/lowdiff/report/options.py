@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lowdiff import data
-from lowdiff.architectures import ARCHITECTURES, Mixing
 from lowdiff.config import to_dict
 from lowdiff.report.load import CellResult, ExperimentResults
 
@@ -76,16 +75,12 @@ def group_label(group: list[str]) -> str:
     return " = ".join(group)
 
 
-def mixing_of(loaded: ExperimentResults, run: str) -> Mixing | None:
-    return ARCHITECTURES[loaded.config.run(run).model.arch].mixing
-
-
 def runs_by_kind(loaded: ExperimentResults, kind: str) -> list[str]:
     """Representative runs whose architecture declares mixing weights of `kind`."""
     return [
         run
         for run in representatives(loaded)
-        if (mixing := mixing_of(loaded, run)) is not None and mixing.kind == kind
+        if (mixing := loaded.mixing(run)) is not None and mixing.kind == kind
     ]
 
 
