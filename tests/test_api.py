@@ -40,7 +40,10 @@ def trained(tmp_path_factory):
 # --- configs through JSON --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.toml")), ids=lambda p: p.stem)
+SHIPPED = sorted(p for p in EXPERIMENTS.glob("*.toml") if not p.name.endswith(".claims.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_every_shipped_experiment_round_trips_through_json(path):
     original = config.load_experiment(path)
     written = json.loads(json.dumps(config.to_dict(original)))  # what experiment.json holds

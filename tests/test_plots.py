@@ -255,7 +255,7 @@ def test_weight_evolution_runs_from_noise_to_data(rng):
             assert line.get_xdata()[0] == T - 1  # index 0 was sampled at t = T-1
             np.testing.assert_allclose(line.get_ydata(), w[:, :, branch].mean(axis=0))
         assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
-    assert {"global", "local", "learned", "deeper"} <= set(_legend_labels(fig))
+    assert {"w_global", "w_local", "learned", "deeper"} <= set(_legend_labels(fig))
 
 
 def test_gated_samples_coloured_by_gate_with_one_colorbar(rng):
@@ -303,3 +303,97 @@ def test_gate_field_rows_datasets_columns_timesteps(rng):
     assert image.origin == "lower" and image.get_extent() == list(extent)
     assert image.get_clim() == (0, 1) and image.get_cmap().name == "coolwarm"
     assert len(panels[0].collections) == 1 and not panels[3].collections  # overlay on dino only
+
+
+# --- ground truth, seeds, clipping, compression, the reverse process ----------------------------
+
+
+def test_sample_grid_has_a_ground_truth_row_and_notes(rng):
+    samples = {"baseline": {"moons": rng.normal(size=(300, 2))}}
+    truth = {"moons": rng.normal(size=(500, 2)), "line": rng.normal(size=(500, 2))}
+    notes = {"deep": {"moons": "diverged at step 12 (seed 0)"}}
+    fig = plots.sample_grid(samples, truth=truth, notes=notes, max_points=400)
+    panels = _panels(fig)
+    assert [ax.get_ylabel() for ax in panels] == ["data (training)", "baseline", "deep"]
+    (points,) = panels[0].collections
+    np.testing.assert_allclose(points.get_offsets(), truth["moons"][:400])
+    assert to_hex(points.get_facecolor()[0]) == plots.style.TRUTH_COLOR
+    assert [t.get_text() for t in panels[2].texts] == ["diverged at step 12 (seed 0)"]
+
+
+def test_metric_bars_clip_whiskers_to_bounds_and_draw_seed_dots():
+    means = {"baseline": {"moons": 0.98}, "dual": {"moons": 0.5}}
+    ci = {"baseline": {"moons": (0.9, 1.06)}, "dual": {"moons": (-0.2, 1.2)}}
+    seeds = {"baseline": {"moons": [0.97, 0.99, 0.98]}, "dual": {"moons": [0.1, 0.5, 0.9]}}
+    fig = plots.metric_bars(
+        means, ci=ci, oracle=None, ylabel="HQ", title="t", per_seed=seeds, bounds=(0.0, 1.0)
+    )
+    (ax,) = _panels(fig)
+    for container, run in zip(_bars(ax), means, strict=True):
+        (whisker,) = container.errorbar.lines[2]
+        ends = np.concatenate([segment[:, 1] for segment in whisker.get_segments()])
+        assert ends.min() >= 0.0 and ends.max() <= 1.0, run
+    dots = [c for c in ax.collections if len(c.get_offsets()) == 3]
+    np.testing.assert_allclose(dots[1].get_offsets()[:, 1], seeds["dual"]["moons"])
+    assert "dots: seeds" in fig.legends[0].get_title().get_text()
+
+
+def test_mode_bar_whiskers_stop_at_all_modes():
+    fig = plots.mode_bars(
+        {"baseline": {"dino": 140.0}},
+        true_modes={"dino": 142},
+        ci={"baseline": {"dino": (120, 160)}},
+    )
+    (container,) = _bars(_panels(fig)[0])
+    (whisker,) = container.errorbar.lines[2]
+    assert whisker.get_segments()[0][:, 1].max() == pytest.approx(1.0)
+
+
+def test_save_figure_writes_a_small_palette_png_or_lossy_formats(tmp_path, rng):
+    from PIL import Image
+
+    fig = plots.sample_grid({"baseline": {"moons": rng.normal(size=(3000, 2))}})
+    path = plots.save_figure(fig, tmp_path / "grid.png")
+    with Image.open(path) as image:
+        assert image.mode == "P" and len(image.getcolors()) <= plots.style.PALETTE_COLORS
+    raw = tmp_path / "raw.png"
+    fig.savefig(raw, dpi=plots.style.DPI)
+    assert path.stat().st_size < raw.stat().st_size
+    assert plots.save_figure(fig, tmp_path / "grid.webp").read_bytes()[8:12] == b"WEBP"
+    with pytest.raises(ValueError, match="valid: .png, .webp, .jpg"):
+        plots.save_figure(fig, tmp_path / "grid.bmp")
+
+
+def _process(rng, steps=(9, 5, 2, -1), n=120) -> tuple[np.ndarray, np.ndarray]:
+    return np.array(steps), rng.normal(size=(len(steps), n, 2))
+
+
+def test_process_grid_rows_runs_columns_snapshots(rng):
+    processes = {"baseline": _process(rng), "dual": _process(rng, steps=(9, 4, 2, -1))}
+    fig = plots.process_grid(processes, title="dino: reverse process", max_points=100)
+    panels = _panels(fig)
+    assert len(panels) == 8
+    assert [ax.get_title() for ax in panels[:4]] == ["t = 9", "t = 5", "t = 2", "samples"]
+    assert [ax.get_title() for ax in panels[4:]] == ["", "t = 4", "", ""]  # where it differs
+    np.testing.assert_allclose(
+        panels[5].collections[0].get_offsets(), processes["dual"][1][1][:100]
+    )
+    assert panels[4].get_ylabel() == "dual"
+    with pytest.raises(ValueError, match="expected timesteps"):
+        plots.process_grid({"bad": (np.arange(3), rng.normal(size=(4, 10, 2)))}, title="t")
+
+
+def test_process_animation_is_a_gif_with_one_frame_per_snapshot(tmp_path, rng):
+    from PIL import Image
+
+    path = plots.save_process_animation(_process(rng), tmp_path / "a" / "p.gif", title="baseline")
+    with Image.open(path) as image:
+        assert image.format == "GIF" and image.n_frames == 4
+    assert [p.name for p in path.parent.iterdir()] == ["p.gif"]
+
+
+def test_weight_evolution_names_must_match_the_weights(rng):
+    with pytest.raises(ValueError, match="3 weights for names"):
+        plots.weight_evolution({"r": {"dino": rng.uniform(0, 1, (2, 10, 3))}})
+    fig = plots.weight_evolution({"r": {"dino": rng.uniform(0, 1, (2, 10, 1))}}, names=("gate",))
+    assert "gate" in _legend_labels(fig)

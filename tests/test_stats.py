@@ -8,6 +8,7 @@ import pytest
 
 from lowdiff.metrics import METRICS
 from lowdiff.report import tables
+from lowdiff.report import text as report_text
 from lowdiff.stats import (
     BETTER,
     NO_DIFFERENCE,
@@ -441,8 +442,8 @@ def test_report_tables_judge_kl_against_its_floor():
     )
     comparison = comparisons[("candidate", "dino")]
     assert verdict(comparison) == f"{PAST_ORACLE}: {METRICS['kl_divergence'].below_oracle}"
-    text = tables.format_delta(comparison, "kl_divergence")
-    text += tables.describe_comparison(comparison, "kl_divergence", " bits")
+    text = report_text.format_delta(comparison, "kl_divergence")
+    text += report_text.describe_comparison(comparison, "kl_divergence")
     assert "better" not in text and "past the oracle value" in text
     # without its floor the same metric is not judged; a plain metric keeps its direction
     unjudged = tables.compare_runs(values, "baseline", ["candidate"], metric="kl_divergence")
@@ -458,7 +459,7 @@ def test_report_tables_call_a_closer_run_better_with_its_numbers():
         values, "baseline", ["candidate"], metric="kl_divergence", oracle={"dino": ORACLE}
     )[("candidate", "dino")]
     assert verdict(comparison) == BETTER
-    described = tables.describe_comparison(comparison, "kl_divergence", " bits")
+    described = report_text.describe_comparison(comparison, "kl_divergence")
     assert "closer to the oracle value −0.080 bits" in described
 
 

@@ -1,11 +1,12 @@
 """The report's analysis in words, every direction taken from `stats.verdict` alone.
 
 The summary: per metric a `tally` of the verdicts against the baseline, and per run and dataset
-the KL and modes-captured verdicts with their numbers (`summary_items`). Series A (dual-scale,
-two branch weights): where the seed-mean global weight shifts during sampling (`weight_shift`)
-and KL against the baseline and the fixed-weight run. Series B (dual-expert, a gate): modes and
-KL against the baseline and, per seed, whether the experts specialise (`gate_stats`,
-`classify_gate`), by the thresholds defined here and stated in the report's text.
+the KL and modes-captured verdicts with their numbers (`summary_items`). Runs are chosen by the
+mixing their architecture declares (`lowdiff.architectures`): branch weights (Series A: where the
+seed-mean first branch weight shifts during sampling, `weight_shift`, and KL against the
+baseline and the fixed-weight run) and gates (Series B: modes and KL against the baseline and,
+per seed, whether the experts specialise, `gate_stats`, `classify_gate`, by the thresholds
+defined here and stated in the report's text). Units come from the metric catalogue.
 """
 
 from __future__ import annotations
@@ -17,15 +18,10 @@ import numpy as np
 
 from lowdiff import stats
 from lowdiff.report.document import Block, Bullets, Heading, Paragraph, comma_list
-from lowdiff.report.load import CellResult, ExperimentResults, weighted
-from lowdiff.report.tables import (
-    MetricTable,
-    compare_runs,
-    describe_comparison,
-    format_number,
-    metric_values,
-    num_modes,
-)
+from lowdiff.report.load import CellResult, ExperimentResults
+from lowdiff.report.options import representatives, runs_by_kind, weight_cells
+from lowdiff.report.tables import MetricTable, compare_runs, metric_values
+from lowdiff.report.text import describe_comparison, format_number, num_modes, with_unit
 
 # Series B: how the last-step gate is classified (stated in the report's text).
 GATE_STUCK_STD = 0.05  # std below this and mean in GATE_MIDDLE: no specialisation
@@ -56,9 +52,7 @@ def summary_items(
             for metric, label in SUMMARY_METRICS.items():
                 comparison = comparisons.get(metric, {}).get((run, dataset))
                 text = (
-                    describe_comparison(
-                        comparison, metric, " bits" if metric == "kl_divergence" else ""
-                    )
+                    describe_comparison(comparison, metric)
                     if comparison is not None
                     else "not compared (no seed finished in both runs)"
                 )
@@ -83,19 +77,21 @@ def tally(comparisons: Mapping[tuple[str, str], stats.Comparison], label: str) -
     return f"{label}: " + "; ".join(parts) + "."
 
 
-def weight_shift(trace: np.ndarray) -> str:
-    """Where the balance of a (T, 2) (w_global, w_local) trace shifts; row i is t = T-1-i."""
+def weight_shift(trace: np.ndarray, names: Sequence[str] = ("w_global", "w_local")) -> str:
+    """Where the balance of a (T, 2) trace of two branch weights (`names`, e.g. w_global and
+    w_local) shifts; row i is t = T-1-i."""
+    first, second = (name.removeprefix("w_") for name in names)
     w_global = np.asarray(trace, dtype=float)[:, 0]  # (T,)
     t = w_global.size - 1 - np.arange(w_global.size)  # the timestep of each row
     start, end = w_global[0], w_global[-1]
     text = (
-        f"w_global goes from {start:.2f} at t = {t[0]} to {end:.2f} at t = 0 "
+        f"{names[0]} goes from {start:.2f} at t = {t[0]} to {end:.2f} at t = 0 "
         f"(range {w_global.min():.2f}–{w_global.max():.2f})"
     )
     if abs(end - start) < WEIGHT_SMALL_CHANGE:
         text += f"; the balance barely changes (|change| < {WEIGHT_SMALL_CHANGE})"
     else:
-        towards = "local" if end < start else "global"
+        towards = second if end < start else first
         halfway = start + (end - start) / 2.0
         reached = (w_global - halfway) * np.sign(end - start) >= 0.0  # (T,) past the halfway
         text += (
@@ -108,7 +104,7 @@ def weight_shift(trace: np.ndarray) -> str:
         more = f" ({crossings.size} crossings)" if crossings.size > 1 else ""
         text += f"; it first crosses 0.5 at t = {t[crossings[0] + 1]}{more}"
     else:
-        side = "global" if above.all() else "local"
+        side = first if above.all() else second
         text += f"; the {side} branch keeps the larger weight at every step"
     return text
 
@@ -117,9 +113,9 @@ def _fixed_run(loaded: ExperimentResults) -> str | None:
     """The first dual-scale run with fixed 0.5/0.5 weights, the adaptive runs' second reference."""
     return next(
         (
-            run.name
-            for run in loaded.config.runs
-            if run.model.arch == "dual_scale" and run.model.weighting == "fixed"
+            run
+            for run in representatives(loaded)
+            if getattr(loaded.config.run(run).model, "weighting", None) == "fixed"
         ),
         None,
     )
@@ -128,13 +124,11 @@ def _fixed_run(loaded: ExperimentResults) -> str | None:
 def _kl_verdicts(
     base: stats.Comparison | None, fixed: stats.Comparison | None, fixed_name: str | None
 ) -> str:
-    against_base = describe_comparison(base, "kl_divergence", " bits") if base else "not compared"
+    against_base = describe_comparison(base, "kl_divergence") if base else "not compared"
     text = f"KL vs baseline: {against_base}"
     if fixed_name is None:
         return text + "; there is no fixed-weight run to compare with."
-    against_fixed = (
-        describe_comparison(fixed, "kl_divergence", " bits") if fixed else "not compared"
-    )
+    against_fixed = describe_comparison(fixed, "kl_divergence") if fixed else "not compared"
     text += f"; KL vs {fixed_name} (fixed weights): {against_fixed}"
     both = base is not None and fixed is not None
     both = both and stats.verdict(base) == stats.BETTER == stats.verdict(fixed)
@@ -144,15 +138,16 @@ def _kl_verdicts(
 
 
 def _series_a_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable]) -> list[Block]:
-    adaptive = loaded.runs_with_weights(2)
+    adaptive = [run for run in runs_by_kind(loaded, "branches") if run != _fixed_run(loaded)]
+    names = loaded.mixing(adaptive[0]).names if adaptive else ("w_global", "w_local")
     fixed = _fixed_run(loaded)
     kl = metric_values(loaded, "kl_divergence")
     vs_fixed = compare_runs(kl, fixed, adaptive, lower_is_better=True) if fixed else {}
     blocks: list[Block] = [
-        Heading(3, "Series A: adaptive dual-scale weights"),
+        Heading(3, f"Branch weights ({', '.join(names)})"),
         Paragraph(
-            "For each adaptive run: how the seed-mean global weight w_global (w_local = 1 − "
-            "w_global) moves from the first sampling step (t = T−1, noise) to the last (t = 0); "
+            f"For each adaptive run: how the seed-mean weight {names[0]} ({names[1]} = 1 − "
+            f"{names[0]}) moves from the first sampling step (t = T−1, noise) to the last (t = 0); "
             f"a start-to-end change under {WEIGHT_SMALL_CHANGE} counts as no shift. KL is "
             "compared with the baseline (the Holm family of the tables)"
             + (
@@ -166,8 +161,11 @@ def _series_a_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable
     for dataset in loaded.datasets:
         items = []
         for run in adaptive:
-            traces = [c.weights["trace"] for c in weighted(loaded.finished(run, dataset), 2)]
-            shift = weight_shift(np.mean(traces, axis=0)) if traces else "no recorded weights"
+            cells = weight_cells(loaded, run, dataset)
+            traces = [c.weights["trace"] for c in cells if "trace" in c.weights]
+            shift = (
+                weight_shift(np.mean(traces, axis=0), names) if traces else "no recorded weights"
+            )
             base = tables["kl_divergence"].comparisons.get((run, dataset))
             items.append(
                 f"{run}: {shift}. {_kl_verdicts(base, vs_fixed.get((run, dataset)), fixed)}"
@@ -240,7 +238,9 @@ def _gate_text(cells: Sequence[CellResult]) -> str:
     for seed, gate in per_seed:
         groups.setdefault(classify_gate(gate), []).append(seed)
     labels = "; ".join(
-        f"{label} (seed{'s' if len(seeds) > 1 else ''} {comma_list(seeds)})"
+        label
+        if len(per_seed) == 1
+        else f"{label} (seed{'s' if len(seeds) > 1 else ''} {comma_list(seeds)})"
         for label, seeds in groups.items()
     )
     gates = [gate for _, gate in per_seed]
@@ -249,9 +249,10 @@ def _gate_text(cells: Sequence[CellResult]) -> str:
         f"g < {GATE_EXTREME}: {_mean_of((g.at_zero for g in gates), '.0%')}, "
         f"g > {1 - GATE_EXTREME}: {_mean_of((g.at_one for g in gates), '.0%')}, "
         f"region spread {_mean_of(g.region_spread for g in gates)}, "
-        f"timestep change {_mean_of(g.timestep_change for g in gates)} "
-        f"(averaged over {len(gates)} seed{'s' if len(gates) > 1 else ''})"
+        f"timestep change {_mean_of(g.timestep_change for g in gates)}"
     )
+    if len(gates) > 1:
+        numbers += f" (averaged over {len(gates)} seeds)"
     return f"gate: {labels}; {numbers}"
 
 
@@ -265,11 +266,10 @@ def _versus_baseline(
         return f"{label}: not compared (no seed finished in both runs)"
     suffix = f" of {num_modes(dataset)}" if table.metric == "modes_captured" else ""
     means = (
-        f"{format_number(ours.mean, table.metric)}{suffix} vs "
-        f"{format_number(theirs.mean, table.metric)}"
+        f"{with_unit(format_number(ours.mean, table.metric), table.metric)}{suffix} vs "
+        f"{with_unit(format_number(theirs.mean, table.metric), table.metric)}"
     )
-    unit = " bits" if table.metric == "kl_divergence" else ""
-    described = describe_comparison(comparison, table.metric, unit)
+    described = describe_comparison(comparison, table.metric)
     return f"{label} {means} (baseline): {described}"
 
 
@@ -294,11 +294,11 @@ def _series_b_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable
         high_end=1 - GATE_EXTREME,
         small=GATE_SMALL_VARIATION,
     )
-    blocks: list[Block] = [Heading(3, "Series B: dual-expert gating"), Paragraph(intro)]
+    blocks: list[Block] = [Heading(3, "Gates"), Paragraph(intro)]
     for dataset in loaded.datasets:
         items = []
-        for run in loaded.runs_with_weights(1):
-            cells = weighted(loaded.finished(run, dataset), 1)
+        for run in runs_by_kind(loaded, "gate"):
+            cells = [c for c in weight_cells(loaded, run, dataset) if "final" in c.weights]
             parts = [
                 _versus_baseline(loaded, tables["modes_captured"], run, dataset, "modes captured"),
                 _versus_baseline(loaded, tables["kl_divergence"], run, dataset, "KL"),
@@ -310,8 +310,8 @@ def _series_b_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable
 
 
 def analysis_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable]) -> list[Block]:
-    candidates = [run for run in loaded.run_names if run != loaded.baseline]
-    blocks: list[Block] = [Heading(2, "Analysis"), Heading(3, "Summary")]
+    candidates = [run for run in representatives(loaded) if run != loaded.baseline]
+    blocks: list[Block] = [Heading(2, "Analysis"), Heading(3, "Verdicts against the baseline")]
     if not candidates:
         blocks.append(Paragraph("Only the baseline was run: there is nothing to compare."))
     else:
@@ -319,8 +319,8 @@ def analysis_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable]
         tallies = [tally(comparisons[m], label) for m, label in SUMMARY_METRICS.items()]
         blocks.append(Paragraph(" ".join(tallies)))
         blocks.append(Bullets(tuple(summary_items(comparisons, candidates, loaded.datasets))))
-    if loaded.runs_with_weights(2):
+    if runs_by_kind(loaded, "branches"):
         blocks += _series_a_blocks(loaded, tables)
-    if loaded.runs_with_weights(1):
+    if runs_by_kind(loaded, "gate"):
         blocks += _series_b_blocks(loaded, tables)
     return blocks

@@ -3,18 +3,31 @@
 A report is a list of `Block`s (`Heading`, `Paragraph`, `Bullets`, `Table`, `Image`) that the
 other modules build; `render_markdown` writes them as report.md (figures linked by path) and
 `render_html` as a self-contained page (figures read from the results directory and inlined as
-base64 PNG). Both are pure functions of the blocks, so the same blocks give the same bytes.
-`comma_list` is the one text helper the sections share. Nothing here knows about experiments.
+base64 data URLs of their own type). Both are pure functions of the blocks, so the same blocks
+give the same bytes. `write_pages` writes several pages so that they never disagree: all are
+written to temporaries first, then renamed one after the other. `comma_list` is the one text
+helper the sections share. Nothing here knows about experiments.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lowdiff import results
+
+IMAGE_TYPES = {
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+}
 
 
 @dataclass(frozen=True)
@@ -91,9 +104,11 @@ def _html_table(table: Table) -> str:
 
 
 def _html_image(block: Image, root: Path) -> str:
-    encoded = base64.b64encode((root / block.path).read_bytes()).decode("ascii")
+    path = root / block.path
+    kind = IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
     return (
-        f'<figure><img src="data:image/png;base64,{encoded}" alt="{html.escape(block.title)}">'
+        f'<figure><img src="data:{kind};base64,{encoded}" alt="{html.escape(block.title)}">'
         f"<figcaption>{_html_text(block.caption)}</figcaption></figure>"
     )
 
@@ -108,7 +123,7 @@ HTML_STYLE = (
 
 
 def render_html(blocks: Iterable[Block], *, title: str, root: Path) -> str:
-    """A self-contained HTML page; figures are read from `root` and inlined as base64 PNG."""
+    """A self-contained HTML page; figures are read from `root` and inlined as base64."""
     renderers: dict[type, Callable[[Any], str]] = {
         Heading: lambda b: f"<h{b.level}>{_html_text(b.text)}</h{b.level}>",
         Paragraph: lambda b: f"<p>{_html_text(b.text)}</p>",
@@ -122,6 +137,26 @@ def render_html(blocks: Iterable[Block], *, title: str, root: Path) -> str:
         f"<title>{html.escape(title)}</title><style>{HTML_STYLE}</style></head>\n"
         f"<body>\n{body}\n</body></html>\n"
     )
+
+
+def write_pages(root: Path, pages: dict[str, str]) -> None:
+    """Write every page under `root` so that no reader sees them disagree for long.
+
+    Each page goes to a hidden temporary beside its target first (fully written and flushed);
+    only when all exist are they renamed into place, one right after the other. A failure
+    before the renames leaves every old page as it was.
+    """
+    temporaries = {}
+    try:
+        for name, text in pages.items():
+            temporary = root / f".{name}.next"
+            results.atomic_write_bytes(temporary, text.encode())
+            temporaries[name] = temporary
+        for name, temporary in temporaries.items():
+            os.replace(temporary, root / name)
+    finally:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
 
 
 def comma_list(values: Iterable[object]) -> str:

@@ -1,10 +1,12 @@
 """The report's figures: what each one shows, whether it can be drawn, and drawing them.
 
-`figure_plans` lists every figure as a `FigurePlan` (file name, title, caption, and a function
-that draws it, or None with the reason it is skipped): the common four (training loss, samples,
-KL and modes-captured bars), the Series A branch weights when a run recorded two weights, and
-the Series B dino figures and gate fields when a run recorded a gate. `write_figures` draws and
-saves them into <root>/figures/ through `plots` and returns the blocks that show them.
+`common_plans` lists the figures as a `FigurePlan` (file stem, title, caption, and a function
+that draws it, or None with the reason it is skipped): the common ones (training loss, samples
+with the data as ground truth, bars of every headline metric and of modes captured), the
+figures of mixing weights chosen from the architecture registry (kind "branches": the weight
+evolution; kind "gate": gated samples, loss, gate histograms and gate fields of the series
+datasets; `mixing_figures`), and the reverse process of each dataset (`process_figures`).
+Identical runs are drawn once. `write_figures` draws and saves them into <root>/figures/.
 """
 
 from __future__ import annotations
@@ -12,43 +14,65 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from lowdiff import plots
+from lowdiff import data, plots
+from lowdiff.metrics import METRICS
 from lowdiff.report.document import Block, Heading, Image, Paragraph
-from lowdiff.report.load import CellResult, ExperimentResults, weighted
-from lowdiff.report.tables import MetricTable, num_modes
+from lowdiff.report.load import CellResult, ExperimentResults
+from lowdiff.report.options import ReportOptions, divergence_note, representatives
+from lowdiff.report.overview import headline_metrics
+from lowdiff.report.tables import MetricTable
+from lowdiff.report.text import clipped_interval, num_modes
 
-Pick = Callable[[list[CellResult]], "np.ndarray | None"]
+if TYPE_CHECKING:  # only plots imports matplotlib
+    from matplotlib.figure import Figure
+
 NOTHING_FINISHED = "no finished cell to draw from"
 FIRST_SEED_NOTE = "the first seed of each run and dataset (the next finished one if it is missing)"
 SMOOTHING_NOTE = "seed mean smoothed with a Hanning window of 25 steps; the band spans the seeds"
+SEED_DOTS_BELOW = 5  # per-seed dots beside the bars when there are fewer seeds than this
+TRUTH_POINTS = 5000
+SCATTER_POINTS = 5000  # per panel of the sample grid: enough to see every mode, light to embed
 
 
 @dataclass(frozen=True)
 class FigurePlan:
-    """One figure: its file name, title, description, and how to draw it (None: skipped)."""
+    """One figure: its file stem, title, description, and how to draw it (None: skipped)."""
 
-    name: str
+    stem: str
     title: str
     caption: str
     build: Callable[[], Figure] | None
     skipped: str = NOTHING_FINISHED  # why it is not drawn, when build is None
+    dpi: int = plots.style.DPI  # dense small multiples are saved at a lower resolution
 
 
-def _nested(
-    loaded: ExperimentResults, runs: Sequence[str], datasets: Sequence[str], pick: Pick
+@dataclass(frozen=True)
+class Context:
+    loaded: ExperimentResults
+    tables: Mapping[str, MetricTable]
+    colors: Mapping[str, str]
+    options: ReportOptions
+
+    @property
+    def runs(self) -> list[str]:
+        return representatives(self.loaded)
+
+
+def nested(
+    ctx: Context,
+    runs: Sequence[str],
+    datasets: Sequence[str],
+    pick: Callable[[list[CellResult]], np.ndarray | None],
 ) -> dict[str, dict[str, np.ndarray]]:
     """[run][dataset] -> pick(finished cells), leaving out empty picks and empty runs."""
     nested = {}
     for run in runs:
-        by_dataset = {
-            dataset: value
-            for dataset in datasets
-            if (value := pick(loaded.finished(run, dataset))) is not None
-        }
+        cells = {d: ctx.loaded.finished(run, d) for d in datasets}
+        by_dataset = {d: value for d, c in cells.items() if (value := pick(c)) is not None}
         if by_dataset:
             nested[run] = by_dataset
     return nested
@@ -59,246 +83,129 @@ def _stacked_losses(cells: list[CellResult]) -> np.ndarray | None:
     return np.stack(losses) if losses else None  # (seeds, steps)
 
 
-def _first_samples(cells: list[CellResult]) -> np.ndarray | None:
+def first_samples(cells: list[CellResult]) -> np.ndarray | None:
     return next((cell.samples for cell in cells if cell.samples is not None), None)  # (N, 2)
 
 
-def _stacked_traces(cells: list[CellResult]) -> np.ndarray | None:
-    traces = [cell.weights["trace"] for cell in weighted(cells, 2)]
-    return np.stack(traces) if traces else None  # (seeds, T, 2)
+def truth_points(ctx: Context, datasets: Sequence[str]) -> dict[str, np.ndarray]:
+    """The first training points of each dataset (the same points the models learned from)."""
+    size = ctx.loaded.config.experiment.num_points
+    return {d: data.load(d, size)[:TRUTH_POINTS] for d in datasets}
 
 
-def _bar_inputs(table: MetricTable) -> tuple[dict, dict]:
-    """means[run][dataset] and ci[run][dataset] = (low, high) for plots.metric_bars."""
-    means: dict[str, dict[str, float]] = {}
-    intervals: dict[str, dict[str, tuple[float, float]]] = {}
-    for (run, dataset), summary in table.summaries.items():
-        means.setdefault(run, {})[dataset] = summary.mean
-        if summary.ci_low is not None and summary.ci_high is not None:
-            intervals.setdefault(run, {})[dataset] = (summary.ci_low, summary.ci_high)
-    return means, intervals
-
-
-def _loss_figure(loaded: ExperimentResults, colors: Mapping[str, str]) -> FigurePlan:
-    curves = _nested(loaded, loaded.run_names, loaded.datasets, _stacked_losses)
+def loss_figure(ctx: Context, datasets: Sequence[str], stem: str, title: str) -> FigurePlan:
+    curves = nested(ctx, ctx.runs, datasets, _stacked_losses)
+    draw = partial(plots.loss_curves, curves, datasets=list(datasets), colors=ctx.colors)
     return FigurePlan(
-        "train_loss.png",
-        "Training loss",
+        stem,
+        title,
         "Training loss (MSE of the predicted noise) against training step, one panel per "
         f"dataset and one curve per run: {SMOOTHING_NOTE}.",
-        partial(plots.loss_curves, curves, colors=colors) if curves else None,
-    )
-
-
-def _samples_figure(loaded: ExperimentResults, colors: Mapping[str, str]) -> FigurePlan:
-    samples = _nested(loaded, loaded.run_names, loaded.datasets, _first_samples)
-    return FigurePlan(
-        "generated_images.png",
-        "Generated samples",
-        f"Samples of every run (rows) on every dataset (columns), from {FIRST_SEED_NOTE}.",
-        partial(plots.sample_grid, samples, colors=colors) if samples else None,
-    )
-
-
-def _kl_figure(
-    loaded: ExperimentResults, tables: Mapping[str, MetricTable], colors: Mapping[str, str]
-) -> FigurePlan:
-    means, intervals = _bar_inputs(tables["kl_divergence"])
-    oracle = {
-        dataset: value
-        for dataset in loaded.datasets
-        if (value := loaded.oracle_mean(dataset, "kl_divergence")) is not None
-    }
-    draw = partial(
-        plots.metric_bars,
-        means,
-        ci=intervals or None,
-        oracle=oracle or None,
-        ylabel="KL (bits)",
-        title="KL(data ‖ samples)",
-        colors=colors,
-    )
-    return FigurePlan(
-        "kl_divergence_comparison.png",
-        "KL divergence",
-        "Mean KL(data ‖ samples) in bits per dataset and run with 95% CI whiskers over seeds; "
-        "the dashed line is the oracle floor (fresh draws of the true distribution). Lower is "
-        "closer to the data.",
-        draw if means else None,
-    )
-
-
-def _modes_figure(
-    loaded: ExperimentResults, tables: Mapping[str, MetricTable], colors: Mapping[str, str]
-) -> FigurePlan:
-    means, intervals = _bar_inputs(tables["modes_captured"])
-    true_modes = {dataset: num_modes(dataset) for dataset in loaded.datasets}
-    draw = partial(
-        plots.mode_bars, means, true_modes=true_modes, ci=intervals or None, colors=colors
-    )
-    return FigurePlan(
-        "modes_captured.png",
-        "Modes captured",
-        "Fraction of the K true mixture components captured per dataset and run (mean over "
-        "seeds, 95% CI whiskers); the dashed line marks all K modes.",
-        draw if means else None,
-    )
-
-
-def _weight_figure(loaded: ExperimentResults, colors: Mapping[str, str]) -> FigurePlan:
-    weights = _nested(loaded, loaded.runs_with_weights(2), loaded.datasets, _stacked_traces)
-    return FigurePlan(
-        "weight_evolution.png",
-        "Branch weights during sampling (Series A)",
-        "Mean weight of the global (solid) and local (dashed) branch over the samples at each "
-        "sampling step, from t = T−1 (noise, left) to t = 0 (data, right), for every adaptive "
-        "run; line = seed mean, band = min–max over seeds.",
-        partial(plots.weight_evolution, weights, colors=colors) if weights else None,
-    )
-
-
-def _dino_gates(loaded: ExperimentResults, *, pooled: bool) -> dict[str, np.ndarray]:
-    """run -> last-step dino gates (N,) of each gated run: the first seed, or all pooled."""
-    gates = {}
-    for run in loaded.runs_with_weights(1):
-        cells = weighted(loaded.finished(run, "dino"), 1)
-        if cells:
-            chosen = cells if pooled else cells[:1]
-            gates[run] = np.concatenate([cell.weights["final"][:, 0] for cell in chosen])
-    return gates
-
-
-def _dino_samples_figure(loaded: ExperimentResults) -> FigurePlan:
-    samples = {
-        run: points
-        for run in loaded.run_names
-        if (points := _first_samples(loaded.finished(run, "dino"))) is not None
-    }
-    gates = _dino_gates(loaded, pooled=False)
-    draw = partial(plots.gated_samples, samples, gates, title="dino: gate at the last step")
-    return FigurePlan(
-        "dino_generated_samples.png",
-        "dino samples coloured by the gate (Series B)",
-        f"dino samples of every run, from {FIRST_SEED_NOTE}; gated runs are coloured by their "
-        "gate g at the last sampling step (cool: g near 0, expert 2; warm: g near 1, expert "
-        "1), runs without a gate are grey.",
-        draw if samples else None,
-    )
-
-
-def _dino_loss_figure(loaded: ExperimentResults, colors: Mapping[str, str]) -> FigurePlan:
-    curves = _nested(loaded, loaded.run_names, ["dino"], _stacked_losses)
-    draw = partial(plots.loss_curves, curves, datasets=["dino"], colors=colors)
-    return FigurePlan(
-        "dino_train_loss.png",
-        "dino training loss (Series B)",
-        f"Training loss on dino per run: {SMOOTHING_NOTE}.",
         draw if curves else None,
     )
 
 
-def _dino_histogram_figure(loaded: ExperimentResults, colors: Mapping[str, str]) -> FigurePlan:
-    gates = _dino_gates(loaded, pooled=True)
+def _samples_figure(ctx: Context) -> FigurePlan:
+    loaded = ctx.loaded
+    samples = nested(ctx, ctx.runs, loaded.datasets, first_samples)
+    notes = {
+        run: {d: note for d in loaded.datasets if (note := divergence_note(loaded, run, d))}
+        for run in ctx.runs
+    }
+    notes = {run: by_d for run, by_d in notes.items() if by_d}
+    # every run in the experiment's order, a run with only diverged cells included
+    samples = {run: samples.get(run, {}) for run in ctx.runs if run in samples or run in notes}
+    draw = partial(
+        plots.sample_grid, samples, truth=truth_points(ctx, loaded.datasets), notes=notes,
+        colors=ctx.colors, max_points=SCATTER_POINTS,
+    )  # fmt: skip
     return FigurePlan(
-        "dino_gating_weights_histogram.png",
-        "dino gate histograms (Series B)",
-        "Distribution of the gate g at the last sampling step over the dino samples of each "
-        "gated run, pooled over seeds; mass piled at 0 or 1 means one expert does the work.",
-        partial(plots.gate_histograms, gates, colors=colors) if gates else None,
-        "no finished dino cell of a gated run",
+        "generated_images",
+        "Generated samples",
+        "The training data (first row, grey) and the samples of every run (rows) on every "
+        f"dataset (columns), from {FIRST_SEED_NOTE}.",
+        draw if samples or notes else None,
     )
 
 
-def _dino_figures(loaded: ExperimentResults, colors: Mapping[str, str]) -> list[FigurePlan]:
-    plans = [
-        _dino_samples_figure(loaded),
-        _dino_loss_figure(loaded, colors),
-        _dino_histogram_figure(loaded, colors),
-    ]
-    if "dino" not in loaded.datasets:
-        absent = "dino is not a dataset of this experiment"
-        plans = [FigurePlan(p.name, p.title, p.caption, None, absent) for p in plans]
-    return plans
-
-
-SPECIALISATION_DATASETS = ("dino", "moons")
-
-
-def _field_inputs(
-    loaded: ExperimentResults, run: str
-) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, np.ndarray], float | None]:
-    """Gate fields [dataset][t] -> (G, G), overlay samples and extent, from the first seed."""
-    fields, overlay, extent = {}, {}, None
-    for dataset in SPECIALISATION_DATASETS:
-        cell = next(
-            (c for c in weighted(loaded.finished(run, dataset), 1) if "field" in c.weights),
-            None,
-        )
-        if cell is None:
+def _bar_inputs(ctx: Context, table: MetricTable) -> tuple[dict, dict, dict | None]:
+    """means, clipped intervals and (with few seeds) per-seed values, [run][dataset]."""
+    means: dict[str, dict[str, float]] = {}
+    intervals: dict[str, dict[str, tuple[float, float]]] = {}
+    seeds: dict[str, dict[str, list[float]]] = {}
+    for (run, dataset), summary in table.summaries.items():
+        if run not in ctx.runs:
             continue
-        weights = cell.weights
-        timesteps = [int(t) for t in weights["field_timesteps"]]
-        fields[dataset] = {t: weights["field"][i, :, :, 0] for i, t in enumerate(timesteps)}
-        extent = float(weights["field_extent"])
-        if cell.samples is not None:
-            overlay[dataset] = cell.samples
-    return fields, overlay, extent
+        means.setdefault(run, {})[dataset] = summary.mean
+        interval = clipped_interval(summary, table.metric, dataset)
+        if interval is not None:
+            intervals.setdefault(run, {})[dataset] = interval[:2]
+        values = ctx.loaded.values(table.metric, run, dataset)
+        seeds.setdefault(run, {})[dataset] = list(values.values())
+    few = len(ctx.loaded.seeds) < SEED_DOTS_BELOW
+    return means, intervals, seeds if few else None
 
 
-def _specialisation_figures(loaded: ExperimentResults) -> list[FigurePlan]:
-    """expert_specialisation.png for the first gated run, expert_specialisation_<run>.png after."""
-    plans = []
-    present = [d for d in SPECIALISATION_DATASETS if d in loaded.datasets]
-    for index, run in enumerate(loaded.runs_with_weights(1)):
-        name = "expert_specialisation.png" if index == 0 else f"expert_specialisation_{run}.png"
-        fields, overlay, extent = _field_inputs(loaded, run)
-        build = None
-        if fields and extent is not None:
-            box = (-extent, extent, -extent, extent)
-            build = partial(plots.gate_field, fields, extent=box, overlay=overlay)
-        why = "no recorded gate field for dino or moons"
-        if not present:
-            why = "neither dino nor moons is a dataset of this experiment"
-        plans.append(
-            FigurePlan(
-                name,
-                f"Expert specialisation of {run} (Series B)",
-                f"Gate g of {run} over the plane at several timesteps (columns, noise → data) "
-                f"for {' and '.join(fields) or 'dino and moons'} (rows), from the first seed, "
-                "with that model's samples overlaid: warm regions are handled by expert 1, cool "
-                "ones by expert 2; a uniform colour means no specialisation by region.",
-                build,
-                why,
-            )
-        )
-    return plans
+def _metric_figure(ctx: Context, metric: str) -> FigurePlan:
+    info = METRICS[metric]
+    means, intervals, seeds = _bar_inputs(ctx, ctx.tables[metric])
+    oracle = {
+        d: v for d in ctx.loaded.datasets if (v := ctx.loaded.oracle_mean(d, metric)) is not None
+    }
+    unit = f" ({info.unit})" if info.unit else ""
+    draw = partial(
+        plots.metric_bars, means, ci=intervals or None, oracle=oracle or None, per_seed=seeds,
+        bounds=info.bounds, ylabel=f"{info.label}{unit}", title=info.description,
+        colors=ctx.colors,
+    )  # fmt: skip
+    stem = "kl_divergence_comparison" if metric == "kl_divergence" else f"{metric}_comparison"
+    dots = "; dots are the seeds" if seeds else ""
+    return FigurePlan(
+        stem,
+        info.label,
+        f"Mean {info.label}{unit} per dataset and run with 95% CI whiskers over seeds (clipped "
+        f"to the metric's range){dots}; the dashed line is the oracle floor (fresh draws of "
+        "the true distribution).",
+        draw if means else None,
+    )
 
 
-def figure_plans(
-    loaded: ExperimentResults, tables: Mapping[str, MetricTable], colors: Mapping[str, str]
-) -> list[FigurePlan]:
-    """Every figure of the report: the common four, then Series A and B where they apply."""
+def _modes_figure(ctx: Context) -> FigurePlan:
+    means, intervals, seeds = _bar_inputs(ctx, ctx.tables["modes_captured"])
+    true_modes = {d: num_modes(d) for d in ctx.loaded.datasets}
+    draw = partial(
+        plots.mode_bars, means, true_modes=true_modes, ci=intervals or None, per_seed=seeds,
+        colors=ctx.colors,
+    )  # fmt: skip
+    return FigurePlan(
+        "modes_captured",
+        "Modes captured",
+        "Fraction of the K true mixture components captured per dataset and run (mean over "
+        "seeds, 95% CI whiskers clipped to [0, K]); the dashed line marks all K modes.",
+        draw if means else None,
+    )
+
+
+def common_plans(ctx: Context) -> list[FigurePlan]:
     plans = [
-        _loss_figure(loaded, colors),
-        _samples_figure(loaded, colors),
-        _kl_figure(loaded, tables, colors),
-        _modes_figure(loaded, tables, colors),
+        loss_figure(ctx, ctx.loaded.datasets, "train_loss", "Training loss"),
+        _samples_figure(ctx),
     ]
-    if loaded.runs_with_weights(2):
-        plans.append(_weight_figure(loaded, colors))
-    if loaded.runs_with_weights(1):
-        plans += _dino_figures(loaded, colors) + _specialisation_figures(loaded)
+    plans += [_metric_figure(ctx, m) for m in headline_metrics(ctx.tables)]
+    if "modes_captured" in ctx.tables and ctx.tables["modes_captured"].summaries:
+        plans.append(_modes_figure(ctx))
     return plans
 
 
-def write_figures(loaded: ExperimentResults, plans: Sequence[FigurePlan]) -> list[Block]:
+def write_figures(ctx: Context, plans: Sequence[FigurePlan]) -> list[Block]:
     """Draw and save every planned figure into <root>/figures/; blocks that show them."""
     blocks: list[Block] = [Heading(2, "Figures")]
     for plan in plans:
-        blocks.append(Heading(3, f"{plan.title} ({plan.name})"))
+        name = plan.stem + ctx.options.figure_format
+        blocks.append(Heading(3, f"{plan.title} ({name})"))
         if plan.build is None:
             blocks.append(Paragraph(f"Not drawn: {plan.skipped}."))
             continue
-        plots.save_figure(plan.build(), loaded.root / "figures" / plan.name)
-        blocks.append(Image(f"figures/{plan.name}", plan.title, plan.caption))
+        plots.save_figure(plan.build(), ctx.loaded.root / "figures" / name, dpi=plan.dpi)
+        blocks.append(Image(f"figures/{name}", plan.title, plan.caption))
     return blocks

@@ -1,45 +1,45 @@
-"""The report's opening sections: title and setup, how to read it, and one section per run.
+"""The report's sections: setup, how to read it, and one section per group of identical runs.
 
-`header_blocks` gives the title, the question, the setup (datasets, seeds, training, sampling,
-device, cells finished), the missing cells and how to read the numbers. `run_blocks` gives the
-section of one run ("Run N: name"): its description, the options that differ from the baseline
-(`option_differences`) and its table of datasets x metrics (`run_table`: mean ± CI half-width,
-Δ vs baseline, and the oracle floor under each dataset). `tables_note` states the Holm families.
+`header_blocks` gives the question, the setup (datasets, seeds, training, sampling, device,
+cells finished), the missing cells and how to read the numbers (the single-seed case said once).
+`run_blocks` gives the section of one group of identical runs ("Run N: name", or "Runs 2, 3, 4:
+a = b = c" with the statement that they share one configuration): its description, the options
+that differ from the baseline (`option_differences`) and its table of datasets x metrics
+(`run_table`: mean ± CI, clipped to each metric's range, Δ vs baseline, the measured batch
+times, diverged seeds, and the oracle floor under each dataset).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lowdiff.architectures import ARCHITECTURE_OPTIONS, COMMON_OPTIONS
+from lowdiff.architectures import ARCHITECTURES, COMMON_OPTIONS
 from lowdiff.config import RunConfig, to_dict
 from lowdiff.metrics import METRICS
 from lowdiff.report.document import Block, Bullets, Heading, Paragraph, Table, comma_list
 from lowdiff.report.load import ExperimentResults
-from lowdiff.report.tables import (
-    ALPHA,
-    MARK,
-    ORACLE_METRICS,
-    TABLE_METRICS,
-    MetricTable,
+from lowdiff.report.options import divergence_note, group_label
+from lowdiff.report.tables import ALPHA, MetricTable
+from lowdiff.report.text import (
+    STAR,
     format_delta,
     format_number,
     format_summary,
+    measured_time,
+    metric_title,
     num_modes,
 )
 
-# --- part 1: title, question, setup, how to read ------------------------------------------------
+TIME_METRICS = ("training_time", "inference_time")
+
+# --- setup and how to read ---------------------------------------------------------------------
 
 
 def _setup_items(loaded: ExperimentResults) -> list[str]:
     settings = loaded.config.experiment
     reference = loaded.config.run(loaded.baseline)
-    devices = sorted(
-        {str(c.record.get("batch", {}).get("device", "?")) for c in loaded.cells.values()}
-    )
-    models = sorted(
-        {int(c.record.get("batch", {}).get("models", 0)) for c in loaded.cells.values()}
-    )
+    batches = [c.record.get("batch") or {} for c in loaded.cells.values()]
+    devices = sorted({str(b.get("device", "?")) for b in batches})
     total = len(loaded.run_names) * len(loaded.datasets) * len(loaded.seeds)
     return [
         f"Datasets: {comma_list(loaded.datasets)} ({settings.num_points} training points each)",
@@ -48,35 +48,48 @@ def _setup_items(loaded: ExperimentResults) -> list[str]:
         f"steps, batch size {reference.train.batch_size} per model, learning rate "
         f"{reference.train.learning_rate:g}, {reference.schedule.num_timesteps} diffusion "
         f"timesteps ({reference.schedule.beta_schedule} schedule)",
-        f"Sampling: {reference.eval.num_samples} samples per model; oracle floor from "
+        f"Sampling: {reference.eval.num_samples} samples per model; k-nearest-neighbour metrics "
+        f"with k = {reference.eval.knn_k}; oracle floor from "
         f"{settings.oracle_draws} fresh draw(s) of {loaded.oracle_num_samples or '?'} points",
         f"Device: {comma_list(devices) if devices else settings.device}; up to "
-        f"{settings.max_models_per_batch} models per batched engine call "
-        f"(used: {comma_list(models) if models else 'none'})",
+        f"{settings.max_models_per_batch} models per batched engine call",
         f"Cells finished: {len(loaded.cells)} of {total}",
     ]
 
 
 HOW_TO_READ = (
     "How to read: each entry is the mean over seeds ± the half-width of its 95% Student-t "
-    "confidence interval. Δ is the paired difference run − baseline over the same seeds (the "
-    "seeds share data order and noise), tested with a two-sided paired t-test; {mark} marks a "
-    "difference that stays significant at α = {alpha} after Holm correction over all runs × "
-    "datasets of that metric, and only such a difference is given a direction in words. ↓ "
-    "after a metric: lower values are the improvement; ↑: higher values are. The oracle floor "
-    "is the value of the metric for fresh draws of the true distribution, i.e. what a perfect "
-    "generator would get (the KL estimate of a perfect generator is not exactly 0). With a "
-    "single seed there is no interval and no test. Train and sample times are the batched "
-    "wall clock divided by the number of models trained together."
+    "confidence interval; an interval that would leave a metric's range (a fraction below 0, "
+    "more modes than exist) is clipped to it and written [low, high]. Δ is the paired "
+    "difference run − baseline over the same seeds (the seeds share data order and noise). "
+    "{star} marks a difference the corrected test (Holm over all runs × datasets of the metric, "
+    "α = {alpha}) calls better; for metrics with an oracle value, better means closer to it. "
+    "↓ after a metric: lower values are the improvement; ↑: higher values are. The oracle floor "
+    "is the metric for fresh draws of the true distribution: what a perfect generator gets. "
+    "Times are the measured wall clock of the batch the model was trained (sampled) in, with "
+    "the number of models sharing it."
+)
+SINGLE_SEED = (
+    "Every cell has a single seed: the numbers have no interval and no comparison is tested."
 )
 
 
+def missing_items(loaded: ExperimentResults) -> list[str]:
+    """One line per run and reason: 'fixed: all 12 cells (not finished ...)' or the cells
+    'learned: dino / seed 1, moons / seed 0 (stale: ...)'."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for m in loaded.missing:
+        groups.setdefault((m.run, m.reason), []).append(f"{m.dataset} / seed {m.seed}")
+    per_run = len(loaded.datasets) * len(loaded.seeds)
+    return [
+        f"{run}: {f'all {per_run} cells' if len(cells) == per_run else comma_list(cells)} "
+        f"({reason})"
+        for (run, reason), cells in groups.items()
+    ]
+
+
 def header_blocks(loaded: ExperimentResults) -> list[Block]:
-    settings = loaded.config.experiment
-    blocks: list[Block] = [Heading(1, f"lowdiff report: {settings.name}")]
-    if settings.question:
-        blocks.append(Paragraph(f"Question: {settings.question}"))
-    blocks += [Heading(2, "Setup"), Bullets(tuple(_setup_items(loaded)))]
+    blocks: list[Block] = [Heading(2, "Setup"), Bullets(tuple(_setup_items(loaded)))]
     if loaded.missing:
         blocks.append(Heading(3, "Missing cells"))
         blocks.append(
@@ -85,19 +98,19 @@ def header_blocks(loaded: ExperimentResults) -> list[Block]:
                 "table, test and figure (rerun the experiment to complete them):"
             )
         )
-        items = [
-            f"{m.run} / {m.dataset} / seed {m.seed}: missing, {m.reason}" for m in loaded.missing
-        ]
-        blocks.append(Bullets(tuple(items)))
-    blocks.append(Paragraph(HOW_TO_READ.format(mark=MARK, alpha=ALPHA)))
+        blocks.append(Bullets(tuple(missing_items(loaded))))
+    text = HOW_TO_READ.format(star=STAR, alpha=ALPHA)
+    if len(loaded.seeds) == 1:
+        text += " " + SINGLE_SEED
+    blocks.append(Paragraph(text))
     return blocks
 
 
-# --- part 2: one section per run ---------------------------------------------------------------
+# --- one section per group of identical runs --------------------------------------------------
 
 
 def _model_line(run: RunConfig) -> str:
-    options = (*COMMON_OPTIONS, *ARCHITECTURE_OPTIONS[run.model.arch])
+    options = (*COMMON_OPTIONS, *ARCHITECTURES[run.model.arch].options)
     return (
         f"model.arch = {run.model.arch} ("
         + comma_list(f"{name} = {getattr(run.model, name)}" for name in options)
@@ -116,92 +129,100 @@ def option_differences(run: RunConfig, baseline: RunConfig) -> list[str]:
         changes.append(f"model.arch = {run.model.arch}")
         changes += [
             f"model.{name} = {getattr(run.model, name)}"
-            for name in ARCHITECTURE_OPTIONS[run.model.arch]
+            for name in ARCHITECTURES[run.model.arch].options
         ]
     own, reference = to_dict(run), to_dict(baseline)
     for section in ("model", "train", "schedule", "eval"):
         for key, value in own[section].items():
             line = f"{section}.{key} = {value}"
-            if value != reference[section][key] and line not in changes and key != "arch":
+            if value != reference[section].get(key) and line not in changes and key != "arch":
                 changes.append(line)
     return changes
 
 
-def _table_cell(
-    loaded: ExperimentResults,
-    tables: Mapping[str, MetricTable],
-    run: str,
-    dataset: str,
-    metric: str,
-) -> str:
-    summary = tables[metric].summaries.get((run, dataset))
+def table_metrics(tables: Mapping[str, MetricTable]) -> list[str]:
+    """The metric columns of run tables: every table metric with a value, times aside."""
+    return [m for m, t in tables.items() if t.summaries and m not in TIME_METRICS]
+
+
+def _table_cell(loaded: ExperimentResults, table: MetricTable, run: str, dataset: str) -> str:
+    summary = table.summaries.get((run, dataset))
     if summary is None:
-        return "missing"
-    text = format_summary(summary, metric, len(loaded.seeds))
-    if metric == "modes_captured":
-        text += f" of {num_modes(dataset)}"
-    comparison = tables[metric].comparisons.get((run, dataset))
+        return divergence_note(loaded, run, dataset) or "missing"
+    text = format_summary(summary, table.metric, dataset, len(loaded.seeds))
+    comparison = table.comparisons.get((run, dataset))
     if comparison is not None:
-        text += "\n" + format_delta(comparison, metric)
+        text += "\n" + format_delta(comparison, table.metric)
     return text
 
 
-def _oracle_row(loaded: ExperimentResults, dataset: str) -> tuple[str, ...] | None:
+def _times_cell(loaded: ExperimentResults, run: str, dataset: str) -> str:
+    cells = loaded.finished(run, dataset)
+    parts = [
+        f"{label} {text}"
+        for label, phase in (("train", "training_time"), ("sample", "inference_time"))
+        if (text := measured_time(cells, phase)) is not None
+    ]
+    return "\n".join(parts) or "—"
+
+
+def _oracle_row(loaded: ExperimentResults, dataset: str, metrics: list[str]):
     if dataset not in loaded.oracle:
         return None
     cells = []
-    for metric in TABLE_METRICS:
-        value = loaded.oracle_mean(dataset, metric) if metric in ORACLE_METRICS else None
-        text = "—" if value is None else format_number(value, metric)
-        cells.append(text + (f" of {num_modes(dataset)}" if metric == "modes_captured" else ""))
-    return (f"↳ {dataset} oracle floor", *cells)
-
-
-def _column_title(metric: str) -> str:
-    direction = METRICS[metric].lower_is_better
-    return METRICS[metric].label + {True: " ↓", False: " ↑", None: ""}[direction]
+    for metric in metrics:
+        value = loaded.oracle_mean(dataset, metric) if METRICS[metric].goal == "oracle" else None
+        if value is None:
+            cells.append("—")
+        else:
+            modes = f" of {num_modes(dataset)}" if metric == "modes_captured" else ""
+            cells.append(format_number(value, metric) + modes)
+    return (f"↳ {dataset} oracle floor", *cells, "")
 
 
 def run_table(loaded: ExperimentResults, tables: Mapping[str, MetricTable], run: str) -> Table:
-    """Rows = datasets (each followed by its oracle floor), columns = the table metrics."""
+    """Rows = datasets (each followed by its oracle floor), columns = metrics, then times."""
+    metrics = table_metrics(tables)
     rows = []
     for dataset in loaded.datasets:
-        rows.append(
-            (dataset, *(_table_cell(loaded, tables, run, dataset, m) for m in TABLE_METRICS))
-        )
-        oracle = _oracle_row(loaded, dataset)
+        cells = [_table_cell(loaded, tables[m], run, dataset) for m in metrics]
+        note = divergence_note(loaded, run, dataset)
+        times = _times_cell(loaded, run, dataset) + (f"\n{note}" if note else "")
+        rows.append((dataset, *cells, times))
+        oracle = _oracle_row(loaded, dataset, metrics)
         if oracle is not None:
             rows.append(oracle)
-    return Table(("dataset", *(_column_title(m) for m in TABLE_METRICS)), tuple(rows))
+    header = ("dataset", *(metric_title(m) for m in metrics), "time (measured)")
+    return Table(header, tuple(rows))
 
 
 def run_blocks(
-    loaded: ExperimentResults, tables: Mapping[str, MetricTable], index: int, run: RunConfig
+    loaded: ExperimentResults, tables: Mapping[str, MetricTable], group: list[str]
 ) -> list[Block]:
-    blocks: list[Block] = [Heading(2, f"Run {index}: {run.name}")]
-    if run.description:
-        blocks.append(Paragraph(run.description))
-    baseline = loaded.config.run(loaded.baseline)
+    """The section of one group of identical runs, titled by their indices and names."""
+    indices = [loaded.run_names.index(name) for name in group]
+    run = loaded.config.run(group[0])
+    if len(group) == 1:
+        title = f"Run {indices[0]}: {run.name}"
+    else:
+        title = f"Runs {comma_list(indices)}: {group_label(group)}"
+    blocks: list[Block] = [Heading(2, title)]
+    if len(group) > 1:
+        blocks.append(
+            Paragraph(
+                f"{comma_list(group)} have the same configuration (the same config hash in every "
+                f"cell), so their cells are the same models; they are shown once, as {group[0]}."
+            )
+        )
+    descriptions = [loaded.config.run(name).description for name in group]
+    blocks += [Paragraph(text) for text in dict.fromkeys(descriptions) if text]
     if run.name == loaded.baseline:
         blocks.append(
             Paragraph(f"The baseline every other run is compared with. {_model_line(run)}.")
         )
     else:
-        changes = option_differences(run, baseline)
+        changes = option_differences(run, loaded.config.run(loaded.baseline))
         line = "; ".join(changes) if changes else "none (same options as the baseline)"
         blocks.append(Paragraph(f"Differs from the baseline ({loaded.baseline}): {line}."))
     blocks.append(run_table(loaded, tables, run.name))
     return blocks
-
-
-def tables_note(tables: Mapping[str, MetricTable]) -> Paragraph:
-    sizes = {
-        METRICS[metric].label: next(iter(table.comparisons.values())).family_size
-        for metric, table in tables.items()
-        if table.comparisons
-    }
-    listed = comma_list(f"{label}: {size}" for label, size in sizes.items())
-    return Paragraph(
-        f"{MARK} significant at α = {ALPHA} after Holm correction; tested comparisons per "
-        f"metric family: {listed or 'none'}."
-    )

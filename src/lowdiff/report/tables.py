@@ -8,9 +8,8 @@ catalogue goal is "oracle" is judged by the distance to its oracle floor of that
 (oracle.json), so a run is "better" only when significantly closer to the floor and a run
 significantly past it is said to be so, in the catalogue's words (`stats.verdict`); without a
 floor such a metric is not judged. Metrics with goal "lower"/"higher" keep the plain direction.
-The second half formats those numbers for the report
-(`format_number`, `format_summary`, `format_delta`, `describe_comparison`), with the column
-metrics, their number formats, the significance level and the mark of a significant difference.
+How the numbers are written is `report.text`'s concern (labels, units and formats from the
+metric catalogue).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from lowdiff import data, stats
+from lowdiff import stats
 from lowdiff.metrics import METRICS
 from lowdiff.report.load import ExperimentResults
 
@@ -41,13 +40,7 @@ TABLE_METRICS: tuple[str, ...] = (
 )
 # the metrics judged against their oracle floor (catalogue goal "oracle")
 ORACLE_METRICS = tuple(m for m in TABLE_METRICS if METRICS[m].goal == "oracle")
-FORMATS = {metric: METRICS[metric].format for metric in TABLE_METRICS} | {
-    "eval_loss": ".4f",
-    "training_time": ".3g",
-    "inference_time": ".3g",
-}
 ALPHA = 0.05
-MARK = "*"  # significant after Holm correction
 
 
 # --- statistics: per-seed values -> summaries and Holm-corrected comparisons -------------------
@@ -176,79 +169,3 @@ def _lower_is_better(metric: str) -> bool:
     if direction is None:
         raise ValueError(f"metric {metric!r} has no direction; it cannot be compared")
     return direction
-
-
-# --- formatting of numbers and comparisons ------------------------------------------------------
-
-
-def format_number(value: float, metric: str, *, signed: bool = False) -> str:
-    text = format(value, ("+" if signed else "") + FORMATS.get(metric, ".3g"))
-    return text.replace("-", "−")  # a real minus sign reads better in tables
-
-
-def _half_width(summary: stats.Summary) -> float | None:
-    if summary.ci_low is None or summary.ci_high is None:
-        return None
-    return (summary.ci_high - summary.ci_low) / 2.0
-
-
-def format_summary(summary: stats.Summary, metric: str, num_seeds: int) -> str:
-    """'mean ± half-CI', '(n = 2 of 3 seeds)' when seeds are missing, '(1 seed)' for one."""
-    half = _half_width(summary)
-    text = format_number(summary.mean, metric)
-    text += " (1 seed, no interval)" if half is None else f" ± {format_number(half, metric)}"
-    if summary.n < num_seeds and summary.n > 1:
-        text += f" (n = {summary.n} of {num_seeds})"
-    return text
-
-
-def format_delta(comparison: stats.Comparison, metric: str) -> str:
-    """'Δ −0.120* better' where the corrected test says so, else 'Δ −0.120' (+ 'untested')."""
-    text = f"Δ {format_number(comparison.mean_difference, metric, signed=True)}"
-    phrase = stats.verdict(comparison)
-    if phrase == stats.BETTER:
-        return f"{text}{MARK} better"
-    if phrase == stats.WORSE:
-        return f"{text}{MARK} worse"
-    if stats.is_past_oracle(phrase):
-        return f"{text}{MARK} past the oracle value"
-    if phrase in (
-        stats.NOT_TESTED_SINGLE_SEED,
-        stats.NOT_TESTED_ZERO_VARIANCE,
-        stats.NOT_TESTED_NO_ORACLE,
-    ):
-        return f"{text} (untested)"
-    return text
-
-
-def describe_comparison(comparison: stats.Comparison, metric: str, unit: str = "") -> str:
-    """The verdict with its numbers: 'better (significant) (Δ −0.12 bits, 95% CI [...], p = ..)'.
-
-    For a floor-aware comparison the numbers say how much closer to (or farther from) the
-    oracle value the candidate is, the interval of that change, and the test behind it."""
-    delta = format_number(comparison.mean_difference, metric, signed=True) + unit
-    details = [f"Δ {delta}"]
-    if comparison.distance_difference is not None:
-        oracle = format_number(comparison.oracle, metric) + unit
-        change = format_number(abs(comparison.distance_difference), metric) + unit
-        side = "closer to" if comparison.distance_difference < 0 else "farther from"
-        details.append(f"{change} {side} the oracle value {oracle}")
-        low, high = comparison.distance_ci_low, comparison.distance_ci_high
-    else:
-        low, high = comparison.ci_low, comparison.ci_high
-    if low is not None and high is not None and comparison.n > 1:
-        low, high = (format_number(v, metric) for v in (low, high))
-        what = " of the distance change" if comparison.distance_difference is not None else ""
-        details.append(f"uncorrected 95% CI{what} [{low}, {high}]")
-    if comparison.p_value_adjusted is not None:
-        details.append(f"Holm-adjusted p = {comparison.p_value_adjusted:.3g}")
-    if comparison.past_significant and comparison.past_p_value_adjusted is not None:
-        details.append(
-            f"past the oracle value: Holm-adjusted p = {comparison.past_p_value_adjusted:.3g}"
-        )
-    details.append(f"{comparison.n} paired seed{'s' if comparison.n != 1 else ''}")
-    return f"{stats.verdict(comparison)} ({', '.join(details)})"
-
-
-def num_modes(dataset: str) -> int:
-    return data.get_dataset(dataset).components.num_components
