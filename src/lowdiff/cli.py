@@ -16,7 +16,7 @@ from pathlib import Path
 from lowdiff import config as config_module
 from lowdiff.config import ConfigError
 from lowdiff.engine import DivergenceError
-from lowdiff.results import ResultsError
+from lowdiff.results import ResultsError, describe_os_error
 from lowdiff.runtime import configure_cpu
 
 log = logging.getLogger("lowdiff")
@@ -140,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.handler(args)
-    except (ConfigError, ResultsError) as error:
+    except (ConfigError, ResultsError) as error:  # includes StorageError and LockedError
         print(f"lowdiff: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # disk full, read-only, not a directory...: one line, no traceback
+        print(f"lowdiff: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     except (DivergenceError, FloatingPointError) as error:
         print(

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lowdiff import data, results, stats
-from lowdiff.config import SECTIONS, ExperimentConfig, RunConfig, to_dict
+from lowdiff.config import SECTIONS, ExperimentConfig, RunConfig, check_resources, to_dict
 from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
 from lowdiff.evaluation import Samples, eval_loss, field_timesteps, sample, weight_field
 from lowdiff.metrics import METRICS, Reference, load_reference, measure
@@ -45,7 +45,7 @@ class Cell:
 
 
 # Fields that change how a result is computed but not the result itself.
-NOT_IN_HASH = {"eval": {"chunk_size"}}
+NOT_IN_HASH = {"eval": {"chunk_size"}, "train": {"checkpoint_every"}}
 
 
 def _settings_key(section: str, value: Any) -> dict[str, Any]:
@@ -323,6 +323,7 @@ def execute(
     Cells whose resolved config is identical to another cell's (a run that repeats another
     run's settings, like runs 2-4 of the dual-scale series) are trained once and copied.
     """
+    check_resources(config)  # device and memory, before anything is written
     root.mkdir(parents=True, exist_ok=True)
     write_configs(config, root)
     cells = plan(config, root)
