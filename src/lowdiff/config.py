@@ -445,7 +445,7 @@ def estimate_memory(config: ExperimentConfig, run: RunConfig) -> dict[str, int]:
         run.model.hidden_dim * (2 if run.model.larger_experts else 1), 3 * run.model.embedding_dim
     )
     layers = run.model.hidden_layers + 4
-    evaluated = max(run.eval.chunk_size, run.eval.num_samples)
+    evaluated = run.eval.chunk_size  # eval_loss points per pass; sampling passes are smaller
     return {
         # parameters, gradients, two AdamW moments, EMA shadow, checkpoint copy (float32)
         "model, optimiser and EMA state": models * params * 4 * 6,
