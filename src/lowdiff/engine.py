@@ -8,7 +8,8 @@ and EMA (SPEC §1 "Training", §4 "Many models at once"). Independence comes fro
     chunks of a fixed size, so the numbers a model sees do not depend on its batch-mates.
 Clipping uses each model's own gradient norm; AdamW is elementwise, so one optimiser over the
 stacked parameters keeps per-model state. A model trained in a batch of M therefore equals the
-same model trained alone, up to floating-point noise (tests/test_engine.py).
+same model trained alone; on the CPU at one thread it has the same bits (the gradient norm is
+summed in a fixed order and AdamW is the foreach implementation, tests/test_faults.py).
 
 The step itself has no host synchronisation: losses stay on the device and are checked for
 divergence once per chunk. A model whose loss becomes NaN/inf is recorded as diverged (with the
@@ -289,8 +290,11 @@ class Trainer:
         self.model = build_model(model_config, len(self.members), schedule.num_timesteps).to(device)
         self.model.reset_parameters([g["init"] for g in self.generators])
         self.parameters = list(self.model.parameters())
-        fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, **fused)
+        # On the CPU the fused AdamW kernel computes the last elements of a tensor (its SIMD
+        # tail) differently from the rest, so a model's update would depend on how many
+        # batch-mates precede the end of the tensor; the foreach implementation does not.
+        kernel = {"fused": True} if device.type == "cuda" else {"foreach": True}
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, **kernel)
         self.ema = BatchedEMA(
             self.model, config.ema_beta, config.ema_update_every, config.ema_warmup_steps
         )

@@ -297,11 +297,17 @@ def _train_batch(
     members = [Member(c.dataset, c.seed) for c in batch]
     label = f"{run.name}: {len(batch)} models" if progress else None
     trainer = Trainer(run.model, members, tensors, schedule, run.train, device)
+    result = trainer.run(progress=label)  # diverged models are recorded, batch-mates kept
     try:
-        result = trainer.run(progress=label)
+        evaluate_batch(result, batch, bundles, schedule, device)
     except DivergenceError as error:
-        raise DivergenceError(f"run {run.name!r}: {error}") from error
-    evaluate_batch(result, batch, bundles, schedule, device)
+        if not result.diverged:
+            raise DivergenceError(f"run {run.name!r}: {error}") from error
+        where = ", ".join(f"{members[m].label()} at step {s}" for m, s in result.diverged.items())
+        raise DivergenceError(
+            f"run {run.name!r}: training diverged (NaN/inf loss) for {where}; "
+            "try a lower train.learning_rate or train.grad_clip"
+        ) from error
 
 
 def _copy_finished_twins(cells: Sequence[Cell], missing: list[Cell]) -> list[Cell]:
