@@ -723,3 +723,52 @@ def test_a_resumed_cell_is_trained_in_its_original_batch(tmp_path):
     after = results.read_cell(lost.directory, lost.config_hash)
     assert after["batch"]["models"] == before["batch"]["models"] == 2
     assert after["metrics"]["kl_divergence"] == before["metrics"]["kl_divergence"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"arch": "mlp"},
+        {"arch": "dual_scale"},
+        {"arch": "dual_scale", "weighting": "learned_deep"},
+        {"arch": "dual_expert", "gate": "enhanced", "larger_experts": True},
+    ],
+    ids=["mlp", "dual_scale", "dual_scale_deep", "dual_expert"],
+)
+def test_a_cell_has_the_same_bits_alone_and_in_a_batch(options):
+    """On the CPU at one thread a model's training and samples ignore its batch-mates."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        outcomes = batch_outcomes(options)
+    finally:
+        torch.set_num_threads(threads)
+    assert outcomes[1] == outcomes[0] and outcomes[2] == outcomes[0]
+
+
+def batch_outcomes(options):
+    from lowdiff.evaluation import sample
+
+    generator = torch.Generator().manual_seed(0)
+    datasets = {
+        "a": torch.randn(300, 2, generator=generator),
+        "b": torch.rand(300, 2, generator=generator),
+    }
+    schedule = NoiseSchedule(ScheduleConfig())
+    config = TrainConfig(num_steps=30, batch_size=32, ema_update_every=2, ema_warmup_steps=3)
+    model = ModelConfig(embedding_dim=20, hidden_dim=24, **options)  # odd sizes: vector tails
+    target = Member("a", 0)
+    outcomes = []
+    for members in ([target], [target, Member("b", 1), Member("a", 2)], [Member("b", 3), target]):
+        result = Trainer(model, members, datasets, schedule, config, torch.device("cpu")).run()
+        m = members.index(target)
+        drawn = sample(
+            result.ema_model,
+            schedule,
+            150,
+            [g["sample"] for g in result.generators],
+            torch.device("cpu"),
+        )
+        params = [p.detach()[m].numpy().tobytes() for p in result.model.parameters()]
+        outcomes.append((result.losses[m].tobytes(), params, drawn.points[m].tobytes()))
+    return outcomes
