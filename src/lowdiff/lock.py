@@ -83,6 +83,8 @@ class RunLock:
                 self._take_over_if_stale()
                 continue
             self._fd = fd
+            if fcntl is not None:  # before the holder is written: a reader sees it is taken
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             holder = {
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
@@ -91,8 +93,6 @@ class RunLock:
             }
             os.write(fd, json.dumps(holder).encode())
             os.fsync(fd)
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         raise LockedError(f"{self.path}: could not take the lock (it keeps being re-created)")
 

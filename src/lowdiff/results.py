@@ -68,6 +68,7 @@ _ADVICE = {
     errno.EPERM: "operation not permitted; choose a results directory you can write to (--out)",
     errno.ENOTDIR: "a part of this path is a file, not a directory; choose another path",
     errno.EISDIR: "is a directory, not a file",
+    errno.EEXIST: "exists and is not a directory; choose another path",
     errno.ENOENT: "does not exist",
     errno.ENAMETOOLONG: "the name is too long; choose a shorter path",
 }
