@@ -21,10 +21,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lowdiff.data import load
 from lowdiff.engine import CHUNK_STEPS, Member, TrainConfig, Trainer, resolve_device
-from lowdiff.evaluation import sample
 from lowdiff.models import ModelConfig
 from lowdiff.models.reference import PlainMLPDenoiser
 from lowdiff.runtime import configure_cpu
+from lowdiff.samplers import sample
 from lowdiff.schedule import NoiseSchedule, ScheduleConfig
 
 FAMILIES = {
@@ -109,9 +109,8 @@ def sampling_s(num_models: int, points: torch.Tensor, device: torch.device) -> f
     trainer = Trainer(
         ModelConfig(), members, {"dino": points}, schedule, TrainConfig(num_steps=1), device
     )
-    drawn = sample(
-        trainer.ema.model, schedule, 10_000, [g["sample"] for g in trainer.generators], device
-    )
+    generators = [g["sample"] for g in trainer.generators]
+    drawn = sample(trainer.ema.model, schedule, generators, device, num_samples=10_000)
     return drawn.inference_time / num_models
 
 

@@ -104,3 +104,38 @@ def test_missing_file_and_no_runs(tmp_path):
         load_experiment(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="no runs"):
         load_experiment(write(tmp_path, '[experiment]\nname = "x"\n'))
+
+
+def test_errors_carry_the_key_path_and_its_line(tmp_path):
+    text = GOOD.replace("train = { learning_rate = 1e-3 }", "train = { learning_rate = -1.0 }")
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(write(tmp_path, text))
+    assert caught.value.key == "runs.learned.train"
+    line = text.splitlines().index("train = { learning_rate = -1.0 }") + 1
+    assert f"exp.toml, line {line}: runs.learned.train:" in str(caught.value)
+    assert str(caught.value).count("exp.toml") == 1  # the file is named once
+    with pytest.raises(ConfigError) as caught:  # a shared table's value: the shared table's line
+        load_experiment(write(tmp_path, GOOD.replace("num_steps = 50", "num_steps = 0")))
+    assert caught.value.key == "runs.baseline.train" and "line 6:" in str(caught.value)
+
+
+def test_override_errors_name_the_override_not_a_line(tmp_path):
+    path = write(tmp_path, GOOD)
+    for assignment, key in (
+        ("train.lr=1", "train.lr"),
+        ("train.num_steps=0", "runs.baseline.train"),
+        ("runs.learned.model.weighting=magic", "runs.learned.model.weighting"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load_experiment(path, ["train.batch_size=64", assignment])
+        message = str(caught.value)
+        assert message.startswith(f"--set {assignment}: "), message
+        assert ", line " not in message and caught.value.key == key
+    for old, new, line in (
+        ('"learned" }', '"magic" }', 13),
+        ("num_steps = 50", "num_steps = 0", 6),  # the override sets another key of [train]
+    ):
+        with pytest.raises(ConfigError, match=rf"exp.toml, line {line}: "):
+            load_experiment(  # the file's own error is still the file's, whatever else is set
+                write(tmp_path, GOOD.replace(old, new)), ["train.batch_size=64"]
+            )

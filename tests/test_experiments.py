@@ -2,17 +2,20 @@
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from lowdiff import results
+from lowdiff import cells, experiments, results, summary
 from lowdiff.config import load_experiment
-from lowdiff.experiments import execute, plan
+from lowdiff.experiments import Pack, execute, plan, plan_packs
+from lowdiff.report import write_report
 
 TINY = """\
 [experiment]
@@ -37,7 +40,7 @@ model = { arch = "dual_expert", hidden_dim = 64, embedding_dim = 32 }
 
 def metrics_of(root, config):
     return {
-        (c.run.name, c.dataset, c.seed): results.read_cell(c.directory, c.config_hash)["metrics"]
+        (c.run, c.dataset, c.seed): results.read_cell(c.directory, c.config_hash)["metrics"]
         for c in plan(config, root)
     }
 
@@ -114,11 +117,11 @@ def test_truncated_file_is_redone_and_changed_run_only_invalidates_itself(tmp_pa
     victim = results.cell_dir(out, "baseline", "moons", 1)
     samples = victim / "samples.npy"
     samples.write_bytes(samples.read_bytes()[:50])  # as if a write had been cut off
-    assert [(c.run.name, c.dataset, c.seed) for c in execute(config, out, progress=False)] == [
+    assert [(c.run, c.dataset, c.seed) for c in execute(config, out, progress=False)] == [
         ("baseline", "moons", 1)
     ]
     changed = load_experiment(tmp_path / "exp.toml", ["runs.gated.model.gate=enhanced"])
-    assert {c.run.name for c in execute(changed, out, progress=False)} == {"gated"}
+    assert {c.run for c in execute(changed, out, progress=False)} == {"gated"}
     assert len(execute(changed, out, progress=False, force=True)) == 8
 
 
@@ -137,7 +140,9 @@ def test_repeated_run_config_is_trained_once(tmp_path):
     # a run added later that repeats a finished run's config is copied, not trained
     (tmp_path / "exp.toml").write_text(text + "[runs.later]\n" + text.split("[runs.again]\n")[1])
     later = load_experiment(tmp_path / "exp.toml")
-    assert execute(later, tmp_path / "out", progress=False) == []
+    assert list(execute(later, tmp_path / "out", progress=False)) == [
+        c for c in plan(later, tmp_path / "out") if c.run == "later"
+    ]
     record = results.read_cell(results.cell_dir(tmp_path / "out", "later", "line", 1))
     assert record is not None and record["run"] == "later"
 
@@ -159,7 +164,7 @@ def test_cell_hash_keys_on_what_changes_results(uninterrupted):
     setting leaves it where it was (so results survive new settings)."""
     import dataclasses
 
-    from lowdiff.experiments import cell_hash
+    from lowdiff.cells import cell_hash
 
     config, _ = uninterrupted
     run = config.runs[0]
@@ -189,3 +194,176 @@ def test_a_cell_without_its_weights_still_counts_as_finished(uninterrupted, tmp_
     assert results.read_cell(target, cell.config_hash) is not None
     (target / "samples.npy").unlink()
     assert results.read_cell(target, cell.config_hash) is None
+
+
+SMALL = """\
+[experiment]
+name = "small"
+datasets = ["moons", "line"]
+seeds = [0, 1]
+num_points = 500
+oracle_draws = 1
+max_models_per_batch = 3
+[train]
+num_steps = 20
+batch_size = 32
+[eval]
+num_samples = 200
+field_resolution = 4
+[model]
+hidden_dim = 32
+embedding_dim = 16
+[runs.baseline]
+"""
+
+
+def small(tmp_path, extra=""):
+    (tmp_path / "exp.toml").write_text(SMALL + extra)
+    return load_experiment(tmp_path / "exp.toml")
+
+
+def test_packs_hold_the_missing_cells_of_one_run_within_the_batch_size(tmp_path):
+    config = small(tmp_path, "[runs.wide]\nmodel = { hidden_dim = 48 }\n")
+    out = tmp_path / "out"
+    packs = plan_packs(config, out)
+    assert [(p.run, len(p.cells)) for p in packs] == [
+        ("baseline", 3),
+        ("baseline", 1),
+        ("wide", 3),
+        ("wide", 1),
+    ]
+    assert [c for p in packs for c in p.cells] == plan(config, out)
+    assert pickle.loads(pickle.dumps(packs)) == packs  # sent to worker processes
+    assert pickle.loads(pickle.dumps(config)) == config  # with run_pack's other arguments
+    execute(config, out, progress=False)
+    assert plan_packs(config, out) == []
+    victim = plan(config, out)[5]
+    (victim.directory / "cell.json").unlink()
+    assert plan_packs(config, out) == [Pack("wide", (victim,))]
+    assert len(plan_packs(config, out, force=True)) == 4
+
+
+def test_a_repeated_run_is_trained_once_and_copied_once(tmp_path, monkeypatch):
+    config = small(tmp_path, "[runs.again]\n")
+    out = tmp_path / "out"
+    assert {p.run for p in plan_packs(config, out)} == {"baseline"}
+    copies = []
+    copy = cells.copy
+    monkeypatch.setattr(cells, "copy", lambda s, t: (copies.append((s.key, t.key)), copy(s, t)))
+    made = execute(config, out, progress=False)
+    assert sorted(copies) == sorted(
+        (("baseline", d, s), ("again", d, s)) for d in ("moons", "line") for s in (0, 1)
+    )
+    assert len(made) == 8 and made.ok
+    for cell in plan(config, out)[:4]:
+        twin = cell.directory.parent.parent.parent / "again" / cell.dataset / f"seed_{cell.seed}"
+        assert (twin / "samples.npy").read_bytes() == (cell.directory / "samples.npy").read_bytes()
+    copies.clear()
+    assert len(execute(config, out, progress=False)) == 0 and copies == []
+
+
+def test_a_diverging_run_is_recorded_and_the_others_still_run(tmp_path):
+    extra = (
+        "[runs.boom]\ntrain = { learning_rate = 1e30 }\n[runs.after]\nmodel = { hidden_dim = 48 }\n"
+    )
+    config = small(tmp_path, extra)
+    out = tmp_path / "out"
+    executed = execute(config, out, progress=False)
+    assert {c.run for c in executed.diverged} == {"boom"} and len(executed.diverged) == 4
+    assert not executed.ok and len(executed) == 12
+    for cell in plan(config, out):
+        found = cells.read(cell)
+        if cell.run == "boom":
+            assert found.status == "diverged" and 0 <= found.diverged_at_step < 20
+            assert found.record["metrics"] == {} and not (cell.directory / "samples.npy").exists()
+        else:
+            assert found.status == "finished" and np.isfinite(
+                found.record["metrics"]["kl_divergence"]
+            )
+    info = json.loads((out / "boom" / "final_info.json").read_text())
+    assert set(info["moons"]["diverged"]) == {"0", "1"} and info["moons"]["means"] == {}
+    assert len(execute(config, out, progress=False)) == 0  # diverged counts as done
+    assert "diverged at step" in (write_report(out).read_text())
+
+
+def test_batch_mates_of_a_model_that_diverged_are_evaluated_and_kept(tmp_path, monkeypatch):
+    config = small(tmp_path)
+    out = tmp_path / "out"
+    (pack, _) = plan_packs(config, out)
+    train = experiments.Trainer.run
+
+    def contained(self, progress=None):  # an engine that contains divergence (model 1)
+        result = train(self, progress)
+        result.diverged = {1: 7}
+        return result
+
+    monkeypatch.setattr(experiments.Trainer, "run", contained)
+    experiments.run_pack(config, out, pack, progress=False)
+    statuses = [cells.read(cell).status for cell in pack.cells]
+    assert statuses == ["finished", "diverged", "finished"]
+    assert cells.read(pack.cells[1]).diverged_at_step == 7
+
+
+@dataclass
+class Outcome:
+    name: str
+    ok: bool
+    error: str | None = None
+    attempts: int = 1
+
+
+class InProcess:
+    """An executor running each item here, failing the items named in `fail`."""
+
+    def __init__(self, fail=()):
+        self.fail, self.names = set(fail), []
+
+    def map(self, fn, items, *, names):
+        outcomes = []
+        for item, name in zip(items, names, strict=True):
+            self.names.append(name)
+            if name in self.fail:
+                outcomes.append(Outcome(name, False, "worker lost"))
+                continue
+            fn(item)
+            outcomes.append(Outcome(name, True))
+        return outcomes
+
+
+def test_an_executor_runs_the_packs_and_failures_are_named(tmp_path):
+    config = small(tmp_path)
+    execute(config, tmp_path / "local", progress=False)
+    executor = InProcess()
+    executed = execute(config, tmp_path / "mapped", progress=False, executor=executor)
+    assert executor.names == [p.name for p in plan_packs(config, tmp_path / "local", force=True)]
+    assert executed.ok and len(executed) == 4
+    for cell in plan(config, tmp_path / "local"):
+        twin = tmp_path / "mapped" / cell.run / cell.dataset / f"seed_{cell.seed}"
+        assert (twin / "samples.npy").read_bytes() == (cell.directory / "samples.npy").read_bytes()
+    first = plan_packs(config, tmp_path / "failing")[0]
+    failing = InProcess(fail={first.name})
+    executed = execute(config, tmp_path / "failing", progress=False, executor=failing)
+    assert executed.failed == [(first.name, "worker lost")]
+    assert len(executed) == 1 and not executed.ok
+
+
+def test_the_reverse_process_is_written_when_the_sampler_snapshots_it(tmp_path, monkeypatch):
+    config = small(tmp_path)
+    out = tmp_path / "out"
+    pack = plan_packs(config, out)[0]
+    draw = experiments.sample
+
+    def snapshotting(*args, **kwargs):  # a sampler with C2 snapshots: (M, P, n, 2)
+        drawn = draw(*args, **kwargs)
+        drawn.snapshot_timesteps = np.array([99, 50, -1])
+        drawn.snapshots = np.stack([drawn.points[:, :10]] * 3, axis=1)
+        return drawn
+
+    monkeypatch.setattr(experiments, "sample", snapshotting)
+    experiments.run_pack(config, out, pack, progress=False)
+    loaded = summary.read(config, out)
+    for cell in pack.cells:
+        process = loaded.cells[cell.key].process
+        assert process["timesteps"].tolist() == [99, 50, -1]
+        assert process["points"].shape == (3, 10, 2)
+        np.testing.assert_array_equal(process["points"][-1], loaded.cells[cell.key].samples[:10])

@@ -266,7 +266,7 @@ def test_a_crafted_twin_cell_is_retrained_not_copied(tmp_path):
     victim.chmod(0o600)
     before = snapshot(victim)
     for cell in plan(config, root):
-        if cell.run.name == "baseline":
+        if cell.run == "baseline":
             crafted_cell(cell.directory, {"losses.npy": 10, "../../../../victim": 6})
             record = json.loads((cell.directory / "cell.json").read_text())
             record["config_hash"] = cell.config_hash
@@ -311,7 +311,7 @@ def test_a_diverging_run_does_not_stop_the_experiment(tmp_path):
     for cell in plan(config, root):
         record = results.read_cell(cell.directory, cell.config_hash)
         assert record is not None, cell.directory
-        if cell.run.name == "boom":
+        if cell.run == "boom":
             assert record["status"] == "diverged" and record["diverged_at_step"] >= 0
         else:
             assert record.get("status", "finished") == "finished"
@@ -717,7 +717,7 @@ def test_a_resumed_cell_is_trained_in_its_original_batch(tmp_path):
     )
     root = tmp_path / "out"
     execute(config, root, progress=False)
-    lost = next(c for c in plan(config, root) if c.run.name == "again")
+    lost = next(c for c in plan(config, root) if c.run == "again")
     before = results.read_cell(lost.directory)
     (lost.directory / "cell.json").unlink()
     execute(config, root, progress=False)
@@ -748,7 +748,7 @@ def test_a_cell_has_the_same_bits_alone_and_in_a_batch(options):
 
 
 def batch_outcomes(options):
-    from lowdiff.evaluation import sample
+    from lowdiff.samplers import sample
 
     generator = torch.Generator().manual_seed(0)
     datasets = {
@@ -766,9 +766,9 @@ def batch_outcomes(options):
         drawn = sample(
             result.ema_model,
             schedule,
-            150,
             [g["sample"] for g in result.generators],
             torch.device("cpu"),
+            num_samples=150,
         )
         params = [p.detach()[m].numpy().tobytes() for p in result.model.parameters()]
         outcomes.append((result.losses[m].tobytes(), params, drawn.points[m].tobytes()))

@@ -10,12 +10,26 @@ import pytest
 
 from lowdiff import data
 from lowdiff.metrics import (
+    METRICS,
+    PRDC,
+    Reference,
     assign_components,
+    coverage_radii,
+    coverage_regions,
+    euclidean_radii,
+    evenly_spaced,
     knn_kl,
     knn_radii,
+    load_reference,
+    measure,
+    mode_coverage,
     mode_metrics,
+    precision_recall_density_coverage,
     sample_diversity,
+    sliced_wasserstein2,
+    wasserstein2,
 )
+from lowdiff.stats import BETTER, PAST_ORACLE, paired_comparison, verdict
 
 # --- knn_kl ------------------------------------------------------------------------------------
 
@@ -219,3 +233,219 @@ def test_sample_diversity_of_a_gaussian_and_of_a_collapse() -> None:
     assert sample_diversity(samples) == pytest.approx(math.sqrt(math.pi), rel=0.03)
     assert sample_diversity(3 * samples) == pytest.approx(3 * sample_diversity(samples))
     assert sample_diversity(np.ones((500, 2))) == 0.0
+
+
+# --- blur against missing modes: constructed samples -------------------------------------------
+
+DINO_RAW = data.datasaurus_points("dino")
+
+
+def dino_draw(num_samples: int, noise: float, seed: int, keep: np.ndarray | None = None):
+    """Dino draws with per-axis noise `noise` in raw units (the data's own is 0.15), from the
+    components in `keep` only (all by default): SPEC §1's recipe with the noise widened."""
+    rng = np.random.default_rng(seed)
+    components = np.arange(len(DINO_RAW)) if keep is None else keep
+    ix = components[rng.integers(0, len(components), num_samples)]
+    x = DINO_RAW[ix, 0] + rng.normal(size=num_samples) * noise
+    y = DINO_RAW[ix, 1] + rng.normal(size=num_samples) * noise
+    return np.stack(((x / 54 - 1) * 4, (y / 48 - 1) * 4), axis=1)
+
+
+@pytest.fixture(scope="module")
+def dino_reference() -> Reference:
+    return load_reference("dino", 20_000)
+
+
+@pytest.fixture(scope="module")
+def moons_reference() -> Reference:
+    return load_reference("moons", 20_000)
+
+
+def sample_metrics(samples: np.ndarray, reference: Reference) -> dict[str, float]:
+    """The metrics of `measure` that the constructed cases are about, without the W2 pair."""
+    labelled = dict(reference_points=reference.points, reference_labels=reference.labels)
+    modes = mode_metrics(samples, reference.components, **labelled)
+    covered = mode_coverage(samples, reference.components, **labelled)
+    manifold = precision_recall_density_coverage(reference.points, samples)
+    balls = precision_recall_density_coverage(
+        evenly_spaced(reference.points, len(samples)), samples
+    )
+    return {
+        "hq": modes.high_quality_fraction,
+        "modes_covered": covered.modes_covered,
+        "precision": manifold.precision,
+        "recall": manifold.recall,
+        "density": balls.density,
+        "coverage": balls.coverage,
+    }
+
+
+def test_prdc_matches_a_literal_dense_implementation() -> None:
+    rng = np.random.default_rng(10)
+    real, fake = rng.normal(size=(600, 2)), 0.7 * rng.normal(size=(400, 2)) + 0.8
+    k = 5
+    real_real = np.linalg.norm(real[:, None] - real[None], axis=2)  # (n, n)
+    fake_fake = np.linalg.norm(fake[:, None] - fake[None], axis=2)  # (m, m)
+    real_fake = np.linalg.norm(real[:, None] - fake[None], axis=2)  # (n, m)
+    real_radii = np.sort(real_real, axis=1)[:, k]  # column 0 is the point itself
+    fake_radii = np.sort(fake_fake, axis=1)[:, k]
+    inside_real = real_fake <= real_radii[:, None]  # (n, m): sample j in the ball of real i
+    expected = PRDC(
+        precision=inside_real.any(axis=0).mean(),
+        recall=(real_fake <= fake_radii[None, :]).any(axis=1).mean(),
+        density=inside_real.sum() / (k * len(fake)),
+        coverage=(real_fake.min(axis=1) <= real_radii).mean(),
+    )
+    got = precision_recall_density_coverage(real, fake, k)
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert 0.3 < got.precision < 0.99 and 0.3 < got.recall < 0.99  # not degenerate
+    assert euclidean_radii(real, k) == pytest.approx(real_radii)
+
+
+def test_dino_blur_lowers_precision_and_density_but_leaves_modes_covered(dino_reference) -> None:
+    sweep = {
+        noise: sample_metrics(dino_draw(3_000, noise, seed=1), dino_reference)
+        for noise in (0.15, 0.3, 0.5, 0.8, 1.2, 4.0)
+    }
+    mild = (0.15, 0.3, 0.5, 0.8, 1.2)
+    for name in ("hq", "precision", "density"):  # the precision side falls at every step
+        values = [sweep[noise][name] for noise in mild]
+        assert all(a > b for a, b in zip(values, values[1:], strict=False)), (name, values)
+    assert sweep[1.2]["hq"] < 0.2 and sweep[1.2]["precision"] < 0.2
+    # ... while every one of the 142 modes stays covered until blur merges neighbouring modes
+    assert [sweep[noise]["modes_covered"] for noise in mild[:4]] == [142] * 4
+    assert sweep[1.2]["modes_covered"] >= 136
+    assert sweep[4.0]["modes_covered"] < 110  # σ 4.0 raw: wider than most gaps between modes
+
+
+def test_dropped_dino_modes_are_seen_by_coverage_and_recall(dino_reference) -> None:
+    dropped = np.arange(0, 142, 7)[:20]  # 20 modes spread along the outline
+    keep = np.setdiff1d(np.arange(142), dropped)
+    full = sample_metrics(dino_draw(3_000, 0.15, seed=2), dino_reference)
+    partial = dino_draw(3_000, 0.15, seed=2, keep=keep)
+    missing = sample_metrics(partial, dino_reference)
+    assert full["modes_covered"] == 142
+    assert missing["modes_covered"] == 122
+    report = mode_coverage(
+        partial,
+        dino_reference.components,
+        reference_points=dino_reference.points,
+        reference_labels=dino_reference.labels,
+    )
+    assert set(np.flatnonzero(~report.covered)) == set(dropped)
+    assert missing["recall"] < full["recall"] - 0.08
+    assert missing["coverage"] < full["coverage"] - 0.08
+    assert missing["precision"] == pytest.approx(full["precision"], abs=0.02)  # no blur: no change
+
+
+def test_a_dropped_moon_is_seen_by_coverage_and_recall(moons_reference) -> None:
+    samples, labels = data.load_with_labels("moons", 6_000, seed=3)
+    full = sample_metrics(samples[:3_000], moons_reference)
+    one_moon = sample_metrics(samples[labels == 0][:3_000], moons_reference)
+    assert (full["modes_covered"], one_moon["modes_covered"]) == (2, 1)
+    assert one_moon["recall"] < 0.6 < 0.95 < full["recall"]
+    assert one_moon["coverage"] < 0.6 < 0.9 < full["coverage"]
+
+
+def test_moons_blur_is_seen_although_hq_is_blind_to_it(moons_reference) -> None:
+    true = data.load("moons", 3_000, seed=4).astype(np.float64)
+    blurred = true + 0.1 * np.random.default_rng(4).normal(size=true.shape)
+    sharp, blurry = sample_metrics(true, moons_reference), sample_metrics(blurred, moons_reference)
+    assert sharp["hq"] >= 0.99 and blurry["hq"] >= 0.99  # the HQ test cannot tell them apart
+    assert blurry["modes_covered"] == sharp["modes_covered"] == 2
+    assert blurry["density"] < sharp["density"] - 0.1
+    assert blurry["precision"] < sharp["precision"] - 0.03
+    sliced = [sliced_wasserstein2(x, moons_reference.points) for x in (true, blurred)]
+    assert (
+        sliced[1] > 1.5 * sliced[0]
+    )  # 0.010 -> 0.021 here; the exact W2 on 2,000 points misses it
+
+
+@pytest.mark.parametrize("name", ["ring8", "grid25", "circle"])
+def test_true_samples_cover_every_mode_and_regions_do_not_touch(name: str) -> None:
+    components = data.get_dataset(name).components
+    radii = coverage_radii(components.centres)
+    distances = np.linalg.norm(components.centres[:, None] - components.centres[None], axis=2)
+    assert (radii[:, None] + radii[None, :] <= distances + 1e-12)[
+        ~np.eye(len(radii), dtype=bool)
+    ].all()
+    reference, labels = data.load_with_labels(name, 20_000)
+    samples = data.load(name, 5_000, seed=1)
+    report = mode_coverage(samples, components, reference_points=reference, reference_labels=labels)
+    assert report.modes_covered == report.num_modes
+    assert report.expected.sum() == pytest.approx(5_000, rel=0.01)  # the regions hold the data
+
+
+def test_coverage_regions_need_reference_points_without_centres() -> None:
+    with pytest.raises(ValueError, match="reference_points"):
+        coverage_regions(np.zeros((3, 2)), data.get_dataset("moons").components)
+
+
+def test_over_sharp_dino_is_below_the_kl_floor_and_never_better(dino_reference) -> None:
+    rho = dino_reference.rho(5)
+
+    def kl(noise: float, seed: int) -> float:
+        return knn_kl(dino_reference.points, dino_draw(5_000, noise, seed), x_radii=rho)
+
+    floor = float(np.mean([kl(0.15, 100 + draw) for draw in range(3)]))  # the oracle draws
+    true_runs = [kl(0.15, seed) for seed in range(4)]
+    sharp_runs = [kl(0.10, 50 + seed) for seed in range(4)]
+    assert max(sharp_runs) < floor - 0.1  # sharper than the data scores below the floor
+    comparison = paired_comparison(
+        sharp_runs, true_runs, oracle=floor, past_side="below", past_wording={"below": "sharp"}
+    )
+    phrase = verdict(comparison)
+    assert phrase == f"{PAST_ORACLE}: sharp" and phrase != BETTER
+    plain = paired_comparison(sharp_runs, true_runs, lower_is_better=True)
+    assert verdict(plain) == BETTER  # what a floor-blind comparison would have claimed
+
+
+# --- Wasserstein distances ---------------------------------------------------------------------
+
+
+def sqrtm_psd(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(matrix)
+    return vectors @ np.diag(np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def test_w2_between_two_gaussians_matches_the_closed_form() -> None:
+    m1, m2 = np.array([0.0, 0.0]), np.array([2.0, 1.0])
+    s1, s2 = np.diag([1.0, 0.25]), np.array([[0.5, 0.2], [0.2, 0.8]])
+    root2 = sqrtm_psd(s2)
+    squared = float((m1 - m2) @ (m1 - m2))
+    squared += float(np.trace(s1 + s2 - 2 * sqrtm_psd(root2 @ s1 @ root2)))
+    rng = np.random.default_rng(11)
+    x = rng.multivariate_normal(m1, s1, size=2_000)
+    y = rng.multivariate_normal(m2, s2, size=2_000)
+    # W2 is the distance (sqrt of the optimal squared cost): 2.33 here, its square 5.43
+    assert wasserstein2(x, y) == pytest.approx(math.sqrt(squared), rel=0.03)
+
+
+def test_w2_of_a_translation_is_its_length_not_its_square() -> None:
+    x = np.random.default_rng(12).normal(size=(300, 2))
+    assert wasserstein2(x, x + np.array([3.0, 4.0])) == pytest.approx(5.0, rel=1e-9)
+    assert wasserstein2(x, x) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_w2_subsample_is_deterministic_and_capped() -> None:
+    x, y = np.random.default_rng(13).normal(size=(2, 5_000, 2))
+    assert wasserstein2(x, y, max_points=300) == wasserstein2(x, y, max_points=300)
+    assert len(evenly_spaced(x, 300)) == 300 and len(evenly_spaced(x[:200], 300)) == 200
+
+
+def test_sliced_w2_is_near_zero_for_one_distribution_and_exact_for_a_translation() -> None:
+    x, y = np.random.default_rng(14).normal(size=(2, 5_000, 2))
+    assert sliced_wasserstein2(x, y) < 0.05
+    # a shift v projects to v·θ; over evenly spaced directions the mean of (v·θ)² is |v|²/2
+    assert sliced_wasserstein2(x, x + np.array([3.0, 4.0])) == pytest.approx(5 / math.sqrt(2))
+    with pytest.raises(ValueError, match="2-D"):
+        sliced_wasserstein2(np.ones((5, 3)), np.ones((5, 3)))
+
+
+def test_measure_reports_every_catalogued_sample_metric(moons_reference) -> None:
+    measured = measure(data.load("moons", 1_000, seed=5), moons_reference, 5)
+    sample_metrics_in_catalogue = {m for m, info in METRICS.items() if info.from_samples}
+    assert sample_metrics_in_catalogue <= set(measured)
+    for name in sample_metrics_in_catalogue:
+        low, high = METRICS[name].bounds
+        assert (low is None or measured[name] >= low) and (high is None or measured[name] <= high)

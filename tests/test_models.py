@@ -115,3 +115,15 @@ def test_options_of_another_architecture_are_rejected():
         ModelConfig(arch="mlp", weighting="fixed")
     with pytest.raises(ValueError, match="valid"):
         ModelConfig(arch="transformer")  # type: ignore[arg-type]
+
+
+def test_the_architecture_list_is_the_declared_registry():
+    import typing
+
+    from lowdiff import architectures, settings
+
+    arch = typing.get_type_hints(settings.ModelConfig)["arch"]
+    assert typing.get_args(arch) == tuple(architectures.ARCHITECTURES)
+    assert list(ARCHITECTURES) == list(architectures.ARCHITECTURES)
+    for name, cls in ARCHITECTURES.items():
+        assert cls.__module__ == f"lowdiff.models.{name}"

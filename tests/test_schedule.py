@@ -55,16 +55,37 @@ def test_posterior_mean_matches_the_gaussian_product():
         )
 
 
-def test_step_adds_noise_only_for_t_above_zero():
-    schedule = NoiseSchedule(ScheduleConfig())
-    xt, eps = torch.randn(1, 5, 2), torch.randn(1, 5, 2)
-    noise = torch.randn(1, 5, 2)
-    assert torch.equal(schedule.step(eps, 0, xt, noise), schedule.step(eps, 0, xt, None))
-    assert not torch.allclose(
-        schedule.step(eps, 5, xt, noise), schedule.step(eps, 5, xt, torch.zeros_like(noise))
+@pytest.mark.parametrize("kind", ["linear", "quadratic"])
+def test_alpha_sigma_and_lambda_are_the_continuous_time_coefficients(kind):
+    schedule = NoiseSchedule(ScheduleConfig(beta_schedule=kind))
+    alpha, sigma = schedule.sqrt_alpha_bar.double(), schedule.sqrt_one_minus_alpha_bar.double()
+    torch.testing.assert_close(
+        alpha.square() + sigma.square(), torch.ones(100, dtype=torch.float64)
     )
-    with pytest.raises(ValueError, match="noise"):
-        schedule.step(eps, 5, xt, None)
+    torch.testing.assert_close(
+        schedule.lambda_t.double(), (alpha / sigma).log(), rtol=1e-5, atol=1e-6
+    )
+    assert (schedule.lambda_t[1:] < schedule.lambda_t[:-1]).all()  # the SNR falls with t
+    torch.testing.assert_close(schedule.sqrt_inv_alpha_bar_minus_one.double(), sigma / alpha)
+
+
+def test_a_respaced_schedule_keeps_alpha_bar_at_its_timesteps():
+    full = NoiseSchedule(ScheduleConfig())
+    kept = [0, 11, 22, 50, 99]
+    respaced = full.respace(kept)
+    assert respaced.num_timesteps == 5 and respaced.timesteps == kept
+    torch.testing.assert_close(respaced.alpha_bar, full.alpha_bar[kept])
+    torch.testing.assert_close(respaced.alpha_bar_prev[1:], full.alpha_bar[kept[:-1]])
+    product = torch.cumprod(1 - respaced.betas.double(), dim=0)  # betas still multiply out
+    torch.testing.assert_close(product, full.alpha_bar64[kept], rtol=1e-6, atol=0)
+    torch.testing.assert_close(respaced.respace([1, 3]).alpha_bar, full.alpha_bar[[11, 50]])
+    same = full.respace(range(100))  # complete: bit for bit the schedule itself
+    for name in ("betas", "posterior_coef_x0", "posterior_coef_xt", "posterior_variance"):
+        assert torch.equal(getattr(same, name), getattr(full, name))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        full.respace([5, 3])
+    with pytest.raises(ValueError, match=r"in \[0, 99\]"):
+        full.respace([0, 100])
 
 
 def test_bad_schedules_are_rejected():

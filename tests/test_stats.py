@@ -6,16 +6,22 @@ import math
 import numpy as np
 import pytest
 
+from lowdiff.metrics import METRICS
+from lowdiff.report import tables
 from lowdiff.stats import (
     BETTER,
     NO_DIFFERENCE,
+    NOT_TESTED_NO_ORACLE,
     NOT_TESTED_SINGLE_SEED,
     NOT_TESTED_ZERO_VARIANCE,
+    PAST_ORACLE,
     WORSE,
     Comparison,
     correct_family,
     holm_adjusted_pvalues,
     holm_bonferroni,
+    is_past_oracle,
+    not_judged,
     paired_comparison,
     summarize,
     verdict,
@@ -300,3 +306,165 @@ def test_holm_keeps_a_real_large_effect():
     verdicts = [verdict(c) for c in correct_family(family)]
     assert verdicts[0] == BETTER
     assert all(v == NO_DIFFERENCE for v in verdicts[1:])
+
+
+# --- floor-aware comparisons --------------------------------------------------------------
+
+ORACLE = -0.08  # e.g. dino's KL floor, in bits
+WORDS = {"below": "sharper than the data", "above": "farther from the data"}
+
+
+def _kl_like(rng, offset, n_seeds=5, spread=0.02):
+    """Per-seed values of a metric whose oracle value is ORACLE, `offset` away from it."""
+    return ORACLE + offset + rng.normal(scale=spread, size=n_seeds)
+
+
+def test_the_floor_aware_test_is_on_the_distances_to_the_oracle():
+    candidate, baseline = np.array([0.1, 0.3, 0.2]), np.array([0.5, 0.4, 0.9])
+    comparison = paired_comparison(candidate, baseline, oracle=0.0)
+    expected = paired_comparison(np.abs(candidate), np.abs(baseline), lower_is_better=True)
+    assert comparison.p_value == pytest.approx(expected.p_value)
+    assert comparison.distance_difference == pytest.approx(expected.mean_difference)
+    assert comparison.mean_difference == pytest.approx((candidate - baseline).mean())  # display
+    assert comparison.goal == "oracle" and comparison.lower_is_better is None
+
+
+@pytest.mark.parametrize("baseline_offset", [0.0, 0.05, 0.3, 0.6])
+@pytest.mark.parametrize("overshoot", [0.1, 0.2, 0.4])
+def test_over_sharp_runs_are_never_called_better(baseline_offset, overshoot):
+    # candidate: significantly below the floor (sharper than the data); baseline: at the floor
+    # (oracle samples) or above it (blurry), even farther from the floor than the candidate
+    rng = np.random.default_rng(int(100 * baseline_offset + 10 * overshoot))
+    for _ in range(20):
+        candidate = _kl_like(rng, -overshoot)
+        baseline = _kl_like(rng, baseline_offset)
+        comparison = paired_comparison(
+            candidate, baseline, oracle=ORACLE, past_side="below", past_wording=WORDS
+        )
+        (corrected,) = correct_family([comparison])
+        for judged in (comparison, corrected):
+            assert verdict(judged) == f"{PAST_ORACLE}: sharper than the data"
+            assert is_past_oracle(verdict(judged)) and verdict(judged) != BETTER
+
+
+def test_a_blind_direction_would_have_called_the_over_sharp_run_better():
+    rng = np.random.default_rng(3)
+    candidate, baseline = _kl_like(rng, -0.1), _kl_like(rng, 0.0)
+    assert verdict(paired_comparison(candidate, baseline, lower_is_better=True)) == BETTER
+    floor_aware = paired_comparison(candidate, baseline, oracle=ORACLE, past_side="below")
+    assert verdict(floor_aware) == PAST_ORACLE  # no words given: the generic phrase
+
+
+def test_a_run_genuinely_closer_to_the_floor_is_better():
+    rng = np.random.default_rng(4)
+    candidate, baseline = _kl_like(rng, 0.1), _kl_like(rng, 0.4)
+    comparison = paired_comparison(
+        candidate, baseline, oracle=ORACLE, past_side="below", past_wording=WORDS
+    )
+    assert verdict(comparison) == BETTER
+    assert comparison.past_p_value is None  # above the floor: nothing to test on the past side
+    assert verdict(paired_comparison(baseline, candidate, oracle=ORACLE)) == WORSE
+
+
+def test_without_a_declared_side_past_is_the_side_opposite_the_baseline():
+    rng = np.random.default_rng(5)
+    below, above = _kl_like(rng, -0.3), _kl_like(rng, 0.3)
+    comparison = paired_comparison(above, below, oracle=ORACLE, past_wording=WORDS)
+    assert comparison.past_side == "above"
+    assert verdict(comparison) == f"{PAST_ORACLE}: farther from the data"
+
+
+def test_floor_aware_null_comparisons_keep_the_nominal_rate():
+    rng = np.random.default_rng(6)
+    n_experiments = 1000
+    claims = []
+    for _ in range(n_experiments):
+        seed_effect = rng.normal(scale=0.05, size=5)
+        candidate = ORACLE + 0.2 + seed_effect + rng.normal(scale=0.03, size=5)
+        baseline = ORACLE + 0.2 + seed_effect + rng.normal(scale=0.03, size=5)
+        comparison = paired_comparison(candidate, baseline, oracle=ORACLE, past_side="below")
+        claims.append(verdict(comparison) in (BETTER, WORSE) or comparison.past_significant)
+    assert np.mean(claims) <= 0.05 + 4.0 * math.sqrt(0.05 * 0.95 / n_experiments)
+
+
+def test_holm_corrects_both_floor_aware_tests():
+    rng = np.random.default_rng(7)
+    baseline = _kl_like(rng, 0.3)
+    barely_below = ORACLE + np.array([-0.006, -0.001, -0.004, 0.001, -0.005])  # p ≈ 0.08
+    candidates = [_kl_like(rng, 0.3), _kl_like(rng, 0.3), _kl_like(rng, -0.2), barely_below]
+    family = [paired_comparison(c, baseline, oracle=ORACLE, past_side="below") for c in candidates]
+    corrected = correct_family(family)
+    assert all(c.family_size == 4 and c.correction == "holm" for c in corrected)
+    assert [c.p_value_adjusted for c in corrected] == pytest.approx(
+        holm_adjusted_pvalues([c.p_value for c in family])
+    )
+    past = [c.past_p_value for c in family]
+    assert past[:2] == [None, None] and None not in past[2:]  # tested only below the floor
+    assert [c.past_p_value_adjusted for c in corrected] == holm_adjusted_pvalues(past)
+    assert corrected[2].past_p_value_adjusted == pytest.approx(2 * past[2])  # smallest of 2
+    assert verdict(corrected[2]) == PAST_ORACLE
+    # barely below the floor (not significantly past it) and much closer than the baseline
+    assert not corrected[3].past_significant and verdict(corrected[3]) == BETTER
+
+
+def test_floor_aware_arguments_are_validated():
+    with pytest.raises(ValueError, match="exactly one of lower_is_better"):
+        paired_comparison([1.0, 2.0], [1.0, 3.0])
+    with pytest.raises(ValueError, match="exactly one of lower_is_better"):
+        paired_comparison([1.0, 2.0], [1.0, 3.0], lower_is_better=True, oracle=0.0)
+    with pytest.raises(ValueError, match="finite"):
+        paired_comparison([1.0, 2.0], [1.0, 3.0], oracle=float("nan"))
+
+
+def test_an_oracle_metric_without_its_oracle_value_is_not_judged():
+    comparison = not_judged([0.1, 0.2, 0.3], [0.5, 0.6, 0.7])
+    assert verdict(comparison) == NOT_TESTED_NO_ORACLE
+    assert comparison.mean_difference == pytest.approx(-0.4)
+    assert not correct_family([comparison])[0].significant
+
+
+# --- the report's tables judge every catalogue metric by its goal -------------------------
+
+
+def _runs(candidate, baseline, dataset="dino"):
+    return {
+        "baseline": {dataset: dict(enumerate(baseline))},
+        "candidate": {dataset: dict(enumerate(candidate))},
+    }
+
+
+def test_report_tables_judge_kl_against_its_floor():
+    rng = np.random.default_rng(8)
+    values = _runs(_kl_like(rng, -0.15), _kl_like(rng, 0.0))
+    comparisons = tables.compare_runs(
+        values, "baseline", ["candidate"], metric="kl_divergence", oracle={"dino": ORACLE}
+    )
+    comparison = comparisons[("candidate", "dino")]
+    assert verdict(comparison) == f"{PAST_ORACLE}: {METRICS['kl_divergence'].below_oracle}"
+    text = tables.format_delta(comparison, "kl_divergence")
+    text += tables.describe_comparison(comparison, "kl_divergence", " bits")
+    assert "better" not in text and "past the oracle value" in text
+    # without its floor the same metric is not judged; a plain metric keeps its direction
+    unjudged = tables.compare_runs(values, "baseline", ["candidate"], metric="kl_divergence")
+    assert verdict(unjudged[("candidate", "dino")]) == NOT_TESTED_NO_ORACLE
+    timed = tables.compare_runs(values, "baseline", ["candidate"], metric="training_time")
+    assert verdict(timed[("candidate", "dino")]) == BETTER  # lower is better for a time
+
+
+def test_report_tables_call_a_closer_run_better_with_its_numbers():
+    rng = np.random.default_rng(9)
+    values = _runs(_kl_like(rng, 0.05), _kl_like(rng, 0.4))
+    comparison = tables.compare_runs(
+        values, "baseline", ["candidate"], metric="kl_divergence", oracle={"dino": ORACLE}
+    )[("candidate", "dino")]
+    assert verdict(comparison) == BETTER
+    described = tables.describe_comparison(comparison, "kl_divergence", " bits")
+    assert "closer to the oracle value −0.080 bits" in described
+
+
+def test_every_compared_sample_metric_is_judged_by_its_floor():
+    for metric in tables.TABLE_METRICS:
+        info = METRICS[metric]
+        assert (metric in tables.ORACLE_METRICS) == (info.goal == "oracle")
+        if info.goal == "oracle" and info.from_samples:
+            assert info.below_oracle and info.above_oracle

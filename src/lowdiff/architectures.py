@@ -1,7 +1,9 @@
 """What each denoiser architecture is, declared once and importable without torch.
 
-The model registry (`lowdiff.models`) builds modules from these names; the runner, the
-report and the command line read the declarations: an architecture's options, and the names
+This is the one list of architectures: `lowdiff.models` builds the module of an architecture
+`name` from `models/<name>.py`, and `ModelConfig.arch` accepts exactly these names (`ArchName`).
+Adding an architecture is this entry plus that file. The runner, the report and the command
+line read the declarations: an architecture's options, and the names
 and meaning of the mixing weights it records during sampling (if any). A report section or
 figure about mixing weights is chosen from `mixing`, never from the width of an array.
 """
@@ -11,7 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ARCHITECTURES", "COMMON_OPTIONS", "ArchInfo", "Mixing"]
+__all__ = [
+    "ARCHITECTURES",
+    "ARCHITECTURE_OPTIONS",
+    "COMMON_OPTIONS",
+    "ArchInfo",
+    "ArchName",
+    "Mixing",
+]
 
 COMMON_OPTIONS = ("embedding_dim", "hidden_dim", "hidden_layers", "input_scale", "time_scale")
 
@@ -56,3 +65,9 @@ ARCHITECTURES: dict[str, ArchInfo] = {
         ),
     ),
 }
+
+# Each architecture's own options (beyond COMMON_OPTIONS), by name.
+ARCHITECTURE_OPTIONS = {name: info.options for name, info in ARCHITECTURES.items()}
+
+# The names as a Literal, for ModelConfig.arch (checked values, "one of ..." in config errors).
+ArchName = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]

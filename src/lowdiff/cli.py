@@ -1,66 +1,206 @@
-"""Command line: parse, call, print.
+# PYTHON_ARGCOMPLETE_OK
+"""Command line: parse, call, print (the work itself is in lowdiff.api and the library).
 
-lowdiff run experiments/quickstart.toml [--set train.num_steps=2000] [--out DIR] [--force]
-lowdiff train --model mlp --datasets circle,dino,line,moons --seeds 0,1,2 --out runs/mlp
-lowdiff report RUN_DIR
-lowdiff datasets
+Every command has a help page with examples (`lowdiff COMMAND --help`). Unknown names
+(commands, flags, datasets, architectures, samplers, config keys) get a "did you mean"; an
+error names the flag the user typed. Shell completion comes from the optional `argcomplete`
+package when it is installed (`eval "$(register-python-argcomplete lowdiff)"`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import io
 import logging
+import re
 import sys
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from lowdiff import __version__, cells, results
 from lowdiff import config as config_module
+from lowdiff.api import check_choice, did_you_mean
 from lowdiff.config import ConfigError
-from lowdiff.engine import DivergenceError
-from lowdiff.results import ResultsError, describe_os_error
-from lowdiff.runtime import configure_cpu
+from lowdiff.progress import phase, resume_line, summary_table
+from lowdiff.results import ResultsError
 
 log = logging.getLogger("lowdiff")
+
+DESCRIPTION = (
+    "lowdiff trains many small diffusion models (DDPMs) on 2-D datasets at once, measures "
+    "them against the true distribution and compares runs with paired statistics over seeds."
+)
+EXAMPLES = """\
+examples:
+  lowdiff run experiments/quickstart.toml              # an experiment file -> results + report
+  lowdiff train --model dual_expert --datasets moons --seeds 0,1,2 --out runs/de
+  lowdiff sample runs/de/dual_expert/moons/seed_0 --n 1000 --out moons.csv
+  lowdiff export runs/de --out metrics.csv             # tidy CSV of every metric
+  lowdiff keys                                         # every setting --set can change
+
+`lowdiff COMMAND --help` shows each command's options and examples.
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for unknown commands, choices and flags."""
+
+    def _command_parser(self, name: str | None) -> argparse.ArgumentParser:
+        if self._subparsers is not None and name is not None:
+            for action in self._subparsers._group_actions:
+                if name in getattr(action, "choices", {}):
+                    return action.choices[name]
+        return self
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """As argparse, but an unknown flag is reported by the command it was given to."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            target = self._command_parser(getattr(parsed, "command", None))
+            target.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+    def error(self, message: str) -> typing.NoReturn:
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            hint = did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+            message += f";{hint}" if hint else ""
+        unknown = re.search(r"unrecognized arguments: (-[^\s=]+)", message)
+        if unknown:
+            hint = did_you_mean(unknown.group(1), list(self._option_string_actions))
+            message += f";{hint}" if hint else ""
+        super().error(message)
 
 
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+# --- "did you mean" for settings and config-file errors -----------------------------------
+
+
+def _check_overrides(assignments: Sequence[str]) -> None:
+    """Each `--set KEY=VALUE` names a real key (checked before any file is read)."""
+    sections = {"experiment": config_module.ExperimentSettings, **config_module.SECTIONS}
+    for assignment in assignments:
+        path, _ = config_module.parse_override(assignment)
+        where = f"--set {assignment}"
+        if path[0] == "runs":  # runs.NAME.SECTION.KEY: a run's own table
+            path = path[2:]
+            if path[:1] == ["description"] or not path:
+                continue
+        check_choice(path[0], [*sections, "runs"], "table", where)
+        if len(path) > 1 and path[0] in sections:
+            fields = [f.name for f in dataclasses.fields(sections[path[0]])]
+            check_choice(path[1], fields, "key", where)
+
+
+_UNKNOWN = re.compile(
+    r"unknown (?:key|table \[|dataset|run) '?([A-Za-z0-9_.-]+)'?\]?; "
+    r"(?:valid(?: keys| tables)?|runs): ([A-Za-z0-9_., -]+)$"
+)
+
+
+def _with_suggestion(message: str) -> str:
+    """Add a "did you mean" to a library error listing the valid names, where one is close."""
+    match = _UNKNOWN.search(message)
+    if not match or "did you mean" in message:
+        return message
+    choices = [name.strip() for name in match.group(2).split(",")]
+    hint = did_you_mean(match.group(1), choices)
+    return f"{message};{hint}" if hint else message
+
+
+def _suggesting(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except ConfigError as error:
+            raise ConfigError(_with_suggestion(str(error))) from error
+
+    return wrapped
+
+
+# --- run and train ------------------------------------------------------------------------
+
+
 def _train_config(args: argparse.Namespace) -> config_module.ExperimentConfig:
     """`lowdiff train` is a one-run experiment built from flags (every value via --set)."""
+    from lowdiff.api import train_config
+
     try:
         seeds = [int(s) for s in _csv(args.seeds)]
     except ValueError as error:
         raise ConfigError(
             f"--seeds: expected comma-separated integers, got {args.seeds!r}"
         ) from error
-    raw = {
-        "experiment": {
-            "name": args.name or args.model,
-            "datasets": _csv(args.datasets),
-            "seeds": seeds,
-            "device": args.device,
-        },
-        "runs": {
-            args.model: {"description": f"the {args.model} denoiser", "model": {"arch": args.model}}
-        },
-    }
-    return config_module.resolve(config_module.apply_overrides(raw, args.set), "lowdiff train")
+    _check_overrides(args.set)
+    return train_config(
+        args.model,
+        _csv(args.datasets),
+        seeds,
+        name=args.name or None,
+        device=args.device,
+        overrides=_overrides(args),
+        flags={"model": "--model", "datasets": "--datasets", "seeds": "--seeds"},
+    )
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The --set overrides, with the flags that are shorthands for a setting."""
+    executor = [f'experiment.executor="{args.executor}"'] if args.executor else []
+    return [*args.set, *executor]
+
+
+def _finished_cells(experiment: config_module.ExperimentConfig, out: Path) -> tuple[int, int]:
+    planned = cells.plan(experiment, out)
+    return sum(cells.is_done(cell) for cell in planned), len(planned)
 
 
 def _run(experiment: config_module.ExperimentConfig, out: Path, args: argparse.Namespace) -> int:
-    from lowdiff.experiments import execute  # heavy imports only once the input is valid
+    from lowdiff import runtime
+
+    runtime.share_cpu_environment()  # first: OpenMP reads its wait policy when torch loads
+    from lowdiff.executors import make_executor
+    from lowdiff.experiments import execute  # torch only once the input is valid
     from lowdiff.report import write_report
 
-    configure_cpu(args.threads)
-    execute(experiment, out, force=args.force, progress=not args.quiet)
-    path = write_report(out)
+    runtime.configure_cpu(args.threads)
+    finished, total = _finished_cells(experiment, out)
+    print(f"{out}: {resume_line(0 if args.force else finished, total)}", flush=True)
+    local = experiment.executor.kind == "local"
+    executor = None if local else make_executor(experiment.executor, root=out)
+    executed = execute(
+        experiment, out, force=args.force, progress=not args.quiet, executor=executor
+    )
+    with phase("report and figures", disable=args.quiet):
+        path = write_report(out)
+    table = summary_table(out)
+    if table:
+        print(f"\n{table}\n")
     print(f"results: {out}\nreport:  {path}")
-    return 0
+    for cell in executed.diverged:
+        step = cells.read(cell).diverged_at_step
+        print(
+            f"lowdiff: run {cell.run!r}: {cell.dataset}/seed {cell.seed} diverged (NaN/inf loss) "
+            f"at step {step}; its batch-mates and the other runs are kept",
+            file=sys.stderr,
+        )
+    for name, error in executed.failed:
+        print(f"lowdiff: pack {name} failed after its retries: {error}", file=sys.stderr)
+    return 3 if executed.diverged or executed.failed else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    experiment = config_module.load_experiment(args.experiment, args.set)
+    _check_overrides(args.set)
+    experiment = config_module.load_experiment(args.experiment, _overrides(args))
     out = Path(args.out) if args.out else Path("runs") / experiment.experiment.name
     return _run(experiment, out, args)
 
@@ -84,53 +224,286 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- sample, export, compare, remeasure ---------------------------------------------------
+
+
+def _points_bytes(points: np.ndarray, suffix: str) -> bytes:
+    buffer = io.BytesIO()
+    if suffix == ".npy":
+        np.save(buffer, points, allow_pickle=False)
+    else:
+        np.savetxt(buffer, points, fmt="%.9g", delimiter=",", header="x,y", comments="")
+    return buffer.getvalue()
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from lowdiff.api import load
+
+    out = Path(args.out)
+    check_choice(out.suffix, [".csv", ".npy"], "file type", "--out")
+    if args.n < 1 or args.steps < 0:
+        raise ConfigError(f"--n must be >= 1 and --steps >= 0, got {args.n} and {args.steps}")
+    model = load(args.cell, device=args.device)
+    try:
+        points = model.sample(
+            args.n, sampler=args.sampler, num_steps=args.steps, seed=args.seed, eta=args.eta
+        )
+    except ConfigError as error:
+        raise ConfigError(str(error).replace("sampler=", "--sampler")) from error
+    except ValueError as error:
+        raise ConfigError(f"--sampler {args.sampler} --steps {args.steps}: {error}") from error
+    results.atomic_write_bytes(out, _points_bytes(points, out.suffix))
+    steps = args.steps or model.schedule.num_timesteps
+    print(
+        f"{out}: {args.n} points from {model.directory} ({args.sampler}, {steps} steps, "
+        f"seed {args.seed})"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lowdiff.table import ResultsTable
+
+    table = ResultsTable.from_dirs(args.dirs)
+    if args.out in (None, "-"):
+        sys.stdout.write(table.to_csv())
+        return 0
+    table.to_csv(args.out)
+    cells = len({(r["experiment"], r["run"], r["dataset"], r["seed"]) for r in table})
+    print(
+        f"{args.out}: {len(table)} rows, {cells} finished cells of {len(args.dirs)} "
+        "results director" + ("y" if len(args.dirs) == 1 else "ies")
+    )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    try:
+        from lowdiff.report.compare import write_comparison
+    except ImportError as error:
+        raise ResultsError(
+            "lowdiff compare: this installation has no comparison report "
+            f"(lowdiff.report.compare.write_comparison is missing: {error})"
+        ) from error
+    path = write_comparison([Path(d) for d in args.dirs], Path(args.out))
+    print(f"comparison: {path}")
+    return 0
+
+
+def cmd_remeasure(args: argparse.Namespace) -> int:
+    from lowdiff.remeasure import remeasure
+
+    done = remeasure(Path(args.run_dir), progress=not args.quiet, report=not args.no_report)
+    print(f"{args.run_dir}: measured {len(done.measured)} cells again from their samples")
+    for line in done.skipped:
+        print(f"  skipped {line}")
+    return 0
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from lowdiff.keys import key_rows
+
+    rows = key_rows()
+    if args.section:
+        sections = sorted({key.split(".")[0] for key, _, _ in rows})
+        check_choice(args.section, sections, "section", "lowdiff keys")
+        rows = [row for row in rows if row[0].startswith(f"{args.section}.")]
+    width = max(len(key) for key, _, _ in rows)
+    default_width = min(24, max(len(default) for _, default, _ in rows))
+    for key, default, meaning in rows:
+        print(f"{key:{width}s}  {default:{default_width}s}  {meaning}")
+    return 0
+
+
+# --- the parser -----------------------------------------------------------------------------
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. train.num_steps=2000 (repeatable)",
+        help="override a setting, e.g. train.num_steps=2000 (repeatable; `lowdiff keys` lists "
+        "them; runs.NAME.train.num_steps=... changes one run only)",
     )
     parser.add_argument("--force", action="store_true", help="re-run every cell, finished or not")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument(
-        "--threads", type=int, default=0, help="CPU threads for torch (default: torch's)"
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch (default: shared among busy processes, or OMP_NUM_THREADS)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=["local", "ray", "slurm"],
+        help="where packs of cells run (sets experiment.executor; options in [executor])",
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lowdiff", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _command(
+    commands: Any, name: str, help_text: str, examples: str, handler: Callable[..., int]
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=_suggesting(handler))
+    return parser
 
-    run = commands.add_parser("run", help="run an experiment file and write its report")
+
+def _add_run_commands(commands: Any) -> None:
+    from lowdiff.architectures import ARCHITECTURES
+
+    run = _command(
+        commands,
+        "run",
+        "run an experiment file (resuming a finished part) and write its report",
+        "  lowdiff run experiments/quickstart.toml\n"
+        "  lowdiff run experiments/dual_expert.toml --set train.num_steps=2000 --out runs/short\n"
+        "  lowdiff run experiments/quickstart.toml --force     # redo every cell\n",
+        cmd_run,
+    )
     run.add_argument("experiment", help="path to an experiment TOML file")
     run.add_argument("--out", help="results directory (default: runs/<experiment name>)")
     _add_run_options(run)
-    run.set_defaults(handler=cmd_run)
 
-    train = commands.add_parser(
-        "train", help="train and evaluate one architecture on datasets x seeds"
+    train = _command(
+        commands,
+        "train",
+        "train and evaluate one architecture on datasets x seeds (a one-run experiment)",
+        "  lowdiff train --out runs/mlp                       # mlp, 4 datasets, seed 0\n"
+        "  lowdiff train --model dual_scale --datasets dino,moons --seeds 0,1,2 --out runs/ds\n"
+        "  lowdiff train --out runs/quick --set train.num_steps=1000 --set model.hidden_dim=64\n",
+        cmd_train,
     )
-    train.add_argument("--model", default="mlp", help="architecture: mlp, dual_scale, dual_expert")
-    train.add_argument("--datasets", default="circle,dino,line,moons")
-    train.add_argument("--seeds", default="0")
+    train.add_argument(
+        "--model", default="mlp", help=f"architecture: {', '.join(ARCHITECTURES)} (default mlp)"
+    )
+    train.add_argument(
+        "--datasets",
+        default="circle,dino,line,moons",
+        help="comma-separated datasets (default circle,dino,line,moons; see `lowdiff datasets`)",
+    )
+    train.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
     train.add_argument("--out", required=True, help="results directory")
     train.add_argument("--name", default="", help="experiment name (default: the model)")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     _add_run_options(train)
-    train.set_defaults(handler=cmd_train)
 
-    report = commands.add_parser(
-        "report", help="(re)build report.md and report.html from a results directory"
+
+def _add_result_commands(commands: Any) -> None:
+    report = _command(
+        commands,
+        "report",
+        "(re)build report.md and report.html from a results directory",
+        "  lowdiff report runs/quickstart\n",
+        cmd_report,
     )
-    report.add_argument("run_dir")
-    report.set_defaults(handler=cmd_report)
+    report.add_argument("run_dir", help="a results directory written by `lowdiff run`")
 
-    datasets = commands.add_parser("datasets", help="list the registered datasets")
-    datasets.set_defaults(handler=cmd_datasets)
+    sample = _command(
+        commands,
+        "sample",
+        "draw new points from the trained model of a finished cell",
+        "  lowdiff sample runs/quickstart/baseline/moons/seed_0 --n 1000 --out moons.csv\n"
+        "  lowdiff sample CELL_DIR --n 5000 --sampler ddim --steps 50 --seed 1 --out x.npy\n",
+        cmd_sample,
+    )
+    sample.add_argument("cell", help="a cell directory, RESULTS/RUN/DATASET/seed_S")
+    sample.add_argument("--n", type=int, default=1000, help="number of points (default 1000)")
+    sample.add_argument(
+        "--sampler",
+        default="ancestral",
+        help="ancestral, ddim or dpm_solver_pp (default ancestral)",
+    )
+    sample.add_argument("--steps", type=int, default=0, help="sampler steps (default 0: all)")
+    sample.add_argument("--eta", type=float, default=0.0, help="DDIM's eta (default 0)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    sample.add_argument("--out", required=True, help="x.csv (header x,y) or x.npy")
+    sample.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+
+    export = _command(
+        commands,
+        "export",
+        "write the metrics of results directories as one tidy CSV",
+        "  lowdiff export runs/dual_scale runs/dual_expert --out metrics.csv\n"
+        "  lowdiff export runs/quickstart | head     # to standard output\n"
+        "columns: experiment, run, dataset, seed, metric, value (finished cells only)\n",
+        cmd_export,
+    )
+    export.add_argument("dirs", nargs="+", metavar="DIR", help="results directories")
+    export.add_argument("--out", help="CSV file to write (default: standard output)")
+
+    compare = _command(
+        commands,
+        "compare",
+        "one report over several results directories (matching datasets and seeds paired)",
+        "  lowdiff compare runs/dual_scale runs/dual_expert --out runs/compared\n",
+        cmd_compare,
+    )
+    compare.add_argument("dirs", nargs="+", metavar="DIR", help="results directories")
+    compare.add_argument("--out", required=True, help="directory of the comparison report")
+
+    remeasure = _command(
+        commands,
+        "remeasure",
+        "measure every finished cell again from its saved samples (no training), then report",
+        "  lowdiff remeasure results/dual_expert     # after a change to the metrics\n",
+        cmd_remeasure,
+    )
+    remeasure.add_argument("run_dir", help="a results directory written by `lowdiff run`")
+    remeasure.add_argument("--no-report", action="store_true", help="do not rebuild the report")
+    remeasure.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="lowdiff",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lowdiff {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also log what lowdiff is doing"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_commands(commands)
+    _add_result_commands(commands)
+    _command(
+        commands, "datasets", "list the registered datasets", "  lowdiff datasets\n", cmd_datasets
+    )
+    keys = _command(
+        commands,
+        "keys",
+        "list every setting with its default and meaning",
+        "  lowdiff keys\n  lowdiff keys train\n",
+        cmd_keys,
+    )
+    keys.add_argument("section", nargs="?", help="only this table: experiment, model, train, ...")
+    try:
+        import argcomplete  # optional: shell completion where it is installed
+    except ImportError:
+        pass
+    else:
+        argcomplete.autocomplete(parser)
     return parser
+
+
+def _is_divergence(error: Exception) -> bool:
+    """A training divergence (checked without importing torch: the engine raised it or
+    it was never loaded)."""
+    engine = sys.modules.get("lowdiff.engine")
+    diverged = engine is not None and isinstance(error, engine.DivergenceError)
+    return diverged or isinstance(error, FloatingPointError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,9 +517,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lowdiff: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # disk full, read-only, not a directory...: one line, no traceback
-        print(f"lowdiff: error: {describe_os_error(error)}", file=sys.stderr)
+        print(f"lowdiff: error: {results.describe_os_error(error)}", file=sys.stderr)
         return 2
-    except (DivergenceError, FloatingPointError) as error:
+    except Exception as error:
+        if not _is_divergence(error):
+            raise
         print(
             f"lowdiff: {error}\nfinished cells are kept; fix the config and run again to resume.",
             file=sys.stderr,

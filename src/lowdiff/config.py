@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lowdiff.data import DATASETS
-from lowdiff.engine import TrainConfig
-from lowdiff.evaluation import EvalConfig
-from lowdiff.models import ModelConfig
+from lowdiff.executors import EXECUTORS, ExecutorConfig
 from lowdiff.results import describe_os_error
-from lowdiff.schedule import ScheduleConfig
+from lowdiff.settings import EvalConfig, ModelConfig, ScheduleConfig, TrainConfig
 
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
@@ -45,12 +43,22 @@ SECTIONS: dict[str, type] = {
 
 
 class ConfigError(ValueError):
-    """A problem in an experiment file or an override, with where it is and what is valid."""
+    """A problem in an experiment file or an override, with where it is and what is valid.
+
+    `key` is the dotted path of the offending setting as written in the file
+    (`runs.fixed.train.learning_rate`, `train`, `experiment.seeds`), or None when the problem
+    is not one key's; `load_experiment` finds the line from it.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 # Names that become directories (experiment and run names): no separators, no leading dot.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SAFE_NAME_RULE = "letters, digits, '_', '-' and '.', starting with a letter or digit"
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +82,7 @@ class ExperimentSettings:
     max_models_per_batch: int = 32
     device: str = "auto"
     oracle_draws: int = 5  # fresh draws of the true distribution for each metric's floor
+    executor: Literal["local", "ray", "slurm"] = "local"  # where packs run; options in [executor]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +91,7 @@ class ExperimentConfig:
 
     experiment: ExperimentSettings
     runs: tuple[RunConfig, ...]
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def run(self, name: str) -> RunConfig:
         return next(run for run in self.runs if run.name == name)
@@ -122,7 +132,7 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
                 continue
     if annotation in _SCALARS and _SCALARS[annotation](value):
         return float(value) if annotation is float else value
-    raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}", key=where)
 
 
 def check_keys(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
@@ -132,55 +142,30 @@ def check_keys(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
     checked = {}
     for key, value in values.items():
         if key not in valid:
-            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+            raise ConfigError(
+                f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}",
+                key=f"{where}.{key}",
+            )
         checked[key] = coerce(value, hints[key], f"{where}.{key}")
     return checked
 
 
-def check_schedule(config: ScheduleConfig) -> None:
-    """The noise schedule's values (ScheduleConfig itself does not check them)."""
-    if config.num_timesteps < 1:
-        raise ValueError(f"num_timesteps must be >= 1, got {config.num_timesteps}")
-    if not 0 < config.beta_start <= config.beta_end < 1:
-        raise ValueError(
-            "need 0 < beta_start <= beta_end < 1, got "
-            f"beta_start = {config.beta_start}, beta_end = {config.beta_end}"
-        )
-
-
-def check_eval(config: EvalConfig) -> None:
-    if not config.field_extent > 0:
-        raise ValueError(f"field_extent must be > 0, got {config.field_extent}")
-
-
-VALIDATORS: dict[type, Any] = {ScheduleConfig: check_schedule, EvalConfig: check_eval}
-
-
 def build(cls: type, values: dict[str, Any], where: str) -> Any:
     """Construct dataclass `cls` from a dict, rejecting unknown keys, wrong types and
-    non-finite numbers, then run the class's own checks and its VALIDATORS entry."""
+    non-finite numbers; the class checks its own values."""
     kwargs = check_keys(cls, values, where)
     for key, value in kwargs.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{where}.{key}: must be a finite number, got {value}")
+            raise ConfigError(
+                f"{where}.{key}: must be a finite number, got {value}", key=f"{where}.{key}"
+            )
     try:
-        built = cls(**kwargs)
-        VALIDATORS.get(cls, lambda _: None)(built)
+        return cls(**kwargs)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}: {error}") from error
-    return built
+        raise ConfigError(f"{where}: {error}", key=where) from error
 
 
 # --- the experiment file ------------------------------------------------------------------
-
-
-def _line_of(text: str, key: str) -> int | None:
-    """Best-effort line number of a key or table header in the TOML source."""
-    leaf = re.escape(key.split(".")[-1])
-    for number, line in enumerate(text.splitlines(), start=1):
-        if re.search(rf"(^|[\s{{,.\[]){leaf}\s*(=|\])", line):
-            return number
-    return None
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -193,113 +178,142 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _check_table(value: Any, where: str) -> dict[str, Any]:
+def _check_table(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a table, got {value!r}")
+        raise ConfigError(f"{key}: expected a table, got {value!r}", key=key)
     return value
 
 
-def check_device_name(name: str) -> None:
-    """'auto', or a name torch parses as a device ('cpu', 'cuda', 'cuda:1', 'mps')."""
-    import torch
-
-    if name == "auto":
-        return
-    try:
-        torch.device(name)
-    except (RuntimeError, ValueError) as error:
-        raise ConfigError(
-            f"experiment.device: {name!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps"
-        ) from error
-
-
-def _check_settings(settings: ExperimentSettings) -> None:
+def _check_names(settings: ExperimentSettings) -> None:
+    """The experiment's name (a directory), its datasets (each once) and its device name."""
     if not SAFE_NAME.fullmatch(settings.name):
         raise ConfigError(
             f"experiment.name: {settings.name!r} is not a valid name (it names the results "
-            f"directory); use only {SAFE_NAME_RULE}"
+            f"directory); use only {SAFE_NAME_RULE}",
+            key="experiment.name",
         )
     duplicates = sorted({d for d in settings.datasets if settings.datasets.count(d) > 1})
     if duplicates:
         raise ConfigError(
             f"experiment.datasets: {', '.join(duplicates)} listed more than once; "
-            "list each dataset once"
+            "list each dataset once",
+            key="experiment.datasets",
         )
-    check_device_name(settings.device)
+    if not DEVICE_NAME.fullmatch(settings.device):
+        raise ConfigError(
+            f"experiment.device: {settings.device!r} is not a device; "
+            "valid: auto, cpu, cuda, cuda:N, mps",
+            key="experiment.device",
+        )
 
 
-def resolve(raw: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
-    """Turn a parsed experiment dict into an ExperimentConfig (checks everything)."""
-    valid_top = ["experiment", "runs", *SECTIONS]
-    for key in raw:
-        if key not in valid_top:
-            raise ConfigError(
-                f"{where}: unknown table [{key}]; valid tables: {', '.join(valid_top)}"
-            )
+def _settings(raw: dict[str, Any]) -> ExperimentSettings:
+    """The [experiment] table, checked (its baseline is filled in once the runs are known)."""
     settings = build(
-        ExperimentSettings,
-        _check_table(raw.get("experiment", {}), f"{where}: [experiment]"),
-        "experiment",
+        ExperimentSettings, _check_table(raw.get("experiment", {}), "experiment"), "experiment"
     )
-    _check_settings(settings)
+    _check_names(settings)
     for dataset in settings.datasets:
         if dataset not in DATASETS:
             raise ConfigError(
-                f"experiment.datasets: unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}"
+                f"experiment.datasets: unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}",
+                key="experiment.datasets",
             )
     if not settings.datasets or not settings.seeds:
-        raise ConfigError("experiment.datasets and experiment.seeds must not be empty")
+        raise ConfigError(
+            "experiment.datasets and experiment.seeds must not be empty", key="experiment"
+        )
     if len(set(settings.seeds)) != len(settings.seeds) or any(s < 0 for s in settings.seeds):
         raise ConfigError(
-            f"experiment.seeds must be distinct non-negative integers, got {list(settings.seeds)}"
+            f"experiment.seeds must be distinct non-negative integers, got {list(settings.seeds)}",
+            key="experiment.seeds",
         )
     if settings.num_points < 2 or settings.max_models_per_batch < 1 or settings.oracle_draws < 1:
         raise ConfigError(
-            "experiment.num_points must be >= 2, max_models_per_batch and oracle_draws >= 1"
+            "experiment.num_points must be >= 2, max_models_per_batch and oracle_draws >= 1",
+            key="experiment",
         )
-    shared = {name: _check_table(raw.get(name, {}), f"[{name}]") for name in SECTIONS}
+    return settings
+
+
+def _run(name: str, run_raw: Any, shared: dict[str, dict[str, Any]]) -> RunConfig:
+    """One [runs.NAME] table over the shared section tables."""
+    where = f"runs.{name}"
+    if not SAFE_NAME.fullmatch(name):
+        raise ConfigError(f"runs.{name!r}: a run name may use only {SAFE_NAME_RULE}", key=where)
+    run_raw = _check_table(run_raw, where)
+    valid_run = ["description", *SECTIONS]
+    for key in run_raw:
+        if key not in valid_run:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}; valid keys: {', '.join(valid_run)}",
+                key=f"{where}.{key}",
+            )
+    parts = {
+        section: build(
+            cls,
+            _merge(shared[section], _check_table(run_raw.get(section, {}), f"{where}.{section}")),
+            f"{where}.{section}",
+        )
+        for section, cls in SECTIONS.items()
+    }
+    description = coerce(run_raw.get("description", ""), str, f"{where}.description")
+    return RunConfig(name=name, description=description, **parts)
+
+
+def _resolve(raw: dict[str, Any]) -> ExperimentConfig:
+    valid_top = ["experiment", "runs", "executor", *SECTIONS]
+    for key in raw:
+        if key not in valid_top:
+            raise ConfigError(
+                f"unknown table [{key}]; valid tables: {', '.join(valid_top)}", key=key
+            )
+    settings = _settings(raw)
+    shared = {name: _check_table(raw.get(name, {}), name) for name in SECTIONS}
     for section, cls in SECTIONS.items():  # shared tables are checked on their own first
         check_keys(cls, shared[section], section)
-    runs_raw = _check_table(raw.get("runs", {}), "[runs]")
+    runs_raw = _check_table(raw.get("runs", {}), "runs")
     if not runs_raw:
-        raise ConfigError(f"{where}: no runs; add at least one [runs.NAME] table")
-    runs = []
-    for name, run_raw in runs_raw.items():
-        if not SAFE_NAME.fullmatch(name):
-            raise ConfigError(f"runs.{name!r}: a run name may use only {SAFE_NAME_RULE}")
-        run_raw = _check_table(run_raw, f"[runs.{name}]")
-        valid_run = ["description", *SECTIONS]
-        for key in run_raw:
-            if key not in valid_run:
-                raise ConfigError(
-                    f"runs.{name}: unknown key {key!r}; valid keys: {', '.join(valid_run)}"
-                )
-        parts = {
-            section: build(
-                cls,
-                _merge(
-                    shared[section],
-                    _check_table(run_raw.get(section, {}), f"runs.{name}.{section}"),
-                ),
-                f"runs.{name}.{section}",
-            )
-            for section, cls in SECTIONS.items()
-        }
-        description = coerce(run_raw.get("description", ""), str, f"runs.{name}.description")
-        if parts["train"].batch_size > settings.num_points:
+        raise ConfigError("no runs; add at least one [runs.NAME] table", key="runs")
+    runs = [_run(name, run_raw, shared) for name, run_raw in runs_raw.items()]
+    for run in runs:
+        if run.train.batch_size > settings.num_points:
             raise ConfigError(
-                f"runs.{name}.train.batch_size: {parts['train'].batch_size} is larger than the "
-                f"{settings.num_points} training points (experiment.num_points); use at most that"
+                f"runs.{run.name}.train.batch_size: {run.train.batch_size} is larger than the "
+                f"{settings.num_points} training points (experiment.num_points); use at most that",
+                key=f"runs.{run.name}.train.batch_size",
             )
-        runs.append(RunConfig(name=name, description=description, **parts))
     baseline = settings.baseline or runs[0].name
     if baseline not in [run.name for run in runs]:
         raise ConfigError(
             f"experiment.baseline: unknown run {baseline!r}; "
-            f"runs: {', '.join(r.name for r in runs)}"
+            f"runs: {', '.join(r.name for r in runs)}",
+            key="experiment.baseline",
         )
     settings = dataclasses.replace(settings, baseline=baseline)
-    return ExperimentConfig(experiment=settings, runs=tuple(runs))
+    return ExperimentConfig(
+        experiment=settings, runs=tuple(runs), executor=_executor(raw, settings.executor)
+    )
+
+
+def _executor(raw: dict[str, Any], kind: str) -> ExecutorConfig:
+    """The [executor] table's options for the backend chosen by experiment.executor."""
+    table = dict(_check_table(raw.get("executor", {}), "executor"))
+    if table.pop("kind", kind) != kind:  # lowdiff writes it to experiment.json: must agree
+        raise ConfigError(
+            f"executor.kind is chosen by experiment.executor (one of {', '.join(EXECUTORS)})",
+            key="executor.kind",
+        )
+    return build(ExecutorConfig, {**table, "kind": kind}, "executor")
+
+
+def resolve(raw: dict[str, Any], where: str = "<config>") -> ExperimentConfig:
+    """Turn a parsed experiment dict into an ExperimentConfig (checks everything); errors are
+    prefixed with `where` (a file name, or what produced `raw`)."""
+    try:
+        return _resolve(raw)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}", key=error.key) from error
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:
@@ -331,6 +345,83 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+# --- where a key is written ---------------------------------------------------------------
+
+
+def _related(a: str, b: str) -> bool:
+    """One dotted key path is the other or lies inside it."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def _spellings(key: str) -> list[str]:
+    """A key and, for a run's section (`runs.NAME.train...`), the shared table it merges over."""
+    parts = key.split(".")
+    if len(parts) >= 3 and parts[0] == "runs" and parts[2] in SECTIONS:
+        return [key, ".".join(parts[2:])]
+    return [key]
+
+
+def _file_error(raw: dict[str, Any]) -> str | None:
+    """The message of the file's own error, before any override (None: the file is valid)."""
+    try:
+        _resolve(raw)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
+def _blamed_override(error: ConfigError, raw: dict[str, Any], overrides: list[str]) -> str | None:
+    """The last `--set` assignment that set the error's key (or a table around it or a key
+    inside it), unless the file makes the same error without the overrides."""
+    key = error.key
+    if key is None or not overrides or _file_error(raw) == str(error):
+        return None
+    for assignment in reversed(overrides):
+        path = ".".join(parse_override(assignment)[0])
+        if any(_related(path, spelling) for spelling in _spellings(key)):
+            return assignment
+    return None
+
+
+_HEADER = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
+_ASSIGNMENT = re.compile(r"^\s*([A-Za-z0-9_.\"' -]+?)\s*=(.*)$")
+_INLINE_KEY = re.compile(r"[{,]\s*([A-Za-z0-9_-]+)\s*=")
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Dotted key path -> first line defining it (table headers, keys, inline-table keys)."""
+    lines: dict[str, int] = {}
+    table = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header := _HEADER.match(line):
+            table = header.group(1).replace(" ", "").replace('"', "")
+            lines.setdefault(table, number)
+        elif assignment := _ASSIGNMENT.match(line):
+            name = assignment.group(1).strip().replace('"', "").replace(" ", "")
+            path = f"{table}.{name}" if table else name
+            lines.setdefault(path, number)
+            for inner in _INLINE_KEY.findall(assignment.group(2)):
+                lines.setdefault(f"{path}.{inner}", number)
+    return lines
+
+
+def _candidates(key: str) -> list[str]:
+    """Where `key` may be written, most precise first: the key, the tables around it; for a
+    run's section, the shared table it merges over comes before the run's own header."""
+    parts = key.split(".")
+    if len(parts) >= 3 and parts[0] == "runs" and parts[2] in SECTIONS:
+        own = [".".join(parts[:n]) for n in range(len(parts), 2, -1)]
+        shared = [".".join(parts[2:n]) for n in range(len(parts), 2, -1)]
+        return [*own, *shared, f"runs.{parts[1]}", "runs"]
+    return [".".join(parts[:n]) for n in range(len(parts), 0, -1)]
+
+
+def line_of(text: str, key: str) -> int | None:
+    """The line of the TOML source that wrote `key`, or of the nearest table around it."""
+    lines = _key_lines(text)
+    return next((lines[c] for c in _candidates(key) if c in lines), None)
+
+
 def read_experiment_text(path: Path) -> str:
     """The experiment file's text, or a one-line ConfigError saying what is wrong with it."""
     if path.is_dir():
@@ -349,21 +440,24 @@ def read_experiment_text(path: Path) -> str:
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    text = read_experiment_text(Path(path))
+    """Read, override and resolve an experiment file; a ConfigError names the file and line
+    (or the `--set` assignment) where the problem was written."""
+    path, overrides = Path(path), overrides or []
+    text = read_experiment_text(path)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
-    raw = apply_overrides(raw, overrides or [])  # its errors name the override, not a line
+    overridden = apply_overrides(raw, overrides)  # its errors name the override, not a line
     try:
-        return resolve(raw, str(path))
+        return _resolve(overridden)
     except ConfigError as error:
-        message = str(error)
-        key = message.split(":")[0].split("[")[0]
-        quoted = re.search(r"unknown (?:key |table \[)'?([A-Za-z0-9_.-]+)", message)
-        line = _line_of(text, quoted.group(1) if quoted else key)
+        override = _blamed_override(error, raw, overrides)
+        if override is not None:
+            raise ConfigError(f"--set {override}: {error}", key=error.key) from error
+        line = None if error.key is None else line_of(text, error.key)
         where = f"{path}, line {line}" if line else str(path)
-        raise ConfigError(f"{where}: {message}") from error
+        raise ConfigError(f"{where}: {error}", key=error.key) from error
 
 
 def to_dict(config: Any) -> Any:
@@ -373,6 +467,27 @@ def to_dict(config: Any) -> Any:
     if isinstance(config, tuple | list):
         return [to_dict(v) for v in config]
     return config
+
+
+def from_json(raw: dict[str, Any], where: str = "<json>") -> ExperimentConfig:
+    """The inverse of `to_dict(config)`: experiment.json (runs as a list) back into a config.
+
+    `resolve` reads the TOML shape (runs as named tables); what lowdiff writes lists its runs
+    with their names inside. Both shapes are accepted here, and every value is checked again.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    runs = raw.get("runs", {})
+    if isinstance(runs, list):
+        named = {}
+        for index, run in enumerate(runs):
+            if not isinstance(run, dict) or not isinstance(run.get("name"), str):
+                raise ConfigError(f"{where}: runs[{index}]: expected an object with a 'name'")
+            if run["name"] in named:
+                raise ConfigError(f"{where}: runs[{index}]: duplicate run name {run['name']!r}")
+            named[run["name"]] = {key: value for key, value in run.items() if key != "name"}
+        runs = named
+    return resolve({**raw, "runs": runs}, where)
 
 
 # --- what the machine must offer: device and memory, checked before any file is written ------
@@ -390,7 +505,6 @@ def check_device_available(name: str) -> None:
     """The configured device exists on this machine ('auto' always does)."""
     import torch
 
-    check_device_name(name)
     if name == "auto":
         return
     device = torch.device(name)

@@ -39,50 +39,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lowdiff.models import Denoiser, ModelConfig, build_model
+from lowdiff.progress import bar as tqdm
 from lowdiff.results import ResultsError, atomic_write_with, config_hash, read_npz
 from lowdiff.schedule import NoiseSchedule
+from lowdiff.settings import TrainConfig  # defined torch-free; re-exported here
 
 log = logging.getLogger(__name__)
 
 CHUNK_STEPS = 100  # random numbers are drawn this many steps at a time; losses checked as often
 STREAMS = ("init", "data", "noise", "eval", "sample")
 CHECKPOINT_FORMAT = "lowdiff-checkpoint/1"
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    num_steps: int = 10_000
-    batch_size: int = 256
-    learning_rate: float = 3e-4
-    grad_clip: float = 0.5
-    ema_beta: float = 0.995
-    ema_update_every: int = 10
-    ema_warmup_steps: int = 100
-    diversity_weight: float = 0.0  # lambda of the diversity loss (SPEC §3 run 4); 0 = plain MSE
-    # steps between checkpoints (taken at the next chunk boundary); not part of the cell key.
-    # 1000 protocol steps of a batch of 12 take about 1.5 minutes on one CPU core.
-    checkpoint_every: int = 1000
-
-    def __post_init__(self) -> None:
-        for name in ("num_steps", "batch_size", "ema_update_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"train.{name} must be a positive integer, got {getattr(self, name)}"
-                )
-        for name in ("learning_rate", "grad_clip"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"train.{name} must be a finite number > 0, got {value}")
-        if not 0 <= self.ema_beta < 1:
-            raise ValueError(f"train.ema_beta must be in [0, 1), got {self.ema_beta}")
-        if self.ema_warmup_steps < 0 or not 0 <= self.diversity_weight < math.inf:
-            raise ValueError(
-                "train.ema_warmup_steps and train.diversity_weight must be finite and >= 0, got "
-                f"{self.ema_warmup_steps} and {self.diversity_weight}"
-            )
 
 
 @dataclass(frozen=True)

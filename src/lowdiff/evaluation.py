@@ -1,44 +1,24 @@
-"""Evaluate M trained models at once: eval loss, ancestral sampling, recorded mixing weights.
+"""Evaluate M trained models at once: the evaluation settings, eval loss, weight fields.
 
 SPEC §1 "Evaluation": `eval_loss` is the MSE of the trained (non-EMA) weights over one pass of
-the training points with fresh eps and t; samples come from the EMA weights by ancestral DDPM
-sampling from N(0, I) over t = T-1..0. For architectures that mix branches or experts, the
-mean weight over samples at every step is recorded (a (T, K) trace per model, row 0 = the first
-sampling step t = T-1), as are the per-sample weights at the last step (t = 0).
+the training points with fresh eps and t. Samples come from the EMA weights through
+`lowdiff.samplers` (ancestral DDPM over t = T-1..0 by default, the protocol), chosen here by
+`EvalConfig.sampler` and `sampling_steps`. For architectures that mix branches or experts,
+`weight_field` maps their weights over a grid of the plane at a few timesteps.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from lowdiff import samplers
 from lowdiff.models import Denoiser
+from lowdiff.samplers import Samples
 from lowdiff.schedule import NoiseSchedule
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalConfig:
-    num_samples: int = 10_000
-    chunk_size: int = 10_000  # points per forward pass in eval_loss (memory only)
-    knn_k: int = 5
-    field_resolution: int = 48  # grid side of the weight-over-the-plane view
-    field_extent: float = 4.5  # the plane [-extent, extent]^2
-    field_timesteps: int = 4  # that many timesteps, evenly spaced from T-1 to 0
-
-    def __post_init__(self) -> None:
-        for name in ("num_samples", "chunk_size", "knn_k", "field_resolution", "field_timesteps"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"eval.{name} must be a positive integer, got {getattr(self, name)}"
-                )
-        if self.knn_k >= self.num_samples:
-            raise ValueError(
-                f"eval.knn_k ({self.knn_k}) must be < eval.num_samples ({self.num_samples})"
-            )
+from lowdiff.settings import EvalConfig as EvalConfig  # defined torch-free; re-exported
 
 
 @torch.no_grad()
@@ -69,31 +49,6 @@ def eval_loss(
     return (total / (2 * num_points)).cpu().numpy()
 
 
-@dataclass
-class Samples:
-    points: np.ndarray  # (M, N, 2)
-    weight_trace: np.ndarray | None  # (M, T, K): mean weight over samples, row 0 = t = T-1
-    final_weights: np.ndarray | None  # (M, N, K): per-sample weights at the last step (t = 0)
-    inference_time: float  # wall clock of the sampling loop for all M models, seconds
-
-
-@torch.no_grad()
-def denoise_in_chunks(
-    model: Denoiser, xt: torch.Tensor, t: int, rows: int
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """eps_hat (M, N, 2) and weights (M, N, K) or None, `rows` points per model at a time.
-
-    Chunks keep the activations inside the CPU caches (a (M, 10000, 256) activation does not
-    fit); the result does not depend on the chunk size, as each point is denoised on its own.
-    """
-    outputs = [model(xt[:, start : start + rows], t) for start in range(0, xt.shape[1], rows)]
-    eps = torch.cat([output.eps for output in outputs], dim=1)
-    if outputs[0].weights is None:
-        return eps, None
-    return eps, torch.cat([output.weights for output in outputs], dim=1)
-
-
-@torch.no_grad()
 def sample(
     model: Denoiser,
     schedule: NoiseSchedule,
@@ -102,35 +57,9 @@ def sample(
     device: torch.device,
     rows: int = 4096,
 ) -> Samples:
-    """Ancestral DDPM sampling (SPEC §1) of `num_samples` points from each of the M models.
-
-    Each forward pass takes about `rows` points in all (rows / M per model), which keeps the
-    activations cache-sized on a CPU whatever M is.
-    """
-    per_model = max(64, rows // model.num_models)
-
-    def normal() -> torch.Tensor:  # one independent draw per model, (M, N, 2)
-        return torch.stack(
-            [torch.randn((num_samples, 2), generator=g, device=device) for g in generators]
-        )
-
-    xt = normal()
-    trace, weights = [], None
-    start = time.perf_counter()
-    for t in range(schedule.num_timesteps - 1, -1, -1):
-        eps_hat, weights = denoise_in_chunks(model, xt, t, per_model)
-        if weights is not None:
-            trace.append(weights.mean(dim=1))  # (M, K)
-        xt = schedule.step(eps_hat, t, xt, normal() if t > 0 else None)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    inference_time = time.perf_counter() - start
-    return Samples(
-        points=xt.cpu().numpy(),  # may hold NaN/inf for a diverged model: the caller checks
-        weight_trace=torch.stack(trace, dim=1).cpu().numpy() if trace else None,
-        final_weights=weights.cpu().numpy() if weights is not None else None,
-        inference_time=inference_time,
-    )
+    """The protocol's ancestral sampler under its earlier signature, kept for existing callers;
+    new code calls `lowdiff.samplers.sample`, which chooses the sampler and the step count."""
+    return samplers.sample(model, schedule, generators, device, num_samples=num_samples, rows=rows)
 
 
 def field_timesteps(num_timesteps: int, count: int) -> list[int]:

@@ -1,147 +1,128 @@
-"""Run an experiment: every run x dataset x seed cell, batched, resumable, measured.
+"""Run an experiment: packs of cells -> train -> evaluate -> write.
 
-Cells of one run (same architecture and options) are trained as one batched engine call (split
-into batches of at most `max_models_per_batch`). As soon as a batch is trained, each of its cells
-is evaluated and written atomically, keyed by a hash of its resolved config (results.py). Running
-the same experiment again skips every finished cell whose hash matches, so an interrupted run
-resumes where it stopped and a changed run config redoes only that run's cells.
-
-Every metric also gets an *oracle floor*: its value for fresh draws of the true distribution
-measured against the same training points (SPEC §4), so a reader knows what "perfect" scores.
+The cells (`lowdiff.cells.plan`) that are not done are grouped into *packs*: cells of one run
+(same architecture and options, hence one batched engine call) of at most
+`max_models_per_batch`. `run_pack` is the unit of work, self-contained for a worker process: it
+loads its datasets, trains the pack as one computation, evaluates each model and writes each
+cell atomically (`lowdiff.cells`). A model that diverges is written as a diverged cell; its
+batch-mates are evaluated and kept. `execute` plans the packs, runs them in this process or
+through an executor (`executor.map`), copies cells a run repeating another run's config shares
+with it, and rewrites every run's final_info.json (`lowdiff.summary`). Running it again skips
+every done cell, so an interrupted experiment resumes where it stopped and a changed run redoes
+only its own cells. Oracle floors: `lowdiff.oracle`; measurement: `lowdiff.metrics.measure`.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from lowdiff import data, results, stats
-from lowdiff.config import SECTIONS, ExperimentConfig, RunConfig, check_resources, to_dict
+from lowdiff import cells, oracle, results, summary
+from lowdiff.cells import Cell, cell_hash, plan
+from lowdiff.config import ExperimentConfig, RunConfig, check_resources
 from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
-from lowdiff.evaluation import Samples, eval_loss, field_timesteps, sample, weight_field
-from lowdiff.metrics import METRICS, Reference, load_reference, measure
+from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
+from lowdiff.executors import Executor
+from lowdiff.lock import RunLock
+from lowdiff.metrics import Reference, load_reference, measure
+from lowdiff.progress import bar as tqdm
+from lowdiff.progress import phase
+from lowdiff.samplers import Samples, sample
 from lowdiff.schedule import NoiseSchedule
+
+__all__ = [
+    "Executed",
+    "Pack",
+    "cell_hash",
+    "evaluate_batch",
+    "execute",
+    "plan",
+    "plan_packs",
+    "run_pack",
+]
 
 log = logging.getLogger(__name__)
 
-HASH_VERSION = 2  # bump when the protocol's defaults or the cell contents change meaning
+CHECKPOINTS = ".checkpoints"  # <root>/.checkpoints/: training states of the packs in progress
+
+
+@functools.cache
+def reference(name: str, num_points: int) -> Reference:
+    """A dataset's training points and k-NN radii, loaded once per process."""
+    return load_reference(name, num_points)
+
+
+# --- planning -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Cell:
-    run: RunConfig
-    dataset: str
-    seed: int
-    config_hash: str
-    directory: Path
+class Pack:
+    """Cells of one run trained as one batched engine call (picklable: a unit of work)."""
+
+    run: str
+    cells: tuple[Cell, ...]
+
+    @property
+    def name(self) -> str:
+        first = self.cells[0]
+        more = f" and {len(self.cells) - 1} more" if len(self.cells) > 1 else ""
+        return f"{self.run}: {first.dataset}/seed {first.seed}{more}"
 
 
-# Fields that change how a result is computed but not the result itself.
-NOT_IN_HASH = {"eval": {"chunk_size"}, "train": {"checkpoint_every"}}
+def _work(
+    config: ExperimentConfig, root: Path, force: bool
+) -> tuple[list[Cell], list[tuple[Cell, Cell]]]:
+    """The cells to train and the (source, target) copies between cells of one config.
+
+    Cells with one hash (a run repeating another run's settings) are trained once: the first
+    done one, else the first one, is the source of the others that are not done (all, if
+    `force`)."""
+    groups: dict[str, list[Cell]] = {}
+    for cell in plan(config, root):
+        groups.setdefault(cell.config_hash, []).append(cell)
+    to_train, copies = [], []
+    for group in groups.values():
+        done = [] if force else [cell for cell in group if cells.is_done(cell)]
+        source = done[0] if done else group[0]
+        if not done:
+            to_train.append(source)
+        copies += [(source, c) for c in group if c is not source and c not in done]
+    return to_train, copies
 
 
-def _settings_key(section: str, value: Any) -> dict[str, Any]:
-    """The fields of one config section that differ from the reference protocol's defaults.
-
-    Keying a cell on the difference from the protocol (not on every field) keeps finished
-    results valid when a later version adds a setting whose default is today's behaviour; the
-    protocol defaults themselves are pinned by the conformance tests.
-    """
-    skip = NOT_IN_HASH.get(section, set())
-    return {
-        field.name: to_dict(getattr(value, field.name))
-        for field in dataclasses.fields(value)
-        if field.name not in skip and getattr(value, field.name) != field.default
-    }
-
-
-def cell_hash(config: ExperimentConfig, run: RunConfig, dataset: str, seed: int) -> str:
-    """Key of a cell's result: what it was trained and sampled with, nothing cosmetic."""
-    key = {
-        "key": HASH_VERSION,
-        **{section: _settings_key(section, getattr(run, section)) for section in SECTIONS},
-        "dataset": dataset,
-        "seed": seed,
-        "num_points": config.experiment.num_points,
-    }
-    return results.config_hash(key)
-
-
-def plan(config: ExperimentConfig, root: Path) -> list[Cell]:
-    """Every cell of the experiment, run by run, dataset by dataset, seed by seed."""
+def _packs(config: ExperimentConfig, to_train: Sequence[Cell]) -> list[Pack]:
+    size = config.experiment.max_models_per_batch
+    grouped: dict[str, list[Cell]] = {}
+    for cell in to_train:
+        grouped.setdefault(cell.run, []).append(cell)
     return [
-        Cell(
-            run,
-            dataset,
-            seed,
-            cell_hash(config, run, dataset, seed),
-            results.cell_dir(root, run.name, dataset, seed),
-        )
-        for run in config.runs
-        for dataset in config.experiment.datasets
-        for seed in config.experiment.seeds
+        Pack(run, tuple(group[i : i + size]))
+        for run, group in grouped.items()
+        for i in range(0, len(group), size)
     ]
 
 
-def load_bundles(config: ExperimentConfig) -> dict[str, Reference]:
-    return {
-        name: load_reference(name, config.experiment.num_points)
-        for name in config.experiment.datasets
-    }
+def checkpoint_path(root: Path, pack: Pack) -> Path:
+    """Where a pack's training state is saved while it trains (removed once it is written)."""
+    key = results.config_hash([cell.config_hash for cell in pack.cells])
+    return Path(root) / CHECKPOINTS / f"{pack.run}-{key}.npz"
 
 
-def oracle_floors(
-    config: ExperimentConfig, bundles: dict[str, Reference], root: Path
-) -> dict[str, Any]:
-    """Metrics of fresh true draws (seeds 1000, 1001, ...) against the training points; cached."""
-    sizes = sorted({(run.eval.num_samples, run.eval.knn_k) for run in config.runs})
-    num_samples, k = sizes[0]  # the floor is for the common sample size (the first if several)
-    key = results.config_hash(
-        {
-            "n": config.experiment.num_points,
-            "m": num_samples,
-            "k": k,
-            "draws": config.experiment.oracle_draws,
-            "format": results.FORMAT,
-        }
-    )
-    path = root / "oracle.json"
-    try:
-        cached = results.read_json(path)
-    except results.ResultsError:
-        cached = {}
-    floors = cached.get("datasets", {}) if cached.get("key") == key else {}
-    for name, bundle in bundles.items():
-        if name in floors:
-            continue
-        draws = [
-            measure(data.load(name, num_samples, seed=1000 + draw), bundle, k)
-            for draw in range(config.experiment.oracle_draws)
-        ]
-        floors[name] = {
-            metric: {
-                "mean": float(np.mean([d[metric] for d in draws])),
-                "std": float(np.std([d[metric] for d in draws])),
-                "values": [d[metric] for d in draws],
-            }
-            for metric in draws[0]
-        }
-        results.write_json(
-            path, {"key": key, "num_samples": num_samples, "k": k, "datasets": floors}
-        )
-    return floors
+def plan_packs(config: ExperimentConfig, root: Path, *, force: bool = False) -> list[Pack]:
+    """The packs that train every cell not done yet (every cell, if `force`), run by run."""
+    return _packs(config, _work(config, root, force)[0])
 
 
-def _model_arrays(model: torch.nn.Module, index: int) -> dict[str, np.ndarray]:
-    return {name: p.detach()[index].cpu().numpy() for name, p in model.named_parameters()}
+# --- one pack: train, evaluate, write -----------------------------------------------------
 
 
 @dataclass
@@ -156,11 +137,17 @@ class BatchOutputs:
     device: torch.device
 
 
+def _model_arrays(model: torch.nn.Module, index: int) -> dict[str, np.ndarray]:
+    return {name: p.detach()[index].cpu().numpy() for name, p in model.named_parameters()}
+
+
 def _weight_arrays(outputs: BatchOutputs, m: int, extent: float) -> dict[str, np.ndarray] | None:
     drawn = outputs.samples
     if drawn.weight_trace is None:
         return None
     weights = {"trace": drawn.weight_trace[m], "final": drawn.final_weights[m]}
+    if getattr(drawn, "trace_timesteps", None) is not None:
+        weights["trace_timesteps"] = np.asarray(drawn.trace_timesteps)
     if outputs.field is not None:
         weights["field"] = outputs.field[m]
         weights["field_timesteps"] = np.array(outputs.field_timesteps)
@@ -168,195 +155,243 @@ def _weight_arrays(outputs: BatchOutputs, m: int, extent: float) -> dict[str, np
     return weights
 
 
-def write_model_cell(outputs: BatchOutputs, m: int, cell: Cell, bundle: Reference) -> None:
-    """Measure model m of the batch and write its cell (cell.json last)."""
+def _process_arrays(drawn: Samples, m: int) -> dict[str, np.ndarray] | None:
+    """process.npz (C3): the reverse process of model m, from the sampler's snapshots."""
+    snapshots = getattr(drawn, "snapshots", None)
+    if snapshots is None:
+        return None
+    return {"timesteps": np.asarray(drawn.snapshot_timesteps), "points": snapshots[m]}
+
+
+def _batch_record(outputs: BatchOutputs) -> dict[str, Any]:
+    return {
+        "models": len(outputs.eval_losses),
+        "training_time": outputs.result.training_time,
+        "inference_time": outputs.samples.inference_time,
+        "device": str(outputs.device),
+    }
+
+
+def write_model_cell(
+    outputs: BatchOutputs, m: int, cell: Cell, run: RunConfig, truth: Reference
+) -> None:
+    """Measure model m of the batch and write its finished cell (cell.json last)."""
     result, drawn, num_models = outputs.result, outputs.samples, len(outputs.eval_losses)
     measured = {
         "training_time": result.training_time / num_models,
         "eval_loss": float(outputs.eval_losses[m]),
         "inference_time": drawn.inference_time / num_models,
-        **measure(drawn.points[m], bundle, cell.run.eval.knn_k),
+        **measure(drawn.points[m], truth, run.eval.knn_k),
         "final_train_loss": float(result.losses[m, -min(100, result.losses.shape[1]) :].mean()),
     }
-    batch = {
-        "models": num_models,
-        "training_time": result.training_time,
-        "inference_time": drawn.inference_time,
-        "device": str(outputs.device),
-    }
-    record = {"config_hash": cell.config_hash, "run": cell.run.name, "dataset": cell.dataset}
-    record |= {"seed": cell.seed, "metrics": measured, "batch": batch}
     arrays = {
         "losses.npy": result.losses[m],
         "samples.npy": drawn.points[m],
-        "weights.npz": _weight_arrays(outputs, m, cell.run.eval.field_extent),
+        "weights.npz": _weight_arrays(outputs, m, run.eval.field_extent),
+        "process.npz": _process_arrays(drawn, m),
         "model_ema.npz": _model_arrays(result.ema_model, m),
     }
-    results.write_cell(cell.directory, arrays, record)
+    cells.write_finished(cell, arrays, measured, _batch_record(outputs))
 
 
-def evaluate_batch(
+def _evaluate(
     result: TrainResult,
-    cells: Sequence[Cell],
-    bundles: dict[str, Reference],
+    run: RunConfig,
+    truths: Sequence[Reference],
     schedule: NoiseSchedule,
     device: torch.device,
-) -> None:
-    """Evaluate a trained batch and write each of its cells; a model whose samples are not
-    finite is reported (DivergenceError) after the others are written."""
-    config = cells[0].run.eval
-    generators = result.generators
-    points = torch.stack([torch.from_numpy(bundles[c.dataset].points) for c in cells]).to(device)
+    progress: bool = False,
+) -> BatchOutputs:
+    """Eval loss on the training points, samples (and weights) and the weight field, batched."""
+    config, generators, quiet = run.eval, result.generators, not progress
+    points = torch.stack([torch.from_numpy(truth.points) for truth in truths]).to(device)
     eval_generators = [g["eval"] for g in generators]
-    losses = eval_loss(result.model, schedule, points, eval_generators, config.chunk_size)
+    with phase(f"{run.name}: eval loss of {len(truths)} models", disable=quiet):
+        losses = eval_loss(result.model, schedule, points, eval_generators, config.chunk_size)
     sample_generators = [g["sample"] for g in generators]
-    drawn = sample(result.ema_model, schedule, config.num_samples, sample_generators, device)
+    with phase(f"{run.name}: sampling {config.num_samples} points x {len(truths)}", disable=quiet):
+        drawn = sample(
+            result.ema_model,
+            schedule,
+            sample_generators,
+            device,
+            num_samples=config.num_samples,
+            sampler=config.sampler,
+            num_steps=config.sampling_steps,
+            eta=config.eta,
+            snapshots=config.process_snapshots,
+            snapshot_points=config.process_points,
+        )
     timesteps = field_timesteps(schedule.num_timesteps, config.field_timesteps)
     field = weight_field(
         result.ema_model, timesteps, config.field_resolution, config.field_extent, device
     )
-    outputs = BatchOutputs(result, losses, drawn, field, timesteps, device)
-    diverged = [m for m in range(len(cells)) if not np.isfinite(drawn.points[m]).all()]
-    for m, cell in enumerate(cells):
-        if m not in diverged:
-            write_model_cell(outputs, m, cell, bundles[cell.dataset])
-    if diverged:
-        names = ", ".join(
-            f"{c.run.name} {c.dataset}/seed {c.seed}" for c in map(cells.__getitem__, diverged)
-        )
-        raise DivergenceError(f"sampling produced NaN/inf points for {names}")
+    return BatchOutputs(result, losses, drawn, field, timesteps, device)
 
 
-def summarize_run(root: Path, config: ExperimentConfig, run: RunConfig) -> dict[str, Any]:
-    """final_info.json content from the finished cells on disk: means, spread, per-seed values.
-
-    Only cells whose config hash matches the run's current config count.
-    """
-    datasets, seeds = config.experiment.datasets, config.experiment.seeds
-    info: dict[str, Any] = {}
-    for dataset in datasets:
-        records = [
-            results.read_cell(results.cell_dir(root, run.name, dataset, seed)) for seed in seeds
-        ]
-        found = {seed: r for seed, r in zip(seeds, records, strict=True) if r is not None}
-        if not found:
-            continue
-        names = list(next(iter(found.values()))["metrics"])
-        entry: dict[str, Any] = {
-            "means": {},
-            "stds": {},
-            "ci95": {},
-            "per_seed": {},
-            "seeds": list(found),
-        }
-        for metric in names:
-            values = [found[seed]["metrics"][metric] for seed in found]
-            summary = stats.summarize(values)
-            entry["means"][metric] = summary.mean
-            entry["stds"][metric] = summary.std
-            entry["ci95"][metric] = (
-                None if summary.ci_low is None else [summary.ci_low, summary.ci_high]
-            )
-            entry["per_seed"][metric] = {
-                str(seed): v for seed, v in zip(found, values, strict=True)
-            }
-        info[dataset] = entry
-    return info
+def evaluate_batch(
+    result: TrainResult,
+    run: RunConfig,
+    batch: Sequence[Cell],
+    truths: Sequence[Reference],
+    schedule: NoiseSchedule,
+    device: torch.device,
+    progress: bool = False,
+) -> dict[int, int]:
+    """Evaluate a trained batch and write each of its cells; returns {model index: step} of
+    the models written as diverged (in training, or with samples that are not finite)."""
+    diverged = {int(m): int(step) for m, step in (getattr(result, "diverged", None) or {}).items()}
+    outputs = _evaluate(result, run, truths, schedule, device, progress)
+    for m in range(len(batch)):
+        if m not in diverged and not np.isfinite(outputs.samples.points[m]).all():
+            diverged[m] = run.train.num_steps  # trained, but sampling left the finite numbers
+    metrics_bar = tqdm(batch, desc=f"{run.name}: metrics", unit="cell", disable=not progress)
+    for m, cell in enumerate(metrics_bar):
+        if m in diverged:
+            log.warning("%s diverged at step %d", cell.label(), diverged[m])
+            cells.write_diverged(cell, diverged[m], _batch_record(outputs))
+        else:
+            write_model_cell(outputs, m, cell, run, truths[m])
+    return diverged
 
 
-def write_configs(config: ExperimentConfig, root: Path) -> None:
-    results.write_json(root / "experiment.json", to_dict(config))
-    for run in config.runs:
-        results.write_json(
-            root / run.name / "config.json",
-            {**to_dict(run), "experiment": to_dict(config.experiment)},
-        )
+def _divergence_steps(error: DivergenceError, count: int) -> dict[int, int]:
+    """{model index: step} of an engine that stopped the whole batch: every model is diverged,
+    at the step the error names (its `diverged` or `step` attribute, else its message)."""
+    per_model = getattr(error, "diverged", None)
+    if isinstance(per_model, dict) and per_model:
+        return {int(m): int(step) for m, step in per_model.items()}
+    step = getattr(error, "step", None)
+    if step is None:
+        found = re.search(r"at step (\d+)", str(error))
+        step = int(found.group(1)) if found else 0
+    return dict.fromkeys(range(count), int(step))
 
 
-def batches(cells: Sequence[Cell], size: int) -> list[list[Cell]]:
-    """Group the missing cells run by run (same shape) into engine calls of at most `size`."""
-    grouped: dict[str, list[Cell]] = {}
-    for cell in cells:
-        grouped.setdefault(cell.run.name, []).append(cell)
-    return [group[i : i + size] for group in grouped.values() for i in range(0, len(group), size)]
-
-
-def _refresh_final_info(config: ExperimentConfig, root: Path, run_names: set[str]) -> None:
-    for name in run_names:
-        info = summarize_run(root, config, config.run(name))
-        results.write_json(root / name / "final_info.json", info)
-
-
-def _train_batch(
-    batch: list[Cell], bundles: dict[str, Reference], device: torch.device, progress: bool
+def run_pack(
+    config: ExperimentConfig,
+    root: Path,
+    pack: Pack,
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = True,
 ) -> None:
-    """Train one engine batch of cells of the same run, then evaluate and write each cell."""
-    run = batch[0].run
+    """Train one pack, evaluate each model and write each cell atomically (a worker entry
+    point: it needs nothing but its arguments and the files). Diverged models are written as
+    diverged cells; only an error that is not divergence is raised."""
+    run = config.run(pack.run)
+    device = resolve_device(str(device or config.experiment.device))
+    truths = [reference(c.dataset, config.experiment.num_points) for c in pack.cells]
+    tensors = {
+        c.dataset: torch.from_numpy(t.points) for c, t in zip(pack.cells, truths, strict=True)
+    }
     schedule = NoiseSchedule(run.schedule, device)
-    tensors = {name: torch.from_numpy(bundles[name].points) for name in {c.dataset for c in batch}}
-    members = [Member(c.dataset, c.seed) for c in batch]
-    label = f"{run.name}: {len(batch)} models" if progress else None
+    members = [Member(c.dataset, c.seed) for c in pack.cells]
+    label = f"{run.name}: {len(members)} models" if progress else None
     trainer = Trainer(run.model, members, tensors, schedule, run.train, device)
-    result = trainer.run(progress=label)  # diverged models are recorded, batch-mates kept
+    checkpoint = checkpoint_path(root, pack)  # a killed pack resumes from its last one
     try:
-        evaluate_batch(result, batch, bundles, schedule, device)
+        result = trainer.run(progress=label, checkpoint=checkpoint)
     except DivergenceError as error:
-        if not result.diverged:
-            raise DivergenceError(f"run {run.name!r}: {error}") from error
-        where = ", ".join(f"{members[m].label()} at step {s}" for m, s in result.diverged.items())
-        raise DivergenceError(
-            f"run {run.name!r}: training diverged (NaN/inf loss) for {where}; "
-            "try a lower train.learning_rate or train.grad_clip"
-        ) from error
+        batch = {"models": len(members), "device": str(device)}
+        for m, step in _divergence_steps(error, len(members)).items():
+            log.warning("%s diverged at step %d (%s)", pack.cells[m].label(), step, error)
+            cells.write_diverged(pack.cells[m], step, batch)
+        checkpoint.unlink(missing_ok=True)
+        return
+    evaluate_batch(result, run, pack.cells, truths, schedule, device, progress)
+    checkpoint.unlink(missing_ok=True)
 
 
-def _copy_finished_twins(cells: Sequence[Cell], missing: list[Cell]) -> list[Cell]:
-    """Fill missing cells from finished cells of the same config (another run repeating it);
-    returns the cells still missing."""
-    finished = {c.config_hash: c for c in cells if c not in missing}
-    for cell in missing:
-        if cell.config_hash in finished:
-            source = finished[cell.config_hash].directory
-            results.copy_cell(source, cell.directory, {"run": cell.run.name})
-    return [c for c in missing if c.config_hash not in finished]
+# --- the whole experiment -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Executed:
+    """What `execute` did: the cells it made (trained or copied; iterating over an `Executed`
+    goes over them), those of them that diverged, and the packs that failed (name, error)."""
+
+    made: list[Cell]
+    diverged: list[Cell] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Cell]:
+        return iter(self.made)
+
+    def __len__(self) -> int:
+        return len(self.made)
+
+    @property
+    def ok(self) -> bool:
+        return not self.diverged and not self.failed
+
+
+def _run_locally(
+    config: ExperimentConfig, root: Path, packs: Sequence[Pack], progress: bool, total: int
+) -> None:
+    todo = sum(len(pack.cells) for pack in packs)
+    bar = tqdm(total=total, initial=total - todo, desc="cells", unit="cell", disable=not progress)
+    for pack in packs:
+        run_pack(config, root, pack, progress=progress)
+        summary.write_final_info(config, root, [pack.run])
+        bar.update(len(pack.cells))
+    bar.close()
 
 
 def execute(
-    config: ExperimentConfig, root: Path, *, force: bool = False, progress: bool = True
-) -> list[Cell]:
-    """Run every missing cell of `config` under `root`; returns the cells it (re)made.
+    config: ExperimentConfig,
+    root: Path,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    executor: Executor | None = None,
+) -> Executed:
+    """Make every cell of `config` under `root` that is not done (every cell, if `force`).
 
-    Cells whose resolved config is identical to another cell's (a run that repeats another
-    run's settings, like runs 2-4 of the dual-scale series) are trained once and copied.
+    Packs run in this process, one after another, when `executor` is None, else through
+    `executor.map(run_pack for this experiment, packs, names=...)`. Cells whose config repeats
+    another cell's (a run that repeats another run's settings) are trained once and copied.
     """
+    root = Path(root)
     check_resources(config)  # device and memory, before anything is written
     root.mkdir(parents=True, exist_ok=True)
-    write_configs(config, root)
-    cells = plan(config, root)
-    missing = [c for c in cells if force or results.read_cell(c.directory, c.config_hash) is None]
-    missing = _copy_finished_twins(cells, missing)
-    log.info("%d of %d cells to run", len(missing), len(cells))
-    device = resolve_device(config.experiment.device)
-    bundles = load_bundles(config)
-    oracle_floors(config, bundles, root)
-    done = len(cells) - len(missing)
-    bar = tqdm(total=len(cells), initial=done, desc="cells", unit="cell", disable=not progress)
-    first_of_hash: dict[str, Cell] = {}
-    for cell in missing:
-        first_of_hash.setdefault(cell.config_hash, cell)
-    unique = list(first_of_hash.values())
-    for batch in batches(unique, config.experiment.max_models_per_batch):
-        _train_batch(batch, bundles, device, progress)
-        hashes = {cell.config_hash: cell for cell in batch}
-        copies = [c for c in missing if c.config_hash in hashes and c not in batch]
-        for cell in copies:
-            source = hashes[cell.config_hash].directory
-            results.copy_cell(source, cell.directory, {"run": cell.run.name})
-        _refresh_final_info(config, root, {c.run.name for c in batch + copies})
-        bar.update(len(batch) + len(copies))
-    bar.close()
-    _refresh_final_info(config, root, {run.name for run in config.runs})
-    return missing
+    with RunLock(root):  # one run per results directory; readers need no lock
+        return _execute(config, root, force=force, progress=progress, executor=executor)
 
 
-__all__ = ["METRICS", "Cell", "cell_hash", "execute", "plan", "summarize_run"]
+def _execute(
+    config: ExperimentConfig,
+    root: Path,
+    *,
+    force: bool,
+    progress: bool,
+    executor: Executor | None,
+) -> Executed:
+    cells.write_configs(config, root)
+    to_train, copies = _work(config, root, force)
+    packs = _packs(config, to_train)
+    total = len(config.runs) * len(config.experiment.datasets) * len(config.experiment.seeds)
+    log.info("%d cells to train, %d to copy, of %d", len(to_train), len(copies), total)
+    truths = {
+        name: reference(name, config.experiment.num_points) for name in config.experiment.datasets
+    }
+    with phase("oracle floors", disable=not progress):
+        oracle.write_floors(config, truths, root)
+    failed: list[tuple[str, str]] = []
+    if executor is None:
+        _run_locally(config, root, packs, progress, total - len(copies))
+    else:
+        # workers log to files: no progress bars there
+        task = functools.partial(run_pack, config, root, progress=False)
+        outcomes = executor.map(task, packs, names=[pack.name for pack in packs])
+        failed = [(o.name, str(o.error)) for o in outcomes if not o.ok]
+    for source, target in copies:
+        if cells.is_done(source):
+            cells.copy(source, target)
+    summary.write_final_info(config, root)
+    made = [cell for cell in to_train if cells.is_done(cell)]
+    made += [target for source, target in copies if cells.is_done(target)]
+    diverged = [cell for cell in made if cells.read(cell).status == cells.DIVERGED]
+    if not failed:  # states of packs planned otherwise by a resume are of no use any more
+        shutil.rmtree(root / CHECKPOINTS, ignore_errors=True)
+    return Executed(made, diverged, failed)

@@ -1,21 +1,43 @@
-"""Process-wide settings for fast CPU training: threads and the C allocator.
+"""Process-wide settings for CPU training: threads, the OpenMP wait policy and the C allocator.
 
-PyTorch's CPU tensors come from the C library's malloc. With glibc's defaults, freed blocks of
-a few MB are handed back to the operating system and faulted in again on the next step, which
-made elementwise ops ~10x slower than on warm memory and the sampling loop ~1.6x slower
-overall (benchmarks/train_speed.py). Raising the mmap and trim thresholds keeps the memory in
-the process. This changes only the process that calls `configure_cpu` (the CLI and the
-benchmarks); importing lowdiff changes nothing.
+Threads. torch's CPU kernels run on an OpenMP thread pool whose threads, by default, spin for a
+while at every barrier instead of sleeping. On a machine whose cores are shared (two `lowdiff`
+processes, or one beside any other busy program) a spinning thread burns the time slice that
+the thread it waits for needs: one training ran 28x slower beside four busy processes on two
+cores. Two settings avoid that (benchmarks/concurrency.py measures both):
+
+- `share_cpu_environment()` asks OpenMP to sleep at once instead of spinning
+  (OMP_WAIT_POLICY=PASSIVE; KMP_BLOCKTIME=0 for Intel's OpenMP). OpenMP reads these when it is
+  loaded, i.e. on `import torch`, so the call must come before the first import of torch in the
+  process (the top of the command line entry point).
+- `choose_threads()` picks the thread count (unless given, or set by OMP_NUM_THREADS) from the
+  CPUs this process may run on (`os.sched_getaffinity`) divided among the busy processes: other
+  `lowdiff` processes (a small registry of live process ids in the temporary directory) and
+  the machine's current load.
+
+The allocator. PyTorch's CPU tensors come from the C library's malloc. With glibc's defaults,
+freed blocks of a few MB are handed back to the operating system and faulted in again on the
+next step, which made elementwise ops ~10x slower than on warm memory and the sampling loop
+~1.6x slower overall (benchmarks/train_speed.py). Raising the mmap and trim thresholds keeps
+the memory in the process.
+
+All of this changes only the process that calls these functions (the CLI, executor workers and
+the benchmarks); importing lowdiff changes nothing, and this module imports torch only inside
+the functions that set its threads.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import logging
+import os
+import statistics
 import sys
-
-import torch
+import tempfile
+import time
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +45,13 @@ M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's upper limit on 64-bit systems
 TRIM_THRESHOLD = 1024 * 1024 * 1024
+
+# Read by OpenMP when torch loads it: sleep at a barrier instead of spinning (GNU and LLVM
+# OpenMP read OMP_WAIT_POLICY, Intel's reads KMP_BLOCKTIME). A value the user set is kept.
+SHARING_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+
+LOAD_SAMPLES = 5  # instantaneous run-queue samples, LOAD_INTERVAL_S apart
+LOAD_INTERVAL_S = 0.02
 
 
 def keep_freed_memory() -> bool:
@@ -38,9 +67,154 @@ def keep_freed_memory() -> bool:
     return bool(ok)
 
 
-def configure_cpu(threads: int = 0) -> None:
-    """Set torch's CPU threads (0: leave torch's default) and tune the allocator."""
-    if threads:
+def share_cpu_environment() -> bool:
+    """Set the OpenMP wait policy for a shared CPU; call before the process imports torch.
+
+    Returns False (and logs why) when torch is already imported, as its thread pool then
+    keeps the policy it started with. Values already in the environment are left as they are.
+    """
+    for name, value in SHARING_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    if "torch" in sys.modules:
+        log.info("torch was imported before the OpenMP wait policy was set; it has no effect")
+        return False
+    return True
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a Slurm or container limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+# --- how busy the machine is ---------------------------------------------------------------
+
+
+def _running_now() -> float | None:
+    """Runnable threads on the machine right now, this one excluded (Linux: /proc/loadavg)."""
+    counts = []
+    for _ in range(LOAD_SAMPLES):
+        try:
+            field = Path("/proc/loadavg").read_text().split()[3]  # "running/total"
+        except (OSError, IndexError):
+            return None
+        counts.append(int(field.split("/")[0]) - 1)
+        time.sleep(LOAD_INTERVAL_S)
+    return float(statistics.median(counts))
+
+
+def machine_load() -> float:
+    """Busy CPUs used by others: the smaller of the 1-minute load average (which lags behind a
+    program that just stopped) and the run queue sampled now (which is noisy); never negative."""
+    try:
+        average = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        average = 0.0
+    now = _running_now()
+    return max(0.0, average if now is None else min(average, now))
+
+
+def registry_dir() -> Path:
+    """Where running lowdiff processes leave their process id (one small file each)."""
+    return Path(tempfile.gettempdir()) / f"lowdiff-{os.getuid()}" / "processes"
+
+
+def _start_time(pid: int) -> str:
+    """The kernel's start time of a process (tells a reused pid apart); '' where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def _alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return not start or _start_time(pid) in ("", start)
+
+
+def register_process(directory: Path | None = None) -> None:
+    """Record this process as a running lowdiff process until it exits."""
+    directory = directory or registry_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        entry = directory / str(os.getpid())
+        entry.write_text(_start_time(os.getpid()))
+    except OSError as error:
+        log.info("could not register in %s: %s", directory, error)
+        return
+    atexit.register(entry.unlink, missing_ok=True)
+
+
+def other_processes(directory: Path | None = None) -> int:
+    """Live lowdiff processes other than this one; entries of dead processes are removed."""
+    directory = directory or registry_dir()
+    count = 0
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            start = entry.read_text().strip()
+        except OSError:
+            continue
+        if _alive(int(entry.name), start):
+            count += 1
+        else:
+            entry.unlink(missing_ok=True)
+    return count
+
+
+# --- threads --------------------------------------------------------------------------------
+
+
+def choose_threads(requested: int = 0, *, directory: Path | None = None) -> int:
+    """Threads for this process: `requested` if > 0, else OMP_NUM_THREADS if the user set it,
+    else its CPUs shared among busy processes.
+
+    The CPUs this process may use are divided by 1 + the number of other busy processes, taken
+    as the larger of the other registered lowdiff processes and the machine's load.
+    """
+    if requested < 0:
+        raise ValueError(f"threads must be >= 0 (0: choose), got {requested}")
+    if requested:
+        return requested
+    preset = os.environ.get("OMP_NUM_THREADS", "")
+    if preset.isdigit() and int(preset) > 0:
+        return int(preset)
+    cpus = available_cpus()
+    others = max(other_processes(directory), round(machine_load()))
+    return max(1, cpus // (1 + others))
+
+
+def limit_threads(threads: int) -> None:
+    """Run torch's CPU kernels on `threads` threads, whether or not torch is imported yet."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by OpenMP if torch is imported later
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(threads)
+
+
+def configure_cpu(threads: int = 0) -> int:
+    """Register this process, set torch's CPU threads (0: choose them, see `choose_threads`),
+    tune the allocator; returns the thread count."""
+    register_process()
+    threads = choose_threads(threads)
+    limit_threads(threads)
+    log.info("torch CPU threads: %d", threads)
     if not keep_freed_memory():
         log.info("could not tune the C allocator; CPU training may be slower")
+    return threads

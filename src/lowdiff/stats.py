@@ -11,6 +11,24 @@ What is here (pure functions over per-seed values, numpy/scipy only, no I/O):
   correction for a family of comparisons.
 - ``verdict``: the only phrase generated text may use to describe a comparison.
 
+Floor-aware comparisons
+-----------------------
+A metric with an *oracle value* (its value for fresh draws of the true distribution: the KL
+floor, the HQ fraction of true samples, ...) is not better for being lower or higher, but for
+being closer to that value: a k-NN KL below its floor means samples sharper than the data, not
+better ones. ``paired_comparison(..., oracle=o)`` therefore tests, per seed,
+d_s = |candidate_s - o| - |baseline_s - o| (paired t-test on the distances, Holm as for any
+comparison): "better" only where the candidate is significantly *closer* to o, "worse" where
+significantly farther. Independently, the candidate's own values are tested against o
+(one-sample t-test of candidate_s - o, Holm-corrected over the same family): when they lie
+significantly on the *past* side -- the side a metric overshoots to (``past_side``: below for
+KL, above for the HQ fraction), or, for a metric without one, the side opposite the
+baseline's mean -- the verdict is ``PAST_ORACLE`` with the metric's words ("past the oracle value
+(significant): sharper than the data"), never "better", whatever the distances say. The oracle
+value is treated as known (it is the mean of the oracle draws; its own spread, far below a
+trained model's, is not propagated). Metrics without an oracle value (times, losses) keep the
+plain direction (``lower_is_better``).
+
 Why these tests
 ---------------
 *Seeds are the replicates.* A run's seed ``s`` and the baseline's seed ``s`` share the data
@@ -54,7 +72,7 @@ the family size; they are never significant.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -65,6 +83,8 @@ from numpy.typing import ArrayLike
 __all__ = [
     "BETTER",
     "NO_DIFFERENCE",
+    "PAST_ORACLE",
+    "NOT_TESTED_NO_ORACLE",
     "NOT_TESTED_SINGLE_SEED",
     "NOT_TESTED_ZERO_VARIANCE",
     "WORSE",
@@ -73,6 +93,8 @@ __all__ = [
     "correct_family",
     "holm_adjusted_pvalues",
     "holm_bonferroni",
+    "not_judged",
+    "is_past_oracle",
     "paired_comparison",
     "summarize",
     "verdict",
@@ -85,6 +107,8 @@ WORSE = "worse (significant)"
 NO_DIFFERENCE = "no significant difference"
 NOT_TESTED_SINGLE_SEED = "single seed: not tested"
 NOT_TESTED_ZERO_VARIANCE = "constant difference across seeds: not tested"
+NOT_TESTED_NO_ORACLE = "no oracle value: not judged"
+PAST_ORACLE = "past the oracle value (significant)"  # + ": " + the metric's words, if any
 
 SINGLE_SEED_NOTE = "single seed: no interval"
 # Exact tie-aware Wilcoxon enumerates 2^n sign patterns; beyond this n it would be slow.
@@ -114,6 +138,8 @@ class Comparison:
 
     ``significant`` is the paired t-test at ``alpha`` -- uncorrected (``correction ==
     "none"``) as returned by ``paired_comparison``, Holm-corrected after ``correct_family``.
+    With an ``oracle`` value that test is on the distances to it (``distance_difference``);
+    ``mean_difference`` and ``ci_*`` stay candidate - baseline, for display.
     """
 
     n: int
@@ -122,13 +148,36 @@ class Comparison:
     ci_high: float | None
     p_value: float | None  # two-sided paired t-test; None when not testable (see note)
     wilcoxon_p_value: float | None  # exact two-sided signed-rank test (secondary)
-    lower_is_better: bool
+    lower_is_better: bool | None  # None: judged by the distance to ``oracle``
     alpha: float = 0.05
     significant: bool = False
     p_value_adjusted: float | None = None  # Holm-adjusted p once corrected, else = p_value
     correction: Literal["none", "holm"] = "none"
     family_size: int = 1  # number of tested comparisons in the corrected family
     note: str | None = None
+    # floor-aware comparisons (``oracle`` given): the test above is on the distances to it
+    oracle: float | None = None
+    distance_difference: float | None = None  # mean of |candidate - o| - |baseline - o|
+    distance_ci_low: float | None = None
+    distance_ci_high: float | None = None
+    past_side: Literal["below", "above"] | None = None  # the side that counts as past o
+    past_p_value: float | None = None  # one-sample t-test of candidate - o, if on past_side
+    past_p_value_adjusted: float | None = None
+    past_significant: bool = False
+    past_wording: str | None = None  # what being past o means for this metric
+
+    @property
+    def goal(self) -> Literal["lower", "higher", "oracle"]:
+        if self.oracle is not None:
+            return "oracle"
+        return "lower" if self.lower_is_better else "higher"
+
+    @property
+    def tested_difference(self) -> float:
+        """The mean difference the verdict is about: distances to the oracle, or raw values."""
+        return (
+            self.mean_difference if self.distance_difference is None else self.distance_difference
+        )
 
 
 # --- input checks -------------------------------------------------------------------------
@@ -262,26 +311,12 @@ def _zero_variance_comparison(
     )
 
 
-def paired_comparison(
-    candidate: ArrayLike, baseline: ArrayLike, *, lower_is_better: bool, alpha: float = 0.05
-) -> Comparison:
-    """Paired comparison of two runs over the same seeds, given in the same order.
+def _direction_test(candidate: np.ndarray, baseline: np.ndarray, **fields: object) -> Comparison:
+    """The paired t-test of candidate - baseline (plain direction), with its interval.
 
-    Differences are candidate - baseline; the interval has level 1 - alpha. ``significant``
-    is the *uncorrected* paired t-test at ``alpha``; pass a family through
-    ``correct_family`` before making claims. ``lower_is_better`` only sets the direction
-    that ``verdict`` calls "better"; the tests are two-sided.
-    """
-    _check_probability(alpha, "alpha")
-    candidate_values = _seed_values(candidate, "candidate")
-    baseline_values = _seed_values(baseline, "baseline")
-    if candidate_values.size != baseline_values.size:
-        raise ValueError(
-            f"paired comparison needs the same seeds in the same order: candidate has "
-            f"{candidate_values.size} values, baseline has {baseline_values.size}"
-        )
-    differences = candidate_values - baseline_values  # (n,)
-    fields = dict(n=differences.size, lower_is_better=lower_is_better, alpha=alpha)
+    ``fields`` (n, lower_is_better, alpha) go into the Comparison as they are."""
+    alpha = float(fields["alpha"])
+    differences = candidate - baseline  # (n,)
     if differences.size == 1:
         return Comparison(
             mean_difference=float(differences[0]),
@@ -293,11 +328,11 @@ def paired_comparison(
             **fields,
         )
     wilcoxon_p, wilcoxon_note = _wilcoxon_p(differences)
-    scale = max(np.abs(candidate_values).max(), np.abs(baseline_values).max())
+    scale = max(np.abs(candidate).max(), np.abs(baseline).max())
     if _has_zero_variance(differences, scale):
         return _zero_variance_comparison(differences, wilcoxon_p, wilcoxon_note, **fields)
     _, ci_low, ci_high = _t_interval(differences, 1.0 - alpha)
-    p_value = float(scipy.stats.ttest_rel(candidate_values, baseline_values).pvalue)
+    p_value = float(scipy.stats.ttest_rel(candidate, baseline).pvalue)
     return Comparison(
         mean_difference=float(differences.mean()),
         ci_low=ci_low,
@@ -308,6 +343,118 @@ def paired_comparison(
         p_value_adjusted=p_value,
         note=wilcoxon_note,
         **fields,
+    )
+
+
+def _past_test(
+    candidate: np.ndarray,
+    baseline: np.ndarray,
+    oracle: float,
+    past_side: Literal["below", "above"] | None,
+) -> tuple[Literal["below", "above"] | None, float | None]:
+    """(the side that counts as past the oracle, p of candidate - oracle if it lies there)."""
+    if past_side is None:  # no declared overshoot side: the side opposite the baseline
+        baseline_offset = float(baseline.mean()) - oracle
+        if baseline_offset == 0.0:
+            return None, None
+        past_side = "below" if baseline_offset > 0.0 else "above"
+    offsets = candidate - oracle  # (n,)
+    on_past_side = offsets.mean() < 0.0 if past_side == "below" else offsets.mean() > 0.0
+    if candidate.size < 2 or not on_past_side or _has_zero_variance(offsets, abs(oracle)):
+        return past_side, None
+    return past_side, float(scipy.stats.ttest_1samp(offsets, 0.0).pvalue)
+
+
+def paired_comparison(
+    candidate: ArrayLike,
+    baseline: ArrayLike,
+    *,
+    lower_is_better: bool | None = None,
+    oracle: float | None = None,
+    past_side: Literal["below", "above"] | None = None,
+    past_wording: Mapping[str, str] | None = None,
+    alpha: float = 0.05,
+) -> Comparison:
+    """Paired comparison of two runs over the same seeds, given in the same order.
+
+    Give ``lower_is_better`` for a plain direction, or ``oracle`` (the metric's oracle value)
+    for a floor-aware comparison (module docstring): then ``past_side`` is the side of the
+    oracle the metric overshoots to (None: the side opposite the baseline) and
+    ``past_wording`` maps "below"/"above" to what lying there means ("sharper than the data").
+    Differences are candidate - baseline; the interval has level 1 - alpha. ``significant``
+    is the *uncorrected* test at ``alpha``; pass a family through ``correct_family`` before
+    making claims. The tests are two-sided.
+    """
+    _check_probability(alpha, "alpha")
+    if (lower_is_better is None) == (oracle is None):
+        raise ValueError(
+            "give exactly one of lower_is_better (a plain direction) or oracle (the metric's "
+            f"oracle value, for a floor-aware comparison); got {lower_is_better=}, {oracle=}"
+        )
+    if oracle is not None and not np.isfinite(oracle):
+        raise ValueError(f"oracle must be a finite number, got {oracle}")
+    candidate_values = _seed_values(candidate, "candidate")
+    baseline_values = _seed_values(baseline, "baseline")
+    if candidate_values.size != baseline_values.size:
+        raise ValueError(
+            f"paired comparison needs the same seeds in the same order: candidate has "
+            f"{candidate_values.size} values, baseline has {baseline_values.size}"
+        )
+    fields = dict(n=candidate_values.size, lower_is_better=lower_is_better, alpha=alpha)
+    if oracle is None:
+        return _direction_test(candidate_values, baseline_values, **fields)
+    return _oracle_test(
+        candidate_values, baseline_values, float(oracle), past_side, past_wording, fields
+    )
+
+
+def not_judged(candidate: ArrayLike, baseline: ArrayLike, *, alpha: float = 0.05) -> Comparison:
+    """A comparison of a metric that is judged by its oracle value when that value is unknown:
+    the difference is kept for display, nothing is tested (``NOT_TESTED_NO_ORACLE``)."""
+    _check_probability(alpha, "alpha")
+    candidate_values = _seed_values(candidate, "candidate")
+    baseline_values = _seed_values(baseline, "baseline")
+    if candidate_values.size != baseline_values.size:
+        raise ValueError("not_judged needs the same seeds in the same order")
+    return Comparison(
+        n=candidate_values.size,
+        mean_difference=float((candidate_values - baseline_values).mean()),
+        ci_low=None,
+        ci_high=None,
+        p_value=None,
+        wilcoxon_p_value=None,
+        lower_is_better=None,
+        alpha=alpha,
+        note="no oracle value for this metric and dataset: not judged",
+    )
+
+
+def _oracle_test(
+    candidate: np.ndarray,
+    baseline: np.ndarray,
+    oracle: float,
+    past_side: Literal["below", "above"] | None,
+    past_wording: Mapping[str, str] | None,
+    fields: dict,
+) -> Comparison:
+    """Paired t-test of |candidate - o| - |baseline - o|; raw difference kept for display."""
+    distances = _direction_test(np.abs(candidate - oracle), np.abs(baseline - oracle), **fields)
+    raw = _direction_test(candidate, baseline, **fields)
+    side, past_p = _past_test(candidate, baseline, oracle, past_side)
+    return replace(
+        distances,
+        mean_difference=raw.mean_difference,
+        ci_low=raw.ci_low,
+        ci_high=raw.ci_high,
+        oracle=oracle,
+        distance_difference=distances.mean_difference,
+        distance_ci_low=distances.ci_low,
+        distance_ci_high=distances.ci_high,
+        past_side=side,
+        past_p_value=past_p,
+        past_p_value_adjusted=past_p,
+        past_significant=past_p is not None and past_p <= fields["alpha"],
+        past_wording=None if side is None or past_wording is None else past_wording.get(side),
     )
 
 
@@ -349,9 +496,13 @@ def correct_family(comparisons: Sequence[Comparison], *, alpha: float = 0.05) ->
 
     Recommended family: for one metric, every run-vs-baseline comparison over every dataset
     of the report (see the module docstring).
+
+    The one-sample "past the oracle value" tests of floor-aware comparisons are corrected
+    over the same family, separately (they answer another question).
     """
     _check_probability(alpha, "alpha")
     adjusted = holm_adjusted_pvalues([comparison.p_value for comparison in comparisons])
+    past_adjusted = holm_adjusted_pvalues([comparison.past_p_value for comparison in comparisons])
     family_size = sum(p is not None for p in adjusted)
     return [
         replace(
@@ -361,8 +512,10 @@ def correct_family(comparisons: Sequence[Comparison], *, alpha: float = 0.05) ->
             p_value_adjusted=p_adjusted,
             correction="holm",
             family_size=family_size,
+            past_p_value_adjusted=past,
+            past_significant=past is not None and past <= alpha,
         )
-        for comparison, p_adjusted in zip(comparisons, adjusted, strict=True)
+        for comparison, p_adjusted, past in zip(comparisons, adjusted, past_adjusted, strict=True)
     ]
 
 
@@ -372,6 +525,8 @@ def correct_family(comparisons: Sequence[Comparison], *, alpha: float = 0.05) ->
 def verdict(comparison: Comparison, lower_is_better: bool | None = None) -> str:
     """A short honest phrase; "better"/"worse" only where the test (as marked) is significant.
 
+    With an oracle value, "better" means significantly closer to it, and a candidate
+    significantly past it gets ``PAST_ORACLE`` (+ the metric's words), never "better".
     ``lower_is_better`` defaults to the comparison's own; a contradicting value raises.
     """
     if lower_is_better is not None and lower_is_better != comparison.lower_is_better:
@@ -379,11 +534,24 @@ def verdict(comparison: Comparison, lower_is_better: bool | None = None) -> str:
             f"lower_is_better={lower_is_better} contradicts the comparison, which was made "
             f"with lower_is_better={comparison.lower_is_better}"
         )
+    if comparison.oracle is None and comparison.lower_is_better is None:
+        return NOT_TESTED_NO_ORACLE
     if comparison.n < 2:
         return NOT_TESTED_SINGLE_SEED
+    if comparison.past_significant:
+        wording = comparison.past_wording
+        return f"{PAST_ORACLE}: {wording}" if wording else PAST_ORACLE
+    difference = comparison.tested_difference
     if comparison.p_value is None:
-        return NO_DIFFERENCE if comparison.mean_difference == 0.0 else NOT_TESTED_ZERO_VARIANCE
-    if not comparison.significant or comparison.mean_difference == 0.0:
+        return NO_DIFFERENCE if difference == 0.0 else NOT_TESTED_ZERO_VARIANCE
+    if not comparison.significant or difference == 0.0:
         return NO_DIFFERENCE
-    candidate_is_lower = comparison.mean_difference < 0.0
+    if comparison.oracle is not None:
+        return BETTER if difference < 0.0 else WORSE  # closer to the oracle value
+    candidate_is_lower = difference < 0.0
     return BETTER if candidate_is_lower == comparison.lower_is_better else WORSE
+
+
+def is_past_oracle(phrase: str) -> bool:
+    """Whether a ``verdict`` phrase says the candidate is past the oracle value."""
+    return phrase.startswith(PAST_ORACLE)

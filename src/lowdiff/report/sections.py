@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from lowdiff.architectures import ARCHITECTURE_OPTIONS, COMMON_OPTIONS
 from lowdiff.config import RunConfig, to_dict
 from lowdiff.metrics import METRICS
-from lowdiff.models import ARCHITECTURE_OPTIONS, COMMON_OPTIONS
 from lowdiff.report.document import Block, Bullets, Heading, Paragraph, Table, comma_list
 from lowdiff.report.load import ExperimentResults
 from lowdiff.report.tables import (

@@ -3,14 +3,19 @@
 `metric_tables` turns the finished cells into one `MetricTable` per table metric: a
 `stats.Summary` (mean, 95% CI over seeds) per (run, dataset) and a `stats.Comparison` of each run
 with the baseline, paired over the seeds both finished and Holm-corrected over all runs x
-datasets of that metric (`compare_runs`). The second half formats those numbers for the report
+datasets of that metric (`compare_runs`). Every comparison is floor-aware: a metric whose
+catalogue goal is "oracle" is judged by the distance to its oracle floor of that dataset
+(oracle.json), so a run is "better" only when significantly closer to the floor and a run
+significantly past it is said to be so, in the catalogue's words (`stats.verdict`); without a
+floor such a metric is not judged. Metrics with goal "lower"/"higher" keep the plain direction.
+The second half formats those numbers for the report
 (`format_number`, `format_summary`, `format_delta`, `describe_comparison`), with the column
 metrics, their number formats, the significance level and the mark of a significant difference.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lowdiff import data, stats
@@ -22,18 +27,22 @@ TABLE_METRICS: tuple[str, ...] = (
     "kl_divergence",
     "eval_loss",
     "modes_captured",
+    "modes_covered",
     "high_quality_fraction",
     "mode_tv_distance",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "w2",
+    "sliced_w2",
     "training_time",
     "inference_time",
 )
-ORACLE_METRICS = ("kl_divergence", "modes_captured", "high_quality_fraction", "mode_tv_distance")
-FORMATS = {
-    "kl_divergence": ".3f",
+# the metrics judged against their oracle floor (catalogue goal "oracle")
+ORACLE_METRICS = tuple(m for m in TABLE_METRICS if METRICS[m].goal == "oracle")
+FORMATS = {metric: METRICS[metric].format for metric in TABLE_METRICS} | {
     "eval_loss": ".4f",
-    "modes_captured": ".1f",
-    "high_quality_fraction": ".3f",
-    "mode_tv_distance": ".3f",
     "training_time": ".3g",
     "inference_time": ".3g",
 }
@@ -60,13 +69,19 @@ def compare_runs(
     reference: str,
     candidates: Sequence[str],
     *,
-    lower_is_better: bool,
+    lower_is_better: bool | None = None,
+    metric: str | None = None,
+    oracle: Mapping[str, float | None] | None = None,
     alpha: float = ALPHA,
 ) -> dict[tuple[str, str], stats.Comparison]:
     """Each candidate vs `reference` per dataset, paired on their common seeds; one Holm family.
 
+    Name the catalogue `metric` to judge it as the catalogue says: for goal "oracle" by the
+    distance to `oracle[dataset]` (the dataset's oracle floor; None or absent: not judged),
+    else by its direction. `lower_is_better` alone gives a plain direction (no catalogue).
     Returns {(candidate, dataset): Comparison} for every pair that shares at least one seed.
     """
+    judge = _judge(metric, lower_is_better)
     keys, comparisons = [], []
     for run in candidates:
         for dataset, by_seed in values.get(run, {}).items():
@@ -74,16 +89,53 @@ def compare_runs(
             common = sorted(seed for seed in by_seed if seed in reference_values)
             if not common:
                 continue
-            comparison = stats.paired_comparison(
-                [by_seed[seed] for seed in common],
-                [reference_values[seed] for seed in common],
-                lower_is_better=lower_is_better,
-                alpha=alpha,
-            )
+            candidate = [by_seed[seed] for seed in common]
+            baseline = [reference_values[seed] for seed in common]
+            floor = None if oracle is None else oracle.get(dataset)
             keys.append((run, dataset))
-            comparisons.append(comparison)
+            comparisons.append(judge(candidate, baseline, floor, alpha))
     corrected = stats.correct_family(comparisons, alpha=alpha) if comparisons else []
     return dict(zip(keys, corrected, strict=True))
+
+
+Judge = Callable[[list[float], list[float], float | None, float], stats.Comparison]
+
+
+def _judge(metric: str | None, lower_is_better: bool | None) -> Judge:
+    """How one (candidate, baseline) pair is compared: by the floor, or by a direction."""
+    if (metric is None) == (lower_is_better is None):
+        raise ValueError(
+            "give exactly one of metric (a METRICS name, judged as the catalogue says) or "
+            f"lower_is_better (a plain direction); got {metric=}, {lower_is_better=}"
+        )
+    if metric is not None and metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    info = METRICS[metric] if metric is not None else None
+    if info is None or info.goal != "oracle":
+        direction = lower_is_better if info is None else info.goal == "lower"
+
+        def plain(candidate, baseline, floor, alpha):
+            return stats.paired_comparison(
+                candidate, baseline, lower_is_better=direction, alpha=alpha
+            )
+
+        return plain
+    past_side = {"lower": "below", "higher": "above", None: None}[info.improves]
+    wording = {"below": info.below_oracle, "above": info.above_oracle}
+
+    def floor_aware(candidate, baseline, floor, alpha):
+        if floor is None:
+            return stats.not_judged(candidate, baseline, alpha=alpha)
+        return stats.paired_comparison(
+            candidate,
+            baseline,
+            oracle=floor,
+            past_side=past_side,
+            past_wording=wording,
+            alpha=alpha,
+        )
+
+    return floor_aware
 
 
 def metric_values(loaded: ExperimentResults, metric: str) -> dict[str, dict[str, dict]]:
@@ -108,14 +160,18 @@ def metric_tables(loaded: ExperimentResults) -> dict[str, MetricTable]:
             for dataset, by_seed in by_dataset.items()
         }
         candidates = [run for run in loaded.run_names if run != loaded.baseline]
+        floors = {dataset: loaded.oracle_mean(dataset, metric) for dataset in loaded.datasets}
         comparisons = compare_runs(
-            values, loaded.baseline, candidates, lower_is_better=_lower_is_better(metric)
+            values, loaded.baseline, candidates, metric=metric, oracle=floors
         )
         tables[metric] = MetricTable(metric, summaries, comparisons)
     return tables
 
 
 def _lower_is_better(metric: str) -> bool:
+    """The direction in which `metric` improves (towards its floor, for oracle metrics).
+
+    For labels only: comparisons of oracle metrics are made on the distance to the floor."""
     direction = METRICS[metric].lower_is_better
     if direction is None:
         raise ValueError(f"metric {metric!r} has no direction; it cannot be compared")
@@ -154,20 +210,42 @@ def format_delta(comparison: stats.Comparison, metric: str) -> str:
         return f"{text}{MARK} better"
     if phrase == stats.WORSE:
         return f"{text}{MARK} worse"
-    if phrase in (stats.NOT_TESTED_SINGLE_SEED, stats.NOT_TESTED_ZERO_VARIANCE):
+    if stats.is_past_oracle(phrase):
+        return f"{text}{MARK} past the oracle value"
+    if phrase in (
+        stats.NOT_TESTED_SINGLE_SEED,
+        stats.NOT_TESTED_ZERO_VARIANCE,
+        stats.NOT_TESTED_NO_ORACLE,
+    ):
         return f"{text} (untested)"
     return text
 
 
 def describe_comparison(comparison: stats.Comparison, metric: str, unit: str = "") -> str:
-    """The verdict with its numbers: 'better (significant) (Δ −0.12 bits, 95% CI [...], p = ..)'."""
+    """The verdict with its numbers: 'better (significant) (Δ −0.12 bits, 95% CI [...], p = ..)'.
+
+    For a floor-aware comparison the numbers say how much closer to (or farther from) the
+    oracle value the candidate is, the interval of that change, and the test behind it."""
     delta = format_number(comparison.mean_difference, metric, signed=True) + unit
     details = [f"Δ {delta}"]
-    if comparison.ci_low is not None and comparison.ci_high is not None and comparison.n > 1:
-        low, high = (format_number(v, metric) for v in (comparison.ci_low, comparison.ci_high))
-        details.append(f"uncorrected 95% CI [{low}, {high}]")
+    if comparison.distance_difference is not None:
+        oracle = format_number(comparison.oracle, metric) + unit
+        change = format_number(abs(comparison.distance_difference), metric) + unit
+        side = "closer to" if comparison.distance_difference < 0 else "farther from"
+        details.append(f"{change} {side} the oracle value {oracle}")
+        low, high = comparison.distance_ci_low, comparison.distance_ci_high
+    else:
+        low, high = comparison.ci_low, comparison.ci_high
+    if low is not None and high is not None and comparison.n > 1:
+        low, high = (format_number(v, metric) for v in (low, high))
+        what = " of the distance change" if comparison.distance_difference is not None else ""
+        details.append(f"uncorrected 95% CI{what} [{low}, {high}]")
     if comparison.p_value_adjusted is not None:
         details.append(f"Holm-adjusted p = {comparison.p_value_adjusted:.3g}")
+    if comparison.past_significant and comparison.past_p_value_adjusted is not None:
+        details.append(
+            f"past the oracle value: Holm-adjusted p = {comparison.past_p_value_adjusted:.3g}"
+        )
     details.append(f"{comparison.n} paired seed{'s' if comparison.n != 1 else ''}")
     return f"{stats.verdict(comparison)} ({', '.join(details)})"
 

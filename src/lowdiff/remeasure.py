@@ -1,0 +1,93 @@
+"""Measure finished cells again from their saved samples: a metric change costs minutes.
+
+`remeasure(root)` re-runs today's `metrics.measure` on every finished cell's samples.npy and
+rewrites its cell.json (atomically; the rest of the record, including times and losses, kept),
+then the oracle floors, every run's final_info.json and the report. No training, no sampling.
+Cells without samples (diverged, or written without them) are listed as skipped.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lowdiff import results
+from lowdiff.progress import bar
+
+__all__ = ["Remeasured", "remeasure"]
+
+
+@dataclass
+class Remeasured:
+    """What `remeasure` did: cells measured again, and cells skipped with the reason."""
+
+    measured: list[str]
+    skipped: list[str]
+
+
+def _lock(root: Path) -> AbstractContextManager[Any]:
+    """The results directory's run lock, where this installation has one."""
+    try:
+        from lowdiff.lock import RunLock
+    except ImportError:
+        return nullcontext()
+    return RunLock(root)
+
+
+def _remeasure_cells(loaded: Any, references: dict[str, Any], progress: bool) -> Remeasured:
+    from lowdiff import metrics
+
+    done = Remeasured(
+        [], [f"{m.run} {m.dataset}/seed {m.seed}: {m.reason}" for m in loaded.missing]
+    )
+    cells = list(loaded.cells.values())
+    for cell in bar(cells, desc="remeasure", unit="cell", disable=not progress):
+        label = f"{cell.run} {cell.dataset}/seed {cell.seed}"
+        if cell.record.get("status", "finished") != "finished":
+            done.skipped.append(f"{label}: {cell.record['status']}, no samples to measure")
+            continue
+        if not cell.has("samples.npy"):
+            done.skipped.append(f"{label}: no samples.npy")
+            continue
+        samples = results.read_npy(cell.directory / "samples.npy")
+        k = loaded.config.run(cell.run).eval.knn_k
+        measured = metrics.measure(samples, references[cell.dataset], k)
+        record = {**cell.record, "metrics": {**cell.record["metrics"], **measured}}
+        results.write_json(cell.directory / "cell.json", record)
+        done.measured.append(label)
+    return done
+
+
+def remeasure(root: str | Path, *, progress: bool = False, report: bool = True) -> Remeasured:
+    """Measure every finished cell again from its samples.npy with today's `metrics.measure`.
+
+    Rewrites each cell.json (atomically, the rest of the record kept; metrics that `measure`
+    does not return, such as times and losses, are kept as they were), the oracle floors and
+    every run's final_info.json, then the report. No training, no sampling.
+    """
+    from lowdiff import metrics, oracle, summary
+    from lowdiff.report.load import load_results
+
+    root = Path(root)
+    with _lock(root):
+        loaded = load_results(root)
+        config = loaded.config
+        references = {
+            name: metrics.load_reference(name, config.experiment.num_points)
+            for name in config.experiment.datasets
+        }
+        done = _remeasure_cells(loaded, references, progress)
+        with tempfile.TemporaryDirectory(dir=root) as scratch:  # recomputed, then swapped in
+            oracle.write_floors(config, references, Path(scratch))
+            results.atomic_write_bytes(
+                root / "oracle.json", (Path(scratch) / "oracle.json").read_bytes()
+            )
+        summary.write_final_info(config, root)
+    if report:
+        from lowdiff.report import write_report
+
+        write_report(root)
+    return done
