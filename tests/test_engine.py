@@ -1,4 +1,7 @@
-"""The batched engine: a model trained in a batch of M equals that model trained alone."""
+"""The batched engine: a model trained in a batch of M equals that model trained alone;
+divergence stays with its model; a checkpoint resumes bit-identically."""
+
+import json
 
 import numpy as np
 import pytest
@@ -7,7 +10,6 @@ import torch
 from lowdiff.engine import (
     BatchedEMA,
     BatchSource,
-    DivergenceError,
     Member,
     TrainConfig,
     Trainer,
@@ -167,14 +169,199 @@ def test_mean_pairwise_distance_matches_pdist():
     torch.testing.assert_close(mean_pairwise_distance(eps), expected)
 
 
-def test_divergence_names_the_model(datasets):
+def trainer(config, members, datasets, **train_options):
+    options = {
+        "num_steps": 12,
+        "batch_size": 64,
+        "ema_update_every": 2,
+        "ema_warmup_steps": 3,
+    } | train_options
+    schedule = NoiseSchedule(ScheduleConfig())
+    return Trainer(config, members, datasets, schedule, TrainConfig(**options), DEVICE)
+
+
+def test_a_diverging_model_is_recorded_and_its_batch_mates_are_unaffected(datasets):
+    members = [Member("a", 0), Member("b", 1), Member("a", 5)]
+    healthy = trainer(ARCHS["mlp"], members, datasets, num_steps=150).run()
+    poisoned = trainer(ARCHS["mlp"], members, datasets, num_steps=150)
+    with torch.no_grad():
+        next(poisoned.model.parameters())[1, 0, 0] = float("inf")  # model 1's first weight
+    result = poisoned.run()
+    assert result.diverged == {1: 0}
+    assert not np.isfinite(result.losses[1]).any()
+    for m in (0, 2):  # the same bits as in a batch without the diverging model
+        np.testing.assert_array_equal(result.losses[m], healthy.losses[m])
+        for p, q in zip(result.ema_model.parameters(), healthy.ema_model.parameters(), strict=True):
+            assert torch.equal(p[m], q[m])
+    assert healthy.diverged == {}
+
+
+def test_nan_data_diverges_only_its_model(datasets):
     broken = dict(datasets) | {"bad": torch.full((1000, 2), float("nan"))}
-    with pytest.raises(DivergenceError, match=r"bad/seed 3"):
-        run(ARCHS["mlp"], [Member("a", 0), Member("bad", 3)], broken)
+    result = run(ARCHS["mlp"], [Member("a", 0), Member("bad", 3)], broken)
+    assert result.diverged == {1: 0}
+    assert np.isfinite(result.losses[0]).all()
+
+
+def test_divergence_records_the_first_non_finite_step_once(datasets):
+    engine = trainer(ARCHS["mlp"], [Member("a", 0), Member("b", 1), Member("a", 2)], datasets)
+    losses = torch.ones(100, 3)
+    losses[37:, 2] = float("nan")
+    losses[90, 0] = float("inf")
+    engine._check_finite(losses, 200)
+    assert engine.diverged == {0: 290, 2: 237}
+    engine._check_finite(torch.full((100, 3), float("nan")), 300)
+    assert engine.diverged == {0: 290, 1: 300, 2: 237}  # a model's first step is kept
+
+
+# --- checkpoints --------------------------------------------------------------------------
+
+CHECKPOINTED = {"num_steps": 300, "checkpoint_every": 100}
+
+
+class Killed(Exception):
+    """Stands for the process being killed right after a checkpoint was written."""
+
+
+def kill_after(monkeypatch, step):
+    original = Trainer.save_checkpoint
+
+    def save_then_die(self, path, saved_step, losses, elapsed):
+        original(self, path, saved_step, losses, elapsed)
+        if saved_step == step:
+            raise Killed
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
+
+
+def assert_same_state(first, second, result_a, result_b):
+    np.testing.assert_array_equal(result_a.losses, result_b.losses)
+    for module_a, module_b in ((first.model, second.model), (first.ema.model, second.ema.model)):
+        for p, q in zip(module_a.parameters(), module_b.parameters(), strict=True):
+            assert torch.equal(p, q)
+    state_a, state_b = first.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
+    for index in state_a:
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(state_a[index][key], state_b[index][key])
+    for streams_a, streams_b in zip(first.generators, second.generators, strict=True):
+        for name in streams_a:
+            assert torch.equal(streams_a[name].get_state(), streams_b[name].get_state())
+    assert (first.ema.step, first.ema.initialised) == (second.ema.step, second.ema.initialised)
+    assert first.source.positions == second.source.positions
+    assert result_a.diverged == result_b.diverged
+
+
+@pytest.mark.parametrize("name", ["mlp", "dual_expert_larger"])
+@pytest.mark.parametrize("killed_at", [100, 200])
+def test_resume_from_a_checkpoint_is_bit_identical(
+    name, killed_at, datasets, tmp_path, monkeypatch
+):
+    members = [Member("a", 0), Member("b", 1)]
+    uninterrupted = trainer(ARCHS[name], members, datasets, **CHECKPOINTED)
+    expected = uninterrupted.run()
+    path = tmp_path / "batch.ckpt.npz"
+    kill_after(monkeypatch, killed_at)
+    with pytest.raises(Killed):
+        trainer(ARCHS[name], members, datasets, **CHECKPOINTED).run(checkpoint=path)
+    monkeypatch.undo()
+    resumed = trainer(ARCHS[name], members, datasets, **CHECKPOINTED)
+    steps = []
+    original_step = Trainer.step
+    monkeypatch.setattr(
+        Trainer, "step", lambda self, *a: steps.append(1) or original_step(self, *a)
+    )
+    result = resumed.run(checkpoint=path)
+    assert len(steps) == 300 - killed_at  # only the lost steps were trained again
+    assert_same_state(uninterrupted, resumed, expected, result)
+
+
+def test_checkpoint_is_numpy_and_json_without_pickles(datasets, tmp_path):
+    path = tmp_path / "c.npz"
+    trainer(ARCHS["mlp"], [Member("a", 0)], datasets, **CHECKPOINTED).run(checkpoint=path)
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    assert meta["format"] == "lowdiff-checkpoint/1" and meta["step"] == 300
+    assert arrays["losses"].shape == (300, 1)
+    assert {"rng/0/noise", "rng/0/sample", "order/0", "adam/0/exp_avg"} <= set(arrays)
+    assert all(a.dtype != object for a in arrays.values())
+
+
+def test_finished_checkpoint_returns_the_result_without_training(datasets, tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    first = trainer(ARCHS["mlp"], [Member("a", 0)], datasets, **CHECKPOINTED)
+    expected = first.run(checkpoint=path)
+    monkeypatch.setattr(Trainer, "step", lambda *a: pytest.fail("trained again"))
+    again = trainer(ARCHS["mlp"], [Member("a", 0)], datasets, **CHECKPOINTED)
+    result = again.run(checkpoint=path)
+    assert_same_state(first, again, expected, result)
+    assert result.training_time == pytest.approx(expected.training_time, abs=0.05)
+
+
+def test_checkpoint_of_another_config_is_ignored(datasets, tmp_path, caplog):
+    path = tmp_path / "c.npz"
+    members = [Member("a", 0)]
+    trainer(ARCHS["mlp"], members, datasets, learning_rate=1e-3, **CHECKPOINTED).run(
+        checkpoint=path
+    )
+    fresh = trainer(ARCHS["mlp"], members, datasets, **CHECKPOINTED)
+    expected = fresh.run()
+    again = trainer(ARCHS["mlp"], members, datasets, **CHECKPOINTED)
+    with caplog.at_level("INFO", logger="lowdiff.engine"):
+        result = again.run(checkpoint=path)
+    assert "another configuration" in caplog.text
+    assert_same_state(fresh, again, expected, result)
+
+
+def test_checkpoint_every_does_not_change_the_result_or_the_fingerprint(datasets, tmp_path):
+    members = [Member("a", 0)]
+    every_100 = trainer(ARCHS["mlp"], members, datasets, **CHECKPOINTED)
+    every_7 = trainer(ARCHS["mlp"], members, datasets, num_steps=300, checkpoint_every=7)
+    assert every_100.fingerprint == every_7.fingerprint
+    assert_same_state(every_100, every_7, every_100.run(), every_7.run(checkpoint=tmp_path / "c"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "wrong_shape", "missing_array", "bad_step"])
+def test_corrupt_checkpoint_is_ignored_with_a_warning(damage, datasets, tmp_path, caplog):
+    path = tmp_path / "c.npz"
+    members = [Member("a", 0)]
+    trainer(ARCHS["mlp"], members, datasets, **CHECKPOINTED).run(checkpoint=path)
+    if damage == "garbage":
+        path.write_bytes(b"PK\x03\x04 not really a zip")
+    else:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        meta = json.loads(arrays["meta"].tobytes().decode())
+        if damage == "wrong_shape":
+            arrays["ema/network.output.bias"] = np.zeros((1, 1, 3), np.float32)
+        elif damage == "missing_array":
+            del arrays["rng/0/noise"]
+        else:
+            meta["step"] = 150
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        np.savez(path, **arrays)
+    fresh = trainer(ARCHS["mlp"], members, datasets, **CHECKPOINTED)
+    expected = fresh.run()
+    again = trainer(ARCHS["mlp"], members, datasets, **CHECKPOINTED)
+    with caplog.at_level("WARNING", logger="lowdiff.engine"):
+        result = again.run(checkpoint=path)
+    assert "ignoring" in caplog.text and "training from the start" in caplog.text
+    assert_same_state(fresh, again, expected, result)
 
 
 @pytest.mark.parametrize(
-    "field,value", [("num_steps", -5), ("num_steps", 0), ("batch_size", 0), ("learning_rate", 0.0)]
+    "field,value",
+    [
+        ("num_steps", -5),
+        ("num_steps", 0),
+        ("batch_size", 0),
+        ("learning_rate", 0.0),
+        ("learning_rate", float("inf")),
+        ("learning_rate", float("nan")),
+        ("grad_clip", float("inf")),
+        ("checkpoint_every", 0),
+        ("diversity_weight", float("inf")),
+    ],
 )
 def test_bad_train_config_is_rejected(field, value):
     with pytest.raises(ValueError, match=field):

@@ -394,8 +394,8 @@ def test_batch_mates_of_a_model_that_diverged_are_evaluated_and_kept(tmp_path, m
     (pack, _) = plan_packs(config, out)
     train = experiments.Trainer.run
 
-    def contained(self, progress=None):  # an engine that contains divergence (model 1)
-        result = train(self, progress)
+    def contained(self, progress=None, checkpoint=None):  # contains divergence (model 1)
+        result = train(self, progress, checkpoint)
         result.diverged = {1: 7}
         return result
 

@@ -52,7 +52,7 @@ __all__ = [
 HASH_VERSION = 2  # bump when the protocol's defaults or the cell contents change meaning
 
 # Fields that change how a result is computed but not the result itself.
-NOT_IN_HASH = {"eval": {"chunk_size"}}
+NOT_IN_HASH = {"eval": {"chunk_size"}, "train": {"checkpoint_every"}}
 
 Status = Literal["finished", "diverged"]
 FINISHED: Status = "finished"

@@ -513,8 +513,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.handler(args)
-    except (ConfigError, ResultsError) as error:
+    except (ConfigError, ResultsError) as error:  # includes StorageError and LockedError
         print(f"lowdiff: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # disk full, read-only, not a directory...: one line, no traceback
+        print(f"lowdiff: error: {results.describe_os_error(error)}", file=sys.stderr)
         return 2
     except Exception as error:
         if not _is_divergence(error):

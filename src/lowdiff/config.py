@@ -19,6 +19,8 @@ it can be found) the line, and lists what is valid, before any training starts.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import re
 import tomllib
 import types
@@ -29,6 +31,7 @@ from typing import Any, Literal
 
 from lowdiff.data import DATASETS
 from lowdiff.executors import EXECUTORS, ExecutorConfig
+from lowdiff.results import describe_os_error
 from lowdiff.settings import EvalConfig, ModelConfig, ScheduleConfig, TrainConfig
 
 SECTIONS: dict[str, type] = {
@@ -50,6 +53,12 @@ class ConfigError(ValueError):
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+# Names that become directories (experiment and run names): no separators, no leading dot.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+SAFE_NAME_RULE = "letters, digits, '_', '-' and '.', starting with a letter or digit"
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,8 +151,14 @@ def check_keys(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def build(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Construct dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
+    """Construct dataclass `cls` from a dict, rejecting unknown keys, wrong types and
+    non-finite numbers; the class checks its own values."""
     kwargs = check_keys(cls, values, where)
+    for key, value in kwargs.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"{where}.{key}: must be a finite number, got {value}", key=f"{where}.{key}"
+            )
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as error:
@@ -169,11 +184,35 @@ def _check_table(value: Any, key: str) -> dict[str, Any]:
     return value
 
 
+def _check_names(settings: ExperimentSettings) -> None:
+    """The experiment's name (a directory), its datasets (each once) and its device name."""
+    if not SAFE_NAME.fullmatch(settings.name):
+        raise ConfigError(
+            f"experiment.name: {settings.name!r} is not a valid name (it names the results "
+            f"directory); use only {SAFE_NAME_RULE}",
+            key="experiment.name",
+        )
+    duplicates = sorted({d for d in settings.datasets if settings.datasets.count(d) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"experiment.datasets: {', '.join(duplicates)} listed more than once; "
+            "list each dataset once",
+            key="experiment.datasets",
+        )
+    if not DEVICE_NAME.fullmatch(settings.device):
+        raise ConfigError(
+            f"experiment.device: {settings.device!r} is not a device; "
+            "valid: auto, cpu, cuda, cuda:N, mps",
+            key="experiment.device",
+        )
+
+
 def _settings(raw: dict[str, Any]) -> ExperimentSettings:
     """The [experiment] table, checked (its baseline is filled in once the runs are known)."""
     settings = build(
         ExperimentSettings, _check_table(raw.get("experiment", {}), "experiment"), "experiment"
     )
+    _check_names(settings)
     for dataset in settings.datasets:
         if dataset not in DATASETS:
             raise ConfigError(
@@ -200,8 +239,8 @@ def _settings(raw: dict[str, Any]) -> ExperimentSettings:
 def _run(name: str, run_raw: Any, shared: dict[str, dict[str, Any]]) -> RunConfig:
     """One [runs.NAME] table over the shared section tables."""
     where = f"runs.{name}"
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ConfigError(f"{where}: run names may use letters, digits, '_', '-', '.'", key=where)
+    if not SAFE_NAME.fullmatch(name):
+        raise ConfigError(f"runs.{name!r}: a run name may use only {SAFE_NAME_RULE}", key=where)
     run_raw = _check_table(run_raw, where)
     valid_run = ["description", *SECTIONS]
     for key in run_raw:
@@ -237,6 +276,13 @@ def _resolve(raw: dict[str, Any]) -> ExperimentConfig:
     if not runs_raw:
         raise ConfigError("no runs; add at least one [runs.NAME] table", key="runs")
     runs = [_run(name, run_raw, shared) for name, run_raw in runs_raw.items()]
+    for run in runs:
+        if run.train.batch_size > settings.num_points:
+            raise ConfigError(
+                f"runs.{run.name}.train.batch_size: {run.train.batch_size} is larger than the "
+                f"{settings.num_points} training points (experiment.num_points); use at most that",
+                key=f"runs.{run.name}.train.batch_size",
+            )
     baseline = settings.baseline or runs[0].name
     if baseline not in [run.name for run in runs]:
         raise ConfigError(
@@ -286,6 +332,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """Apply `--set` overrides; `train.x=...` sets the shared table (every run sees it)."""
     for assignment in overrides:
         path, value = parse_override(assignment)
+        runs = raw.get("runs")
+        if path[0] == "runs" and len(path) > 1 and isinstance(runs, dict) and path[1] not in runs:
+            raise ConfigError(
+                f"--set {assignment}: no run named {path[1]!r} in the experiment; an override "
+                f"may only change an existing run ({', '.join(runs) or 'none defined'})"
+            )
         patch: dict[str, Any] = value
         for part in reversed(path):
             patch = {part: patch}
@@ -370,19 +422,35 @@ def line_of(text: str, key: str) -> int | None:
     return next((lines[c] for c in _candidates(key) if c in lines), None)
 
 
+def read_experiment_text(path: Path) -> str:
+    """The experiment file's text, or a one-line ConfigError saying what is wrong with it."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; give the path of an experiment .toml file")
+    if not path.exists():
+        raise ConfigError(f"experiment file {str(path)!r} not found")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (undecodable byte at offset {error.start}); "
+            "experiment files are TOML saved as UTF-8"
+        ) from error
+    except OSError as error:
+        raise ConfigError(describe_os_error(error, path)) from error
+
+
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read, override and resolve an experiment file; a ConfigError names the file and line
     (or the `--set` assignment) where the problem was written."""
     path, overrides = Path(path), overrides or []
-    if not path.is_file():
-        raise ConfigError(f"experiment file {str(path)!r} not found")
-    text = path.read_text()
+    text = read_experiment_text(path)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    overridden = apply_overrides(raw, overrides)  # its errors name the override, not a line
     try:
-        return _resolve(apply_overrides(raw, overrides))
+        return _resolve(overridden)
     except ConfigError as error:
         override = _blamed_override(error, raw, overrides)
         if override is not None:
@@ -420,3 +488,114 @@ def from_json(raw: dict[str, Any], where: str = "<json>") -> ExperimentConfig:
             named[run["name"]] = {key: value for key, value in run.items() if key != "name"}
         runs = named
     return resolve({**raw, "runs": runs}, where)
+
+
+# --- what the machine must offer: device and memory, checked before any file is written ------
+
+GIB = 1024**3
+
+
+def check_threads(threads: int) -> None:
+    """`--threads`: 0 (PyTorch's default) or a positive count."""
+    if threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0 = PyTorch's default), got {threads}")
+
+
+def check_device_available(name: str) -> None:
+    """The configured device exists on this machine ('auto' always does)."""
+    import torch
+
+    if name == "auto":
+        return
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "no GPU"
+            raise ConfigError(
+                f"experiment.device = {name!r}, but {why} is visible here; use 'auto' or 'cpu'"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"experiment.device = {name!r}: only {torch.cuda.device_count()} GPU(s) here"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"experiment.device = {name!r}: MPS is not available; use 'auto'")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"experiment.device = {name!r}: valid: auto, cpu, cuda, cuda:N, mps")
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM available now (MemAvailable of /proc/meminfo, else sysconf), or None."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def parameters_per_model(model: ModelConfig, num_timesteps: int) -> int:
+    """The number of trainable parameters of one model, counted without allocating them."""
+    import torch
+
+    from lowdiff.models import build_model
+
+    with torch.device("meta"):
+        module = build_model(model, 1, num_timesteps)
+    return sum(p.numel() for p in module.parameters())
+
+
+def estimate_memory(config: ExperimentConfig, run: RunConfig) -> dict[str, int]:
+    """Approximate peak bytes of one engine batch of `run`, by part (an upper-side estimate)."""
+    settings = config.experiment
+    models = min(settings.max_models_per_batch, len(settings.datasets) * len(settings.seeds))
+    params = parameters_per_model(run.model, run.schedule.num_timesteps)
+    width = max(
+        run.model.hidden_dim * (2 if run.model.larger_experts else 1), 3 * run.model.embedding_dim
+    )
+    layers = run.model.hidden_layers + 4
+    evaluated = run.eval.chunk_size  # eval_loss points per pass; sampling passes are smaller
+    return {
+        # parameters, gradients, two AdamW moments, EMA shadow, checkpoint copy (float32)
+        "model, optimiser and EMA state": models * params * 4 * 6,
+        # float64 points + float32 copies + kNN radii of every dataset
+        "training data": len(settings.datasets) * settings.num_points * 2 * 8 * 3,
+        "random numbers of one chunk": 100 * models * run.train.batch_size * 48,
+        "losses": run.train.num_steps * models * 4 * 2,
+        "schedule and time embeddings": run.schedule.num_timesteps
+        * (16 * 8 + 2 * 4 * run.model.embedding_dim),
+        "activations": 4 * models * width * max(run.train.batch_size * layers * 3, evaluated * 4),
+        "samples and their metrics": models * run.eval.num_samples * 2 * 4 * 3
+        + run.eval.num_samples * 8 * (2 + run.eval.knn_k) * 4,
+    }
+
+
+def check_memory(config: ExperimentConfig, available: int | None = None) -> None:
+    """Refuse an experiment whose largest batch would not fit in memory, saying how much."""
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    for run in config.runs:
+        parts = estimate_memory(config, run)
+        total = sum(parts.values())
+        if total <= available:
+            continue
+        largest = sorted(parts.items(), key=lambda item: -item[1])[:3]
+        detail = ", ".join(f"{name} {size / GIB:,.1f} GiB" for name, size in largest)
+        raise ConfigError(
+            f"runs.{run.name}: a batch would need about {total / GIB:,.1f} GiB of memory "
+            f"({detail}) but {available / GIB:,.1f} GiB is available; reduce the sizes "
+            "(model.hidden_dim, experiment.num_points, eval.num_samples, train.num_steps) or "
+            "experiment.max_models_per_batch"
+        )
+
+
+def check_resources(config: ExperimentConfig) -> None:
+    """What the machine must offer the experiment (device, memory): call before any write."""
+    check_device_available(config.experiment.device)
+    check_memory(config)

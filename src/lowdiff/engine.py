@@ -8,27 +8,41 @@ and EMA (SPEC §1 "Training", §4 "Many models at once"). Independence comes fro
     chunks of a fixed size, so the numbers a model sees do not depend on its batch-mates.
 Clipping uses each model's own gradient norm; AdamW is elementwise, so one optimiser over the
 stacked parameters keeps per-model state. A model trained in a batch of M therefore equals the
-same model trained alone, up to floating-point noise (tests/test_engine.py).
+same model trained alone; on the CPU at one thread it has the same bits (the gradient norm is
+summed in a fixed order and AdamW is the foreach implementation, tests/test_faults.py).
 
 The step itself has no host synchronisation: losses stay on the device and are checked for
-divergence once per chunk.
+divergence once per chunk. A model whose loss becomes NaN/inf is recorded as diverged (with the
+first such step) and its batch-mates train on unaffected: nothing couples the models.
+
+With a checkpoint path, the whole training state (parameters, AdamW moments and step, EMA
+shadow and counters, every generator's state, the data order and position, the losses so far,
+the step and the elapsed time) is saved atomically at chunk boundaries every
+`checkpoint_every` steps and when training ends, as one NumPy archive without pickles whose
+`meta` entry is JSON. Resuming from it continues bit-identically to an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from lowdiff.models import Denoiser, ModelConfig, build_model
 from lowdiff.progress import bar as tqdm
+from lowdiff.results import ResultsError, atomic_write_with, config_hash, read_npz
 from lowdiff.schedule import NoiseSchedule
 from lowdiff.settings import TrainConfig  # defined torch-free; re-exported here
 
@@ -36,6 +50,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_STEPS = 100  # random numbers are drawn this many steps at a time; losses checked as often
 STREAMS = ("init", "data", "noise", "eval", "sample")
+CHECKPOINT_FORMAT = "lowdiff-checkpoint/1"
 
 
 @dataclass(frozen=True)
@@ -50,7 +65,8 @@ class Member:
 
 
 class DivergenceError(RuntimeError):
-    """Raised when a model's training loss becomes NaN or infinite."""
+    """A model's training loss or samples became NaN or infinite (raised by callers that want
+    to stop; the Trainer itself records divergence in TrainResult.diverged)."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -173,7 +189,13 @@ def clip_grad_norm_per_model(parameters: list[torch.Tensor], max_norm: float) ->
     grads = [p.grad for p in parameters]
     num_models = grads[0].shape[0]
     per_tensor = [torch.linalg.vector_norm(g.reshape(num_models, -1), dim=1) for g in grads]
-    norms = torch.linalg.vector_norm(torch.stack(per_tensor), dim=0)  # (M,)
+    # Summed tensor by tensor in a fixed order with elementwise ops, so a model's norm has the
+    # same bits whatever its batch-mates: a reduction over a stacked (tensors, M) axis sums in
+    # an order that depends on M (contiguous for M = 1, strided otherwise).
+    squares = per_tensor[0].square()
+    for norm in per_tensor[1:]:
+        squares = squares + norm.square()
+    norms = squares.sqrt()  # (M,)
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(scale.view(num_models, *([1] * (g.dim() - 1))))
@@ -200,6 +222,22 @@ class TrainResult:
     losses: np.ndarray  # (M, num_steps) training MSE per step
     training_time: float  # wall clock of the whole batched training loop, seconds
     generators: list[dict[str, torch.Generator]]  # each model's streams, for its evaluation
+    diverged: dict[int, int] = field(default_factory=dict)  # model index -> first NaN/inf step
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
+def _checked(arrays: dict[str, np.ndarray], key: str, like: torch.Tensor) -> torch.Tensor:
+    """arrays[key] as a tensor on like's device, if it has like's shape and dtype."""
+    value = arrays[key]
+    expected = _numpy(like.new_empty(like.shape, device="cpu"))
+    if value.shape != expected.shape or value.dtype != expected.dtype:
+        raise ValueError(
+            f"{key}: {value.dtype}{value.shape}, expected {expected.dtype}{expected.shape}"
+        )
+    return torch.from_numpy(np.array(value)).to(like.device)
 
 
 class Trainer:
@@ -220,8 +258,11 @@ class Trainer:
         self.model = build_model(model_config, len(self.members), schedule.num_timesteps).to(device)
         self.model.reset_parameters([g["init"] for g in self.generators])
         self.parameters = list(self.model.parameters())
-        fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, **fused)
+        # On the CPU the fused AdamW kernel computes the last elements of a tensor (its SIMD
+        # tail) differently from the rest, so a model's update would depend on how many
+        # batch-mates precede the end of the tensor; the foreach implementation does not.
+        kernel = {"fused": True} if device.type == "cuda" else {"foreach": True}
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, **kernel)
         self.ema = BatchedEMA(
             self.model, config.ema_beta, config.ema_update_every, config.ema_warmup_steps
         )
@@ -230,6 +271,32 @@ class Trainer:
         self.source = BatchSource(
             stacked, index, self.generators, config.batch_size, schedule.num_timesteps
         )
+        self.diverged: dict[int, int] = {}
+        self.fingerprint = self._fingerprint(model_config, datasets, names, device)
+
+    def _fingerprint(
+        self,
+        model_config: ModelConfig,
+        datasets: dict[str, torch.Tensor],
+        names: list[str],
+        device: torch.device,
+    ) -> str:
+        """What a checkpoint must match to be resumed: everything that shapes the training."""
+        train = dataclasses.asdict(self.config)
+        train.pop("checkpoint_every")
+        digest = hashlib.sha256()
+        for name in names:
+            digest.update(_numpy(datasets[name].float()).tobytes())
+        key = {
+            "format": CHECKPOINT_FORMAT,
+            "model": dataclasses.asdict(model_config),
+            "train": train,
+            "schedule": dataclasses.asdict(self.schedule.config),
+            "members": [[m.dataset, m.seed] for m in self.members],
+            "data": digest.hexdigest(),
+            "device": device.type,
+        }
+        return config_hash(key)
 
     def step(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """One optimiser step of all M models; returns their MSE losses (M,) on the device."""
@@ -246,21 +313,36 @@ class Trainer:
         return mse.detach()
 
     def _check_finite(self, losses: torch.Tensor, first_step: int) -> None:
-        finite = torch.isfinite(losses).all(dim=0)  # (M,), one sync per chunk
-        if bool(finite.all()):
+        """Record models whose loss became NaN/inf in this chunk (steps, M); one sync."""
+        bad = ~torch.isfinite(losses)
+        if not bool(bad.any()):
             return
-        bad = [self.members[m].label() for m in torch.nonzero(~finite).flatten().tolist()]
-        step = first_step + int(torch.nonzero(~torch.isfinite(losses).all(dim=1))[0])
-        raise DivergenceError(
-            f"training diverged (NaN/inf loss) at step {step} for {', '.join(bad)}; "
-            "try a lower train.learning_rate or train.grad_clip"
-        )
+        first_bad = bad.int().argmax(dim=0).tolist()  # first non-finite step of each model
+        for m in torch.nonzero(bad.any(dim=0)).flatten().tolist():
+            if m not in self.diverged:
+                self.diverged[m] = first_step + first_bad[m]
+                log.warning(
+                    "%s diverged (NaN/inf loss) at step %d; its batch-mates train on",
+                    self.members[m].label(),
+                    self.diverged[m],
+                )
 
-    def run(self, progress: str | None = None) -> TrainResult:
+    def run(self, progress: str | None = None, checkpoint: Path | None = None) -> TrainResult:
+        """Train every model for config.num_steps steps.
+
+        With `checkpoint`, resume from that file if it holds a state of this very training
+        (another config's or a corrupt file is ignored) and save the state there every
+        `checkpoint_every` steps and at the end. The caller removes it once the results are
+        safely written.
+        """
         config, num_models = self.config, len(self.members)
         losses = torch.empty(config.num_steps, num_models, device=self.source.data.device)
+        done, elapsed = 0, 0.0
+        if checkpoint is not None:
+            done, elapsed = self.load_checkpoint(checkpoint, losses) or (0, 0.0)
         bar = tqdm(
             total=config.num_steps,
+            initial=done,
             desc=progress,
             unit="step",
             disable=progress is None,
@@ -268,7 +350,7 @@ class Trainer:
             leave=False,
         )
         start = time.perf_counter()
-        for first in range(0, config.num_steps, CHUNK_STEPS):
+        for first in range(done, config.num_steps, CHUNK_STEPS):
             steps = min(CHUNK_STEPS, config.num_steps - first)
             x0, t, eps = self.source.next_chunk(steps)
             for j in range(steps):
@@ -279,9 +361,17 @@ class Trainer:
                 self.ema.update(self.model)
             self._check_finite(losses[first : first + steps], first)
             bar.update(steps)
+            end = first + steps
+            every = config.checkpoint_every
+            if checkpoint is not None and (
+                end // every > first // every or end == config.num_steps
+            ):
+                paused = time.perf_counter()
+                self.save_checkpoint(checkpoint, end, losses, elapsed + paused - start)
+                start += time.perf_counter() - paused  # saving is not training time
         if losses.is_cuda:
             torch.cuda.synchronize()
-        training_time = time.perf_counter() - start
+        training_time = elapsed + time.perf_counter() - start
         bar.close()
         return TrainResult(
             self.members,
@@ -290,4 +380,120 @@ class Trainer:
             losses.T.cpu().numpy(),
             training_time,
             self.generators,
+            dict(self.diverged),
         )
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The tensors of the training state, by name, as NumPy arrays (no losses, no meta)."""
+        arrays = {f"model/{n}": _numpy(p) for n, p in self.model.named_parameters()}
+        arrays |= {f"ema/{n}": _numpy(p) for n, p in self.ema.model.named_parameters()}
+        for index, entry in self.optimizer.state_dict()["state"].items():
+            arrays |= {f"adam/{index}/{key}": _numpy(value) for key, value in entry.items()}
+        for m, streams in enumerate(self.generators):
+            arrays |= {f"rng/{m}/{name}": _numpy(g.get_state()) for name, g in streams.items()}
+        for m, order in enumerate(self.source.permutations):
+            if order is not None:
+                arrays[f"order/{m}"] = _numpy(order)
+        return arrays
+
+    def save_checkpoint(self, path: Path, step: int, losses: torch.Tensor, elapsed: float) -> None:
+        """Write the whole state after `step` steps to `path` atomically (one .npz, no pickle)."""
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
+            "step": step,
+            "elapsed": elapsed,
+            "ema_step": self.ema.step,
+            "ema_initialised": self.ema.initialised,
+            "positions": list(self.source.positions),
+            "diverged": {str(m): s for m, s in self.diverged.items()},
+        }
+        arrays = self.state_arrays() | {"losses": _numpy(losses[:step])}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        atomic_write_with(Path(path), lambda buffer: np.savez(buffer, **arrays))
+        log.info("checkpoint at step %d: %s", step, path)
+
+    def load_checkpoint(self, path: Path, losses: torch.Tensor) -> tuple[int, float] | None:
+        """Restore the state saved at `path` (and its losses into `losses`); returns (step,
+        elapsed), or None, leaving the state untouched, if there is no usable checkpoint."""
+        path = Path(path)
+        if not path.exists():
+            return None
+        try:
+            arrays = read_npz(path)
+            meta = json.loads(arrays.pop("meta").tobytes().decode())
+        except (ResultsError, KeyError, ValueError, UnicodeDecodeError) as error:
+            log.warning(
+                "ignoring unreadable checkpoint %s (%s); training from the start", path, error
+            )
+            return None
+        if not isinstance(meta, dict) or meta.get("fingerprint") != self.fingerprint:
+            log.info("ignoring checkpoint %s of another configuration", path)
+            return None
+        try:
+            apply = self._restore_plan(arrays, meta, losses)
+        except (KeyError, ValueError, TypeError, RuntimeError) as error:
+            log.warning("ignoring corrupt checkpoint %s (%s); training from the start", path, error)
+            return None
+        apply()
+        log.info("resuming from the checkpoint at step %d: %s", meta["step"], path)
+        return int(meta["step"]), float(meta["elapsed"])
+
+    def _restore_plan(
+        self, arrays: dict[str, np.ndarray], meta: dict[str, Any], losses: torch.Tensor
+    ) -> Any:
+        """Check every part of a checkpoint first; return a function that applies it."""
+        step, num_models = int(meta["step"]), len(self.members)
+        if not (0 < step <= self.config.num_steps) or (
+            step % CHUNK_STEPS and step != self.config.num_steps
+        ):
+            raise ValueError(f"step {step} is not a chunk boundary of this training")
+        model = [(p, _checked(arrays, f"model/{n}", p)) for n, p in self.model.named_parameters()]
+        ema = [(p, _checked(arrays, f"ema/{n}", p)) for n, p in self.ema.model.named_parameters()]
+        adam_state = {
+            i: {
+                key: torch.from_numpy(np.array(arrays[f"adam/{i}/{key}"]))
+                for key in ("step", "exp_avg", "exp_avg_sq")
+            }
+            for i in range(len(self.parameters))
+        }
+        for i, p in enumerate(self.parameters):
+            _checked(arrays, f"adam/{i}/exp_avg", p), _checked(arrays, f"adam/{i}/exp_avg_sq", p)
+        states = [
+            [(g, arrays[f"rng/{m}/{name}"]) for name, g in streams.items()]
+            for m, streams in enumerate(self.generators)
+        ]
+        for g, state in (pair for streams in states for pair in streams):
+            if state.dtype != np.uint8 or state.shape != tuple(g.get_state().shape):
+                raise ValueError("a generator state has the wrong size")
+        source = self.source
+        orders = [arrays.get(f"order/{m}") for m in range(num_models)]
+        positions = [int(p) for p in meta["positions"]]
+        if len(positions) != num_models or any(
+            o is not None and o.shape != (source.data.shape[1],) for o in orders
+        ):
+            raise ValueError("the data order does not fit this training")
+        saved_losses = _checked(arrays, "losses", losses[:step])
+        diverged = {int(m): int(s) for m, s in meta["diverged"].items()}
+        ema_step, ema_initialised = int(meta["ema_step"]), bool(meta["ema_initialised"])
+
+        @torch.no_grad()
+        def apply() -> None:
+            for target, value in model + ema:
+                target.copy_(value)
+            groups = self.optimizer.state_dict()["param_groups"]
+            self.optimizer.load_state_dict({"state": adam_state, "param_groups": groups})
+            for g, state in (pair for streams in states for pair in streams):
+                g.set_state(torch.from_numpy(np.array(state)))
+            source.permutations = [
+                None if o is None else torch.from_numpy(np.array(o)).to(source.data.device)
+                for o in orders
+            ]
+            source.positions = positions
+            losses[:step] = saved_losses
+            self.diverged = diverged
+            self.ema.step, self.ema.initialised = ema_step, ema_initialised
+
+        return apply

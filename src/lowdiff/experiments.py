@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from lowdiff import cells, oracle, summary
+from lowdiff import cells, oracle, results, summary
 from lowdiff.cells import Cell, cell_hash, plan
-from lowdiff.config import ExperimentConfig, RunConfig
+from lowdiff.config import ExperimentConfig, RunConfig, check_resources
 from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
 from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
 from lowdiff.executors import Executor
+from lowdiff.lock import RunLock
 from lowdiff.metrics import Reference, load_reference, measure
 from lowdiff.progress import bar as tqdm
 from lowdiff.progress import phase
@@ -49,6 +51,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+CHECKPOINTS = ".checkpoints"  # <root>/.checkpoints/: training states of the packs in progress
 
 
 @functools.cache
@@ -105,6 +109,12 @@ def _packs(config: ExperimentConfig, to_train: Sequence[Cell]) -> list[Pack]:
         for run, group in grouped.items()
         for i in range(0, len(group), size)
     ]
+
+
+def checkpoint_path(root: Path, pack: Pack) -> Path:
+    """Where a pack's training state is saved while it trains (removed once it is written)."""
+    key = results.config_hash([cell.config_hash for cell in pack.cells])
+    return Path(root) / CHECKPOINTS / f"{pack.run}-{key}.npz"
 
 
 def plan_packs(config: ExperimentConfig, root: Path, *, force: bool = False) -> list[Pack]:
@@ -279,15 +289,18 @@ def run_pack(
     members = [Member(c.dataset, c.seed) for c in pack.cells]
     label = f"{run.name}: {len(members)} models" if progress else None
     trainer = Trainer(run.model, members, tensors, schedule, run.train, device)
+    checkpoint = checkpoint_path(root, pack)  # a killed pack resumes from its last one
     try:
-        result = trainer.run(progress=label)
+        result = trainer.run(progress=label, checkpoint=checkpoint)
     except DivergenceError as error:
         batch = {"models": len(members), "device": str(device)}
         for m, step in _divergence_steps(error, len(members)).items():
             log.warning("%s diverged at step %d (%s)", pack.cells[m].label(), step, error)
             cells.write_diverged(pack.cells[m], step, batch)
+        checkpoint.unlink(missing_ok=True)
         return
     evaluate_batch(result, run, pack.cells, truths, schedule, device, progress)
+    checkpoint.unlink(missing_ok=True)
 
 
 # --- the whole experiment -----------------------------------------------------------------
@@ -340,7 +353,20 @@ def execute(
     another cell's (a run that repeats another run's settings) are trained once and copied.
     """
     root = Path(root)
+    check_resources(config)  # device and memory, before anything is written
     root.mkdir(parents=True, exist_ok=True)
+    with RunLock(root):  # one run per results directory; readers need no lock
+        return _execute(config, root, force=force, progress=progress, executor=executor)
+
+
+def _execute(
+    config: ExperimentConfig,
+    root: Path,
+    *,
+    force: bool,
+    progress: bool,
+    executor: Executor | None,
+) -> Executed:
     cells.write_configs(config, root)
     to_train, copies = _work(config, root, force)
     packs = _packs(config, to_train)
@@ -366,4 +392,6 @@ def execute(
     made = [cell for cell in to_train if cells.is_done(cell)]
     made += [target for source, target in copies if cells.is_done(target)]
     diverged = [cell for cell in made if cells.read(cell).status == cells.DIVERGED]
+    if not failed:  # states of packs planned otherwise by a resume are of no use any more
+        shutil.rmtree(root / CHECKPOINTS, ignore_errors=True)
     return Executed(made, diverged, failed)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lowdiff.models.base import Denoiser, DenoiserOutput
-from lowdiff.models.layers import BatchedLinear, Embedded, EmbeddingLinear, Trunk
+from lowdiff.models.layers import BatchedLinear, Embedded, EmbeddingLinear, Trunk, elementwise
 
 if TYPE_CHECKING:
     from lowdiff.models import ModelConfig
@@ -41,7 +41,7 @@ class GateNetwork(nn.Module):
         h = torch.relu(self.input(embedded))  # (M, B, width)
         for layer in self.hidden:
             h = torch.relu(layer(h))
-        return torch.sigmoid(self.output(h))  # (M, B, 1)
+        return elementwise(torch.sigmoid, self.output(h))  # (M, B, 1)
 
 
 class DualExpertDenoiser(Denoiser):

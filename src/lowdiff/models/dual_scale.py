@@ -17,7 +17,13 @@ import torch
 from torch import nn
 
 from lowdiff.models.base import Denoiser, DenoiserOutput
-from lowdiff.models.layers import BatchedLinear, Embedded, Trunk, gather_by_timestep
+from lowdiff.models.layers import (
+    BatchedLinear,
+    Embedded,
+    Trunk,
+    elementwise,
+    gather_by_timestep,
+)
 
 if TYPE_CHECKING:
     from lowdiff.models import ModelConfig
@@ -33,7 +39,7 @@ class SigmoidWeights(nn.Module):
 
     def forward(self, time_table: torch.Tensor) -> torch.Tensor:
         h = torch.relu(torch.matmul(time_table, self.hidden.weight) + self.hidden.bias)  # (M, T, H)
-        w = torch.sigmoid(torch.matmul(h, self.output.weight) + self.output.bias)  # (M, T, 1)
+        w = elementwise(torch.sigmoid, self.output(h))  # (M, T, 1)
         return torch.cat([w, 1.0 - w], dim=-1)  # (M, T, 2)
 
 

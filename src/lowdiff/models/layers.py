@@ -12,10 +12,39 @@ initial weights do not depend on which other models share its batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+SIMD_MULTIPLE = 64  # elements: a multiple of every CPU vector width
+
+
+def elementwise(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """function(x) for an elementwise function, computed the same way for every element.
+
+    PyTorch's CPU kernels compute the last (size mod vector width) elements of a tensor in a
+    scalar loop whose exp/sin/cos round differently from the vectorised loop. A model's values
+    would then depend on whether they sit at the end of the batched tensor, i.e. on its
+    batch-mates. Padding the flattened tensor to a multiple of every vector width removes the
+    tail (at one thread; other devices are passed through).
+    """
+    flat = x.reshape(-1)
+    padding = -flat.numel() % SIMD_MULTIPLE
+    if x.device.type != "cpu" or padding == 0:
+        return function(x)
+    padded = torch.cat([flat, flat.new_zeros(padding)])
+    return function(padded)[: flat.numel()].view(x.shape)
+
+
+def column_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x (M, B, in) @ weight (M, in, 1) + bias (M, 1, 1) as a product and a last-axis sum.
+
+    A one-column bmm goes to a BLAS kernel chosen by the batch size (a different one for one
+    model than for several), so its sums would depend on the batch-mates; this does not.
+    """
+    return (x * weight.transpose(1, 2)).sum(dim=-1, keepdim=True) + bias
 
 
 def sinusoidal_embedding(values: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
@@ -29,7 +58,7 @@ def sinusoidal_embedding(values: torch.Tensor, dim: int, scale: float) -> torch.
         exponent * torch.arange(half, device=values.device, dtype=torch.float32)
     )
     angles = (values * scale).unsqueeze(-1) * frequencies  # (..., half)
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+    return torch.cat([elementwise(torch.sin, angles), elementwise(torch.cos, angles)], dim=-1)
 
 
 class BatchedLinear(nn.Module):
@@ -53,6 +82,8 @@ class BatchedLinear(nn.Module):
                 self.bias[m].uniform_(-bound, bound, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.out_features == 1:
+            return column_linear(x, self.weight, self.bias)  # (M, B, 1)
         return torch.baddbmm(self.bias, x, self.weight)  # (M, B, in) -> (M, B, out)
 
 
