@@ -1,7 +1,7 @@
 """Blur sweep: how every sample metric moves when true samples are blurred or lose modes.
 
 Samples are constructed, not trained: dino draws with the per-axis noise widened from the true
-0.15 raw units (before the /54·4, /48·4 normalisation of SPEC §1) and moons draws with extra
+0.15 raw units (before the /54·4, /48·4 normalisation of protocol §1) and moons draws with extra
 N(0, s²) blur in final units, plus rows with modes removed (20 of dino's 142 components, one
 moon). Each row is measured by `lowdiff.metrics.measure` against the training points, exactly as
 a trained model's samples are; the `oracle` row is a fresh true draw.

@@ -242,7 +242,7 @@ DINO_RAW = data.datasaurus_points("dino")
 
 def dino_draw(num_samples: int, noise: float, seed: int, keep: np.ndarray | None = None):
     """Dino draws with per-axis noise `noise` in raw units (the data's own is 0.15), from the
-    components in `keep` only (all by default): SPEC §1's recipe with the noise widened."""
+    components in `keep` only (all by default): protocol §1's recipe with the noise widened."""
     rng = np.random.default_rng(seed)
     components = np.arange(len(DINO_RAW)) if keep is None else keep
     ix = components[rng.integers(0, len(components), num_samples)]

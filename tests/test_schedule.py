@@ -1,4 +1,4 @@
-"""Invariants of the noise schedule (SPEC §1 formulas, Ho et al. 2020)."""
+"""Invariants of the noise schedule (protocol §1 formulas, Ho et al. 2020)."""
 
 import math
 

@@ -2,7 +2,7 @@
 
 Every dataset is a deterministic function of `n` and `seed`: `load_with_labels(name, n, seed)`
 returns float32 points (n, 2) and the int64 component label (n,) of each point. With the
-default `seed=42` the four datasets of the reference protocol (SPEC §1: `circle`, `dino`,
+default `seed=42` the four datasets of the reference protocol (protocol §1: `circle`, `dino`,
 `line`, `moons`) are reproduced byte for byte (same generator, same draws in the same order,
 same formulas). Any other seed draws afresh from the same distribution, which is what an
 "oracle" floor of a metric needs.
@@ -40,7 +40,7 @@ How the components are defined:
   origin cluster holds the centre (1/25). Component 0 is the origin, 1..16 are the directions
   ordered by angle from +x, counter-clockwise.
 - Datasaurus: the 13 shapes of Matejka & Fitzmaurice (2017), shipped in
-  `resources/datasaurus.csv` (see its README), all built with SPEC's dino recipe: the label is
+  `resources/datasaurus.csv` (see its README), all built with the protocol's dino recipe: the label is
   the index of the drawn point, noise 0.15, then x ← (x/54 − 1)·4, y ← (y/48 − 1)·4. The
   table's own `circle` shape is registered as `datasaurus_circle`. Several shapes (`dots`,
   `star`, `datasaurus_circle`, `h_lines`, ...) hold points closer together than the noise, so
@@ -116,7 +116,7 @@ class DatasetSpec:
     components: Components
 
 
-# --- the reference protocol (SPEC §1), draw for draw -------------------------------------------
+# --- the reference protocol (protocol §1), draw for draw -------------------------------------------
 
 
 def _moons(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +209,7 @@ def _normalise_datasaurus(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.
 def _datasaurus(shape: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     raw = _DATASAURUS[shape]
     rng = np.random.default_rng(seed)
-    ix = rng.integers(0, len(raw), n)  # draw order: ix, x-noise, y-noise (SPEC §1)
+    ix = rng.integers(0, len(raw), n)  # draw order: ix, x-noise, y-noise (protocol §1)
     x = raw[ix, 0] + rng.normal(size=n) * DATASAURUS_NOISE
     y = raw[ix, 1] + rng.normal(size=n) * DATASAURUS_NOISE
     x, y = _normalise_datasaurus(x, y)
@@ -275,20 +275,20 @@ def _build_registry() -> dict[str, DatasetSpec]:
     specs = [
         DatasetSpec(
             "circle",
-            "16 directions on a circle of radius 3 plus the origin, disk noise r < 0.09 (SPEC §1)",
+            "16 directions on a circle of radius 3 plus the origin, disk noise r < 0.09 (protocol §1)",
             _circle,
             Components(_CIRCLE_WEIGHTS, scale=0.03, centres=_CIRCLE_CENTRES),
         ),
         _datasaurus_spec("dino"),
         DatasetSpec(
             "line",
-            "uniform on the rectangle [-2, 2] × [-4, 4] (SPEC §1)",
+            "uniform on the rectangle [-2, 2] × [-4, 4] (protocol §1)",
             _line,
             Components(np.ones(1), scale=0.5 * math.sqrt(32 / DEFAULT_N)),
         ),
         DatasetSpec(
             "moons",
-            "sklearn make_moons(noise=0.03), x ← 2(x + 0.3) − 1, y ← 3(y + 0.3) − 1 (SPEC §1)",
+            "sklearn make_moons(noise=0.03), x ← 2(x + 0.3) − 1, y ← 3(y + 0.3) − 1 (protocol §1)",
             _moons,
             Components(np.full(2, 0.5), scale=0.03 * 3),
         ),

@@ -1,6 +1,6 @@
 """How old the EMA's weights are at the end of training, and when that deserves a warning.
 
-Torch-free (the report imports it). `ema_mean_age` follows the EMA of SPEC §1 as
+Torch-free (the report imports it). `ema_mean_age` follows the EMA of protocol §1 as
 `lowdiff.engine.BatchedEMA` implements it — the warm-up of the `ema-pytorch` defaults: a plain
 copy while the update counter s ≤ warm-up (and on the first update after it), then a lerp with
 decay min(β, 1 − (1 + e)^(−2/3)), e = s − warm-up, on every `update_every`-th step — and

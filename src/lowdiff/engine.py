@@ -1,7 +1,7 @@
 """Train M independent DDPMs of one architecture as one batched computation.
 
 Every model m has its own dataset, seed, data order, noise, optimiser state, gradient clipping
-and EMA (SPEC §1 "Training", §4 "Many models at once"). Independence comes from three things:
+and EMA (protocol §1 "Training", §4 "Many models at once"). Independence comes from three things:
   * the layers are batched over a leading model axis and never mix models (models/layers.py);
   * the loss is the sum of the per-model losses, so model m's gradient is its own loss's;
   * all randomness of model m comes from generators seeded by (dataset, seed) alone, drawn in
@@ -150,7 +150,7 @@ class BatchSource:
 
 
 class BatchedEMA:
-    """EMA of the weights with the warm-up of `ema-pytorch` defaults (SPEC §1).
+    """EMA of the weights with the warm-up of `ema-pytorch` defaults (protocol §1).
 
     update() is called once per optimiser step. On calls whose counter s is a multiple of
     `update_every`: a plain copy while s <= warmup (and once more on the first update after),

@@ -1,6 +1,6 @@
 """Evaluate M trained models at once: the evaluation settings, eval loss, weight fields.
 
-SPEC §1 "Evaluation": `eval_loss` is the MSE of the trained (non-EMA) weights over one pass of
+protocol §1 "Evaluation": `eval_loss` is the MSE of the trained (non-EMA) weights over one pass of
 the training points with fresh eps and t. Samples come from the EMA weights through
 `lowdiff.samplers` (ancestral DDPM over t = T-1..0 by default, the protocol), chosen here by
 `EvalConfig.sampler` and `sampling_steps`. For architectures that mix branches or experts,

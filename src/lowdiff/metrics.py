@@ -1,10 +1,10 @@
 """Sample-quality metrics, as pure functions of arrays (no I/O, no torch).
 
-- `knn_kl`: the k-nearest-neighbour estimate of KL(data ‖ samples) in bits of SPEC §1
+- `knn_kl`: the k-nearest-neighbour estimate of KL(data ‖ samples) in bits of protocol §1
   (Wang, Kulkarni & Verdú 2009; Pérez-Cruz 2008), with max-norm distances. `knn_radii` is its
   data-only half, so a caller can compute it once per dataset and pass it as `x_radii`.
 - `mode_metrics`: modes captured, high-quality fraction and total-variation distance over the
-  known mixture components of a dataset (SPEC §3), following the 2-D ring/grid protocol of the
+  known mixture components of a dataset (protocol §3), following the 2-D ring/grid protocol of the
   mode-collapse literature (Metz et al. 2017, Unrolled GAN; Srivastava et al. 2017, VEEGAN;
   Lin et al. 2018, PacGAN). Definitions, with m samples and K components of weights w_k:
     * a sample is *high quality* (HQ) when it lies within the radius 3 × scale of the data:
@@ -116,7 +116,7 @@ def _check_k(k: int, limit: int, what: str) -> None:
         raise ValueError(f"k must be an int with 1 <= k < {what} = {limit}, got {k!r}")
 
 
-# --- k-NN KL divergence (SPEC §1) --------------------------------------------------------------
+# --- k-NN KL divergence (protocol §1) --------------------------------------------------------------
 
 
 def knn_radii(x: np.ndarray, k: int = 5) -> np.ndarray:
@@ -166,7 +166,7 @@ def knn_kl(x: np.ndarray, y: np.ndarray, k: int = 5, *, x_radii: np.ndarray | No
     return float(kl_nats / math.log(2))
 
 
-# --- mode metrics (SPEC §3) --------------------------------------------------------------------
+# --- mode metrics (protocol §3) --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Oracle floors: each metric's value for fresh draws of the true distribution (torch-free).
 
 A metric measured on a model's samples means little without what a perfect generator scores
-(SPEC §4): `oracle_draws` fresh draws of `num_samples` points (seeds 1000, 1001, ...) measured
+(protocol §4): `oracle_draws` fresh draws of `num_samples` points (seeds 1000, 1001, ...) measured
 against the same training points with the same k. The floor depends on the sample count and
 on k, so oracle.json holds one entry per (num_samples, k) pair that some run uses:
 

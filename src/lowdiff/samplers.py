@@ -8,7 +8,7 @@ steps runs on the *respaced* schedule of those timesteps (`NoiseSchedule.respace
 Nichol & Dhariwal 2021 §4), whose index i stands for timestep `timesteps[i]`. The last step
 of every sampler goes from timestep 0 to the data (alpha_bar = 1) and returns its x0 prediction.
 
-- `ancestral`: DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), the protocol (SPEC §1).
+- `ancestral`: DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), the protocol (protocol §1).
 - `ddim`: DDIM (Song et al. 2021, eq. 12), with sigma_t = eta * (eq. 16); eta = 0 is the
   deterministic probability-flow sampler, eta = 1 with all T steps is ancestral DDPM.
 - `dpm_solver_pp`: DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), the multistep second-order
@@ -85,7 +85,7 @@ class Sampler:
 class Ancestral(Sampler):
     """DDPM: x_{t-1} = posterior mean at x0_hat + sqrt(beta_tilde_t) z (Ho et al. 2020 eqs. 7, 15).
 
-    With all T steps this is SPEC §1's sampler, bit for bit.
+    With all T steps this is protocol §1's sampler, bit for bit.
     """
 
     def needs_noise(self, index: int) -> bool:

@@ -1,6 +1,6 @@
 """The DDPM noise schedule: betas, the forward process and the coefficients samplers use.
 
-Follows Ho et al. 2020 ("Denoising Diffusion Probabilistic Models") and SPEC §1; the
+Follows Ho et al. 2020 ("Denoising Diffusion Probabilistic Models") and protocol §1; the
 continuous-time notation alpha_t, sigma_t, lambda_t is that of DDIM (Song et al. 2021) and
 DPM-Solver (Lu et al. 2022). The schedule knows nothing about models or samplers: it holds the
 coefficients as declared attributes and maps between x0, xt and eps.

@@ -1,7 +1,7 @@
 """The four settings sections of a run: model, train, schedule, eval (torch-free).
 
 Each is a frozen, keyword-only dataclass that checks itself; its defaults are the reference
-protocol (SPEC §1). They live here, apart from the torch code they configure, so that a results
+protocol (protocol §1). They live here, apart from the torch code they configure, so that a results
 folder (its config, its cell keys, its report) can be read without importing torch; each is
 re-exported by the module it configures (`lowdiff.engine.TrainConfig`,
 `lowdiff.schedule.ScheduleConfig`, `lowdiff.evaluation.EvalConfig`, `lowdiff.models.ModelConfig`).
@@ -79,7 +79,7 @@ class TrainConfig:
     ema_beta: float = 0.995
     ema_update_every: int = 10
     ema_warmup_steps: int = 100
-    diversity_weight: float = 0.0  # lambda of the diversity loss (SPEC §3 run 4); 0 = plain MSE
+    diversity_weight: float = 0.0  # lambda of the diversity loss (protocol §3 run 4); 0 = plain MSE
     # steps between checkpoints (taken at the next chunk boundary); not part of the cell key.
     # 1000 protocol steps of a batch of 12 take about 1.5 minutes on one CPU core.
     checkpoint_every: int = 1000

@@ -1,8 +1,8 @@
-"""The reference protocol written out plainly, one model at a time, from SPEC's tables.
+"""The reference protocol written out plainly, one model at a time, from the protocol's tables.
 
 Deliberately unclever: nothing here imports lowdiff's models, schedule, engine or evaluation.
 Every network is `torch.nn.Linear` layers in an `nn.Sequential`, the way the template the series
-come from writes them (SPEC §1-§3); training is `torch.optim.AdamW`, `clip_grad_norm_` and
+come from writes them (protocol §1-§3); training is `torch.optim.AdamW`, `clip_grad_norm_` and
 `CosineAnnealingLR`; the EMA is ema-pytorch's `EMA` transcribed line by line; sampling is the
 template's ancestral loop. What lowdiff documents as a deviation of its own (docs/protocol.md:
 per-model generators, each epoch dropping its last partial batch, eval loss as a per-point mean)
@@ -23,12 +23,12 @@ from torch import nn
 from torch.nn import functional as F
 
 # ---------------------------------------------------------------------------------------------
-# Noise schedule (SPEC §1 "Noise schedule", "Evaluation")
+# Noise schedule (protocol §1 "Noise schedule", "Evaluation")
 # ---------------------------------------------------------------------------------------------
 
 
 class Schedule:
-    """DDPM coefficients from SPEC §1's formulas (maths in float64, stored as float32)."""
+    """DDPM coefficients from protocol §1's formulas (maths in float64, stored as float32)."""
 
     def __init__(
         self, kind: str = "linear", T: int = 100, start: float = 1e-4, end: float = 0.02
@@ -81,7 +81,7 @@ class Schedule:
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks (SPEC §1 baseline, §2 Series A, §3 Series B)
+# Networks (protocol §1 baseline, §2 Series A, §3 Series B)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -116,7 +116,7 @@ class ResidualBlock(nn.Module):
 def baseline_network(E: int, H: int, L: int, extra_layer: bool = False) -> nn.Sequential:
     """Linear(3E, H) -> L x ResidualBlock -> ReLU -> Linear(H, 2).
 
-    extra_layer (SPEC §3 run 3): ... -> ReLU -> Linear(H, H) -> ReLU -> Linear(H, 2).
+    extra_layer (protocol §3 run 3): ... -> ReLU -> Linear(H, H) -> ReLU -> Linear(H, 2).
     """
     layers = [nn.Linear(3 * E, H), *[ResidualBlock(H) for _ in range(L)], nn.ReLU()]
     if extra_layer:
@@ -141,7 +141,7 @@ class Embedding(nn.Module):
 
 
 class MLPDenoiser(nn.Module):
-    """SPEC §1 baseline (Series A and B run 0). forward returns (eps_hat, None)."""
+    """protocol §1 baseline (Series A and B run 0). forward returns (eps_hat, None)."""
 
     def __init__(self, E: int = 128, H: int = 256, L: int = 3) -> None:
         super().__init__()
@@ -153,7 +153,7 @@ class MLPDenoiser(nn.Module):
 
 
 class DualScaleFixed(nn.Module):
-    """SPEC §2 run 1: output = 0.5 global(emb(x)) + 0.5 local(emb(upscale(x))).
+    """protocol §2 run 1: output = 0.5 global(emb(x)) + 0.5 local(emb(upscale(x))).
 
     upscale is a learnable nn.Linear(2, 2), or x * zoom when `zoom` is given.
     """
@@ -178,7 +178,7 @@ class DualScaleFixed(nn.Module):
 
 
 class DualScaleLearned(DualScaleFixed):
-    """SPEC §2 runs 2-4: w(t) = Sigmoid(Linear(H,1)(ReLU(Linear(E,H)(emb(t))))).
+    """protocol §2 runs 2-4: w(t) = Sigmoid(Linear(H,1)(ReLU(Linear(E,H)(emb(t))))).
 
     output = w global + (1 - w) local; returns the weights (w_global, w_local) = (w, 1 - w).
     """
@@ -198,7 +198,7 @@ class DualScaleLearned(DualScaleFixed):
 
 
 class DualScaleDeep(DualScaleFixed):
-    """SPEC §2 run 5: Linear(E,H) -> LeakyReLU(0.2) -> Linear(H,H/2) -> LeakyReLU(0.2) ->
+    """protocol §2 run 5: Linear(E,H) -> LeakyReLU(0.2) -> Linear(H,H/2) -> LeakyReLU(0.2) ->
     Linear(H/2,2) -> Softmax; output = w0 global + w1 local; returns (w0, w1)."""
 
     def __init__(self, E: int = 128, H: int = 256, L: int = 3, zoom: float | None = None):
@@ -221,7 +221,7 @@ class DualScaleDeep(DualScaleFixed):
 
 
 class DualExpert(nn.Module):
-    """SPEC §3 run 1: g = Sigmoid(Linear(H/2,1)(ReLU(Linear(3E,H/2)(e)))).
+    """protocol §3 run 1: g = Sigmoid(Linear(H/2,1)(ReLU(Linear(3E,H/2)(e)))).
 
     output = g expert1(e) + (1 - g) expert2(e); returns g (B, 1).
     """
@@ -242,8 +242,8 @@ class DualExpert(nn.Module):
 
 
 class DualExpertEnhanced(DualExpert):
-    """SPEC §3 run 2: gate Linear(3E,H) -> ReLU -> Linear(H,H/2) -> ReLU -> Linear(H/2,1) ->
-    Sigmoid. With larger_experts: SPEC §3 run 3 (and run 4, which changes only the loss)."""
+    """protocol §3 run 2: gate Linear(3E,H) -> ReLU -> Linear(H,H/2) -> ReLU -> Linear(H/2,1) ->
+    Sigmoid. With larger_experts: protocol §3 run 3 (and run 4, which changes only the loss)."""
 
     def __init__(self, E: int = 128, H: int = 256, L: int = 3, larger_experts: bool = False):
         super().__init__(E, H, L, larger_experts)
@@ -380,9 +380,9 @@ def train(
     ema_beta: float = 0.995,
     on_step: Callable[[EMA], None] | None = None,
 ) -> tuple[list[float], EMA]:
-    """The template's training loop (SPEC §1 "Training"); returns the per-step MSEs and the EMA.
+    """The template's training loop (protocol §1 "Training"); returns the per-step MSEs and the EMA.
 
-    With diversity_weight λ > 0 the loss is MSE − λ · mean pairwise distance (SPEC §3 run 4);
+    With diversity_weight λ > 0 the loss is MSE − λ · mean pairwise distance (protocol §3 run 4);
     the MSE part is what is recorded. `on_step(ema)`, if given, is called after every step.
     """
     ema = EMA(model, beta=ema_beta, update_every=10)

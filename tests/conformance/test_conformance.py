@@ -1,6 +1,6 @@
 """Conformance: lowdiff's engine, models, schedule and evaluation against a literal reference.
 
-The reference (reference.py beside this file) is the protocol written out plainly from SPEC's
+The reference (reference.py beside this file) is the protocol written out plainly from the protocol's
 tables; it imports nothing of lowdiff's models, schedule, engine or evaluation. The engine and
 the reference start from the same weights (the engine's initial per-model weights copied in),
 get the same data order, timesteps and noise (each model's generators, drawn in the documented
@@ -247,7 +247,7 @@ def assert_close_weights(engine: dict[str, torch.Tensor], reference: nn.Module, 
 def test_training_matches_reference(variant, diversity):
     """Per-step losses, final weights and EMA weights of a batch of M = 2 models (two datasets,
     two seeds) equal the plain loop's over 250 steps: ~28 epochs, 3 chunks of random numbers, the
-    EMA's copy phase and 14 EMA updates after it. diversity = 0.1 is SPEC §3 run 4's loss."""
+    EMA's copy phase and 14 EMA updates after it. diversity = 0.1 is protocol §3 run 4's loss."""
     result, references = trained(variant, diversity)
     config = VARIANTS[variant].config
     assert result.losses.shape == (len(MEMBERS), STEPS)
@@ -302,7 +302,7 @@ def test_eval_loss_with_the_online_weights_matches_reference(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_forward_at_initialisation_matches_reference(variant):
-    """Each architecture is SPEC's network: same weights, same eps_hat and mixing weights, for
+    """Each architecture is the protocol's network: same weights, same eps_hat and mixing weights, for
     per-sample timesteps and for one timestep shared by the batch (as in sampling)."""
     config = VARIANTS[variant].config
     model = build_model(config, len(MEMBERS), 100)
@@ -353,7 +353,7 @@ def test_data_order_and_noise_are_the_documented_ones():
 
 
 def test_initialisation_is_pytorch_default_linear():
-    """Every layer is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), weights and biases (SPEC §1: PyTorch
+    """Every layer is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), weights and biases (protocol §1: PyTorch
     default init; docs/protocol.md dev. 5), and models of one batch differ."""
     config = VARIANTS["B3_larger"].config
     model = build_model(config, len(MEMBERS), 100)

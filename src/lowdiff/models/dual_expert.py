@@ -1,4 +1,4 @@
-"""Dual-expert denoiser (SPEC §3), batched over M models.
+"""Dual-expert denoiser (protocol §3), batched over M models.
 
 A gate g in (0, 1) computed from the joint embedding e of (noisy x, t) mixes two experts with
 the baseline network's structure: eps = g * expert_1(e) + (1 - g) * expert_2(e). The `simple`

@@ -1,4 +1,4 @@
-"""Adaptive dual-scale denoiser (SPEC §2), batched over M models.
+"""Adaptive dual-scale denoiser (protocol §2), batched over M models.
 
 Two branches with the baseline network's structure and their own weights: a *global* branch on
 emb(x) and a *local* branch on emb(upscale(x)), sharing the time embedding. Their eps
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class SigmoidWeights(nn.Module):
-    """w(t) = Sigmoid(Linear(H,1)(ReLU(Linear(E,H)(emb(t))))); weights (w, 1 - w). SPEC §2 run 2."""
+    """w(t) = Sigmoid(Linear(H,1)(ReLU(Linear(E,H)(emb(t))))); weights (w, 1 - w). protocol §2 run 2."""
 
     def __init__(self, num_models: int, embedding_dim: int, hidden_dim: int) -> None:
         super().__init__()
@@ -46,7 +46,7 @@ class SigmoidWeights(nn.Module):
 class SoftmaxWeights(nn.Module):
     """Linear(E,H) -> LeakyReLU(0.2) -> Linear(H,H/2) -> LeakyReLU(0.2) -> Linear(H/2,2) -> Softmax.
 
-    SPEC §2 run 5.
+    protocol §2 run 5.
     """
 
     def __init__(self, num_models: int, embedding_dim: int, hidden_dim: int) -> None:
@@ -77,7 +77,7 @@ class DualScaleDenoiser(Denoiser):
         widths = (config.embedding_dim, config.hidden_dim, config.hidden_layers)
         self.global_branch = Trunk(num_models, *widths)
         self.local_branch = Trunk(num_models, *widths)
-        # learnable R^2 -> R^2 map, default nn.Linear init (SPEC §2); or a fixed zoom x * s
+        # learnable R^2 -> R^2 map, default nn.Linear init (protocol §2); or a fixed zoom x * s
         learned = config.upscale == "learned"
         self.upscale = BatchedLinear(num_models, 2, 2) if learned else None
         self.zoom = config.zoom

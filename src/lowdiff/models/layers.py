@@ -50,7 +50,7 @@ def column_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> 
 def sinusoidal_embedding(values: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
     """[sin(s v f), cos(s v f)] with f_i = exp(-ln(10000) i / (half - 1)), i < half = dim // 2.
 
-    values: (...,) -> (..., dim). Frequencies as in SPEC §1 (and tiny-diffusion).
+    values: (...,) -> (..., dim). Frequencies as in protocol §1 (and tiny-diffusion).
     """
     half = dim // 2
     exponent = -math.log(10000.0) / (half - 1)
@@ -159,7 +159,7 @@ class Trunk(nn.Module):
     """The baseline network's structure on the joint embedding, batched over M models.
 
     EmbeddingLinear(3E, H) -> hidden_layers x ResidualBlock(H) -> ReLU -> Linear(H, out).
-    With `extra_layer` (the "larger experts" of SPEC §3 run 3) the head is
+    With `extra_layer` (the "larger experts" of protocol §3 run 3) the head is
     ReLU -> Linear(H, H) -> ReLU -> Linear(H, out).
     """
 

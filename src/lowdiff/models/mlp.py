@@ -1,4 +1,4 @@
-"""The baseline denoiser of SPEC §1 (tiny-diffusion's MLP), batched over M models.
+"""The baseline denoiser of protocol §1 (tiny-diffusion's MLP), batched over M models.
 
 emb(x0; s=25) ++ emb(x1; s=25) ++ emb(t; s=1) -> Linear(384, 256) -> 3 x ResidualBlock ->
 ReLU -> Linear(256, 2), predicting eps.

@@ -1,4 +1,4 @@
-"""The baseline denoiser of SPEC §1 written the plain way: one model, `nn.Linear` layers.
+"""The baseline denoiser of protocol §1 written the plain way: one model, `nn.Linear` layers.
 
 Not used for training. It is the yardstick the batched `MLPDenoiser` is checked against
 (tests/test_models.py) and the single-model loop of benchmarks/train_speed.py.

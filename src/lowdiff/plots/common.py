@@ -1,6 +1,6 @@
 """Figures every experiment gets: training loss, sample grids, and metric bars.
 
-`loss_curves` -> train_loss.png (SPEC §2: one panel per dataset, one curve per run, Hanning
+`loss_curves` -> train_loss.png (protocol §2: one panel per dataset, one curve per run, Hanning
 window 25), `sample_grid` -> generated_images.png (rows = runs, columns = datasets, with the
 dataset's training points as a ground-truth row), `metric_bars` -> kl_divergence_comparison.png
 (grouped bars with CI whiskers clipped to the metric's range, per-seed dots, oracle floor), and
@@ -49,7 +49,7 @@ def loss_curves(
     datasets: Sequence[str] | None = None,
     colors: Mapping[str, Color] | None = None,
 ) -> Figure:
-    """Training loss, one panel per dataset, one curve per run (SPEC train_loss.png).
+    """Training loss, one panel per dataset, one curve per run (protocol §2: train_loss.png).
 
     curves[run][dataset] is (seeds, steps). The curve is the Hanning-smoothed seed mean plotted
     at the window centres; the band is the min-max over seeds of the per-seed smoothed curves.

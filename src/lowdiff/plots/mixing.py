@@ -1,8 +1,8 @@
 """Figures of mixing weights: branch weights over the sampling steps, and gates.
 
-`weight_evolution` -> weight_evolution.png (SPEC §2: branch weights against timestep, from the
+`weight_evolution` -> weight_evolution.png (protocol §2: branch weights against timestep, from the
 end of the diffusion process to its beginning), `gated_samples` -> <dataset>_generated_samples.png
-(SPEC §3: samples coloured by their gate at the last step), `gate_histograms` ->
+(protocol §3: samples coloured by their gate at the last step), `gate_histograms` ->
 <dataset>_gating_weights_histogram.png, `gate_field` -> the expert-specialisation view (gate
 value over the plane at several timesteps). The names of the weights come from the caller
 (the architecture's declaration), never from the width of an array.
@@ -30,7 +30,7 @@ def weight_evolution(
     names: Sequence[str] = ("w_global", "w_local"),
     colors: Mapping[str, Color] | None = None,
 ) -> Figure:
-    """Branch weights against timestep, one panel per dataset (SPEC §2 weight_evolution.png).
+    """Branch weights against timestep, one panel per dataset (protocol §2 weight_evolution.png).
 
     weights[run][dataset] is (seeds, T, K): the mean over samples of each branch weight at each
     sampling step, named by `names` (K of them); T-axis index 0 is the first step (t = T-1),
@@ -75,7 +75,7 @@ def gated_samples(
 ) -> Figure:
     """One scatter per run of (N, 2) samples coloured by their (N,) gate in [0, 1].
 
-    SPEC §3 dino_generated_samples.png. A run missing from `gates` (the baseline) is drawn in
+    protocol §3 dino_generated_samples.png. A run missing from `gates` (the baseline) is drawn in
     plain grey with "(no gate)" in its title; `truth`, if given, is a first panel of the
     dataset's training points. One colorbar serves all panels.
     """
@@ -107,7 +107,7 @@ def gate_histograms(
 ) -> Figure:
     """One histogram per run of gate values on fixed bins over [0, 1].
 
-    SPEC §3 dino_gating_weights_histogram.png. Each panel states the mean gate and the
+    protocol §3 dino_gating_weights_histogram.png. Each panel states the mean gate and the
     fractions below 0.05 and above 0.95: a gate stuck at 0 or 1 means one expert does the work.
     """
     runs = list(gates)

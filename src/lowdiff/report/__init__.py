@@ -6,7 +6,7 @@ training, no model objects and no torch:
 
     <root>/report.md            Markdown, figures linked as figures/<name>
     <root>/report.html          the same content, self-contained (figures inlined, compressed)
-    <root>/figures/*            the figures of SPEC §2-§3 and the reverse process (`plots`)
+    <root>/figures/*            the figures of protocol §2-§3 and the reverse process (`plots`)
 
 The report is a pure function of those files: rebuilding it gives the same bytes. Its parts, in
 order: the summary table (runs × datasets, headline metrics, ★ where the corrected test says

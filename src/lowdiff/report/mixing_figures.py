@@ -1,9 +1,9 @@
 """Figures of mixing weights, chosen from the architecture registry (`lowdiff.architectures`).
 
 Runs whose architecture declares mixing of kind "branches" get the weight-evolution figure
-(SPEC §2), with the branch names of the declaration. Runs of kind "gate" get, for each series
+(protocol §2), with the branch names of the declaration. Runs of kind "gate" get, for each series
 dataset (a report option; default dino), the samples coloured by the gate, the training loss and
-the gate histograms (SPEC §3), and one expert-specialisation view per run (gate over the plane
+the gate histograms (protocol §3), and one expert-specialisation view per run (gate over the plane
 at several timesteps, for the series datasets). No figure is chosen from an array's width.
 """
 
