@@ -103,7 +103,7 @@ def test_datasaurus_csv_has_the_dozen() -> None:
     assert registered <= set(NAMES)
 
 
-# --- protocol §1, written out as literally as the text reads ---------------------------------------
+# --- protocol §1, written out as literally as the text reads -----------------------------
 
 
 def spec_moons(n: int) -> np.ndarray:

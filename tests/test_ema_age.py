@@ -10,10 +10,11 @@ from lowdiff.engine import BatchedEMA, TrainConfig
 
 
 def literal_ema_of_step_counts(num_steps: int, beta: float, every: int, warmup: int) -> float:
-    """The EMA of a scalar that equals j after j optimiser steps, written from protocol §1 (ema-pytorch
-    defaults): after step s (counter s = 0, 1, ...) on multiples of `every`: a plain copy while
-    s <= warmup and on the first update after it, then lerp with decay min(beta, 1 − (1+e)^−2/3),
-    e = s − warmup. Its end value is Σ_j a_j j, so N minus it is the mean age."""
+    """The EMA of a scalar that equals j after j optimiser steps, written from protocol §1
+    (ema-pytorch defaults): after step s (counter s = 0, 1, ...) on multiples of `every`: a plain
+    copy while s <= warmup and on the first update after it, then lerp with decay
+    min(beta, 1 − (1+e)^−2/3), e = s − warmup. Its end value is Σ_j a_j j, so N minus it is the
+    mean age."""
     shadow, initialised = 0.0, False
     for counter in range(num_steps):
         weights = counter + 1.0  # θ after counter + 1 optimiser steps

@@ -1,4 +1,4 @@
-"""The batched architectures: the protocol's structure, and a batch of M equals M separate models."""
+"""The batched architectures: the protocol's structure; a batch of M equals M separate models."""
 
 import pytest
 import torch

@@ -40,8 +40,8 @@ How the components are defined:
   origin cluster holds the centre (1/25). Component 0 is the origin, 1..16 are the directions
   ordered by angle from +x, counter-clockwise.
 - Datasaurus: the 13 shapes of Matejka & Fitzmaurice (2017), shipped in
-  `resources/datasaurus.csv` (see its README), all built with the protocol's dino recipe: the label is
-  the index of the drawn point, noise 0.15, then x ← (x/54 − 1)·4, y ← (y/48 − 1)·4. The
+  `resources/datasaurus.csv` (see its README), all built with the protocol's dino recipe: the
+  label is the index of the drawn point, noise 0.15, then x ← (x/54 − 1)·4, y ← (y/48 − 1)·4. The
   table's own `circle` shape is registered as `datasaurus_circle`. Several shapes (`dots`,
   `star`, `datasaurus_circle`, `h_lines`, ...) hold points closer together than the noise, so
   their components overlap; the mode metrics then split them by nearest centre.
@@ -116,7 +116,7 @@ class DatasetSpec:
     components: Components
 
 
-# --- the reference protocol (protocol §1), draw for draw -------------------------------------------
+# --- the reference protocol (protocol §1), draw for draw ---------------------------------
 
 
 def _moons(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -275,7 +275,7 @@ def _build_registry() -> dict[str, DatasetSpec]:
     specs = [
         DatasetSpec(
             "circle",
-            "16 directions on a circle of radius 3 plus the origin, disk noise r < 0.09 (protocol §1)",
+            "16 directions on a circle of radius 3 plus the origin, disk noise r < 0.09",
             _circle,
             Components(_CIRCLE_WEIGHTS, scale=0.03, centres=_CIRCLE_CENTRES),
         ),

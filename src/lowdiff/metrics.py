@@ -116,7 +116,7 @@ def _check_k(k: int, limit: int, what: str) -> None:
         raise ValueError(f"k must be an int with 1 <= k < {what} = {limit}, got {k!r}")
 
 
-# --- k-NN KL divergence (protocol §1) --------------------------------------------------------------
+# --- k-NN KL divergence (protocol §1) -----------------------------------------------------
 
 
 def knn_radii(x: np.ndarray, k: int = 5) -> np.ndarray:
@@ -166,7 +166,7 @@ def knn_kl(x: np.ndarray, y: np.ndarray, k: int = 5, *, x_radii: np.ndarray | No
     return float(kl_nats / math.log(2))
 
 
-# --- mode metrics (protocol §3) --------------------------------------------------------------------
+# --- mode metrics (protocol §3) ----------------------------------------------------------
 
 
 @dataclass(frozen=True)

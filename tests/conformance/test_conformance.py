@@ -1,13 +1,14 @@
 """Conformance: lowdiff's engine, models, schedule and evaluation against a literal reference.
 
-The reference (reference.py beside this file) is the protocol written out plainly from the protocol's
-tables; it imports nothing of lowdiff's models, schedule, engine or evaluation. The engine and
-the reference start from the same weights (the engine's initial per-model weights copied in),
-get the same data order, timesteps and noise (each model's generators, drawn in the documented
-order) and must agree: per-step losses, weights and EMA weights over 250 steps (~28 epochs,
-3 chunks of random numbers) for every architecture / run variant, with and without the
-diversity loss, in a batch of M = 2 models (two datasets, two seeds); sampling from the EMA
-weights (linear and quadratic schedules); eval loss from the online weights.
+The reference (reference.py beside this file) is the protocol written out plainly from its tables
+(docs/protocol.md); it imports nothing of lowdiff's models, schedule, engine or evaluation. The
+engine and the reference start from the same weights (the engine's initial per-model weights copied
+in), get the same data order, timesteps and noise (each model's generators, drawn in the documented
+order) and must agree: per-step losses, weights and EMA weights over 250 steps (~28 epochs, 3 chunks
+of random numbers) for every architecture / run variant, with and without the diversity loss, in a
+batch of M = 2 models (two datasets, two seeds); sampling from the EMA weights (linear and quadratic
+schedules); eval loss from the online weights.
+
 
 Tolerances: after 250 free-running steps, weights and EMA within 1e-3 relative (a ReLU input
 within rounding of 0 can send one sample's gradient share one way on one side only, and Adam
@@ -302,8 +303,8 @@ def test_eval_loss_with_the_online_weights_matches_reference(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_forward_at_initialisation_matches_reference(variant):
-    """Each architecture is the protocol's network: same weights, same eps_hat and mixing weights, for
-    per-sample timesteps and for one timestep shared by the batch (as in sampling)."""
+    """Each architecture is the protocol's network: same weights, same eps_hat and mixing
+    weights, for per-sample timesteps and for one timestep shared by the batch (as in sampling)."""
     config = VARIANTS[variant].config
     model = build_model(config, len(MEMBERS), 100)
     model.reset_parameters([stream_generators(member, CPU)["init"] for member in MEMBERS])

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class SigmoidWeights(nn.Module):
-    """w(t) = Sigmoid(Linear(H,1)(ReLU(Linear(E,H)(emb(t))))); weights (w, 1 - w). protocol §2 run 2."""
+    """w(t) = Sigmoid(Linear(H,1)(ReLU(Linear(E,H)(emb(t))))); weights (w, 1 - w). §2 run 2."""
 
     def __init__(self, num_models: int, embedding_dim: int, hidden_dim: int) -> None:
         super().__init__()
