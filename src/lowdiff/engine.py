@@ -9,7 +9,8 @@ and EMA (protocol §1 "Training", §4 "Many models at once"). Independence comes
 Clipping uses each model's own gradient norm; AdamW is elementwise, so one optimiser over the
 stacked parameters keeps per-model state. A model trained in a batch of M therefore equals the
 same model trained alone; on the CPU at one thread it has the same bits (the gradient norm is
-summed in a fixed order and AdamW is the foreach implementation, tests/test_faults.py).
+summed in a fixed order and no AdamW kernel has a batch-dependent tail: `make_optimizer`,
+tests/test_faults.py).
 
 The step itself has no host synchronisation: losses stay on the device and are checked for
 divergence once per chunk. A model whose loss becomes NaN/inf is recorded as diverged (with the
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 
 from lowdiff.models import Denoiser, ModelConfig, build_model
+from lowdiff.models.layers import SIMD_MULTIPLE
 from lowdiff.progress import bar as tqdm
 from lowdiff.results import ResultsError, atomic_write_with, config_hash, read_npz
 from lowdiff.schedule import NoiseSchedule
@@ -209,6 +211,26 @@ def mean_pairwise_distance(eps_hat: torch.Tensor) -> torch.Tensor:
     return (eps_hat[:, first] - eps_hat[:, second]).norm(dim=-1).mean(dim=1)
 
 
+def make_optimizer(
+    parameters: list[torch.Tensor], learning_rate: float, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW over the stacked parameters (elementwise, so each model keeps its own state).
+
+    On the CPU the fused kernel computes the last elements of a tensor (its SIMD tail) in a
+    scalar loop that rounds differently, so a model's update would depend on where its
+    batch-mates end the tensor. A tensor whose per-model size is a multiple of every vector
+    width has no tail at any M: those (all the large ones) take the fused kernel, the few
+    small ones (biases of one or two outputs) the foreach implementation, which has none.
+    """
+    if device.type != "cpu":
+        return torch.optim.AdamW(parameters, lr=learning_rate, fused=device.type == "cuda")
+    aligned = [p for p in parameters if p[0].numel() % SIMD_MULTIPLE == 0]
+    small = [p for p in parameters if p[0].numel() % SIMD_MULTIPLE]
+    groups = [{"params": aligned, "fused": True}]
+    groups += [{"params": small, "foreach": True, "fused": False}] if small else []
+    return torch.optim.AdamW(groups, lr=learning_rate)
+
+
 def cosine_lr(base_lr: float, step: int, num_steps: int) -> float:
     """Cosine annealing to 0 over num_steps (torch CosineAnnealingLR, eta_min = 0)."""
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * step / num_steps))
@@ -258,11 +280,7 @@ class Trainer:
         self.model = build_model(model_config, len(self.members), schedule.num_timesteps).to(device)
         self.model.reset_parameters([g["init"] for g in self.generators])
         self.parameters = list(self.model.parameters())
-        # On the CPU the fused AdamW kernel computes the last elements of a tensor (its SIMD
-        # tail) differently from the rest, so a model's update would depend on how many
-        # batch-mates precede the end of the tensor; the foreach implementation does not.
-        kernel = {"fused": True} if device.type == "cuda" else {"foreach": True}
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, **kernel)
+        self.optimizer = make_optimizer(self.parameters, config.learning_rate, device)
         self.ema = BatchedEMA(
             self.model, config.ema_beta, config.ema_update_every, config.ema_warmup_steps
         )
@@ -354,9 +372,9 @@ class Trainer:
             steps = min(CHUNK_STEPS, config.num_steps - first)
             x0, t, eps = self.source.next_chunk(steps)
             for j in range(steps):
-                self.optimizer.param_groups[0]["lr"] = cosine_lr(
-                    config.learning_rate, first + j, config.num_steps
-                )
+                lr = cosine_lr(config.learning_rate, first + j, config.num_steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
                 losses[first + j] = self.step(x0[j], t[j], eps[j])
                 self.ema.update(self.model)
             self._check_finite(losses[first : first + steps], first)
@@ -459,7 +477,8 @@ class Trainer:
             }
             for i in range(len(self.parameters))
         }
-        for i, p in enumerate(self.parameters):
+        in_optimizer_order = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for i, p in enumerate(in_optimizer_order):  # the state's index i is this order's
             _checked(arrays, f"adam/{i}/exp_avg", p), _checked(arrays, f"adam/{i}/exp_avg_sq", p)
         states = [
             [(g, arrays[f"rng/{m}/{name}"]) for name, g in streams.items()]
