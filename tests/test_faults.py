@@ -726,6 +726,53 @@ def test_a_resumed_cell_is_bit_identical_to_its_batched_original(tmp_path):
         assert value.dtype == again[name].dtype and value.tobytes() == again[name].tobytes(), name
 
 
+def test_a_pack_stopped_while_writing_resumes_from_its_checkpoint(finished, tmp_path, monkeypatch):
+    """Killed after training, with one of its two cells written: the resume trains the same
+    pack from its checkpoint (no step retrained), writes only the missing cell, and that cell
+    equals the uninterrupted run's."""
+    import lowdiff.experiments as experiments
+
+    config, reference = finished
+    root = tmp_path / "out"
+    original = experiments.write_model_cell
+    written = []
+
+    def die_after_one(outputs, m, cell, *args, **kwargs):
+        if written:
+            raise KeyboardInterrupt  # as if killed while the second cell was written
+        original(outputs, m, cell, *args, **kwargs)
+        written.append(cell)
+
+    monkeypatch.setattr(experiments, "write_model_cell", die_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        execute(config, root, progress=False)
+    monkeypatch.undo()
+    first, second = plan(config, root)[:2]  # baseline's pack: moons/0, line/0
+    assert written == [first] and not results.read_cell(second.directory)
+    mtime = (first.directory / "cell.json").stat().st_mtime_ns
+    packs = experiments.plan_packs(config, root)
+    assert packs[0].cells == (first, second) and packs[0].done == (first,)
+    resumed_at = []
+    load = Trainer.load_checkpoint
+
+    def spy(self, path, losses):
+        found = load(self, path, losses)
+        resumed_at.append(None if found is None else found[0])
+        return found
+
+    monkeypatch.setattr(Trainer, "load_checkpoint", spy)
+    assert list(execute(config, root, progress=False)) == [second, *plan(config, root)[2:]]
+    assert resumed_at == [config.run("baseline").train.num_steps]  # nothing trained again
+    assert (first.directory / "cell.json").stat().st_mtime_ns == mtime  # not rewritten
+    after = results.read_cell(second.directory)
+    expected = results.read_cell(plan(config, reference)[1].directory)
+    assert after["batch"]["models"] == 2
+    timings = {"training_time", "inference_time"}
+    assert {k: v for k, v in after["metrics"].items() if k not in timings} == {
+        k: v for k, v in expected["metrics"].items() if k not in timings
+    }
+
+
 def cell_arrays(directory):
     """Every array of a cell's .npy and .npz files, by file (and key) name."""
     arrays = {}
