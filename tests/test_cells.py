@@ -101,6 +101,38 @@ def test_a_record_without_status_is_finished_and_a_strange_status_is_not(config,
     assert not cells.is_done(cell)
 
 
+@pytest.mark.parametrize(
+    "value,shown",
+    [
+        ("abc", "'abc'"),
+        (None, "None"),
+        (float("nan"), "nan"),
+        (float("-inf"), "-inf"),
+        (True, "True"),
+    ],
+)
+def test_a_metric_that_is_not_a_finite_number_makes_the_cell_invalid(
+    config, tmp_path, value, shown
+):
+    cell = cells.plan(config, tmp_path)[0]
+    finished(cell, 0.25)
+    assert cells.is_done(cell)  # a finite number counts, an int too
+    path = cell.directory / "cell.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "metrics": {"w2": 3, "kl_divergence": value}}))
+    found = cells.read(cell)
+    assert found.record is None and not cells.is_done(cell)
+    assert found.reason == (
+        f"invalid: metric kl_divergence = {shown} in cell.json (expected a finite number)"
+    )
+
+
+def test_a_cell_json_that_is_a_directory_makes_the_cell_invalid(config, tmp_path):
+    cell = cells.plan(config, tmp_path)[0]
+    (cell.directory / "cell.json").mkdir(parents=True)
+    assert cells.read(cell).reason == "invalid: cell.json is a directory, not a file"
+
+
 def test_stale_and_foreign_records_never_count(config, tmp_path):
     planned = cells.plan(config, tmp_path)
     cell, other = planned[0], planned[1]  # baseline dino seeds 0 and 2

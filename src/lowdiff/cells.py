@@ -22,6 +22,7 @@ carries the cell's current hash (else it is *stale*) and names this cell's run, 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,8 +175,24 @@ def _problem(record: Mapping[str, Any], cell: Cell) -> str | None:
         return f"unknown status {status!r} (expected {FINISHED!r} or {DIVERGED!r})"
     if not isinstance(record.get("metrics"), dict):
         return NOT_FINISHED
+    invalid = _invalid_metric(record["metrics"])
+    if invalid:
+        return invalid
     if status == DIVERGED and not isinstance(record.get("diverged_at_step"), int):
         return "diverged without a step (diverged_at_step missing)"
+    return None
+
+
+def _invalid_metric(metrics: Mapping[str, Any]) -> str | None:
+    """Why a recorded metric is unusable (None: every value is a finite number).
+
+    lowdiff writes metrics as finite JSON numbers only (a diverged cell has none), so a string,
+    null, NaN or infinity means the record was damaged: the cell is invalid, never averaged.
+    """
+    for name, value in metrics.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value):
+            return f"invalid: metric {name} = {value!r} in cell.json (expected a finite number)"
     return None
 
 
@@ -183,6 +200,8 @@ def read(cell: Cell) -> Found:
     """The cell's record if it is complete, current (hash) and this cell's; else the reason."""
     record = results.read_cell(cell.directory)
     if record is None:
+        if (cell.directory / "cell.json").is_dir():
+            return Found(cell, None, "invalid: cell.json is a directory, not a file")
         return Found(cell, None, NOT_FINISHED)
     problem = _problem(record, cell)
     return Found(cell, None, problem) if problem else Found(cell, record)

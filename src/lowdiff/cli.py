@@ -167,6 +167,7 @@ def _finished_cells(experiment: config_module.ExperimentConfig, out: Path) -> tu
 def _run(experiment: config_module.ExperimentConfig, out: Path, args: argparse.Namespace) -> int:
     from lowdiff import runtime
 
+    config_module.check_threads(args.threads)  # before anything is written
     runtime.share_cpu_environment()  # first: OpenMP reads its wait policy when torch loads
     from lowdiff.executors import make_executor
     from lowdiff.experiments import execute  # torch only once the input is valid
@@ -528,8 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 3
     except KeyboardInterrupt:
+        # A progress bar (or the terminal's ^C) may have left the cursor mid-line: start a new one.
         print(
-            "lowdiff: interrupted; finished cells are kept, run the same command to resume.",
+            "\nlowdiff: interrupted; finished cells are kept, run the same command to resume.",
             file=sys.stderr,
         )
         return 130

@@ -496,9 +496,13 @@ GIB = 1024**3
 
 
 def check_threads(threads: int) -> None:
-    """`--threads`: 0 (PyTorch's default) or a positive count."""
+    """`--threads`: 0 (chosen: OMP_NUM_THREADS, or the CPUs shared among busy processes) or a
+    positive count."""
     if threads < 0:
-        raise ConfigError(f"--threads must be >= 0 (0 = PyTorch's default), got {threads}")
+        raise ConfigError(
+            f"--threads must be >= 0 (0 = chosen from OMP_NUM_THREADS or the free CPUs), "
+            f"got {threads}"
+        )
 
 
 def check_device_available(name: str) -> None:

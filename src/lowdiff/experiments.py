@@ -9,7 +9,9 @@ batch-mates are evaluated and kept. `execute` plans the packs, runs them in this
 through an executor (`executor.map`), copies cells a run repeating another run's config shares
 with it, and rewrites every run's final_info.json (`lowdiff.summary`). Running it again skips
 every done cell, so an interrupted experiment resumes where it stopped and a changed run redoes
-only its own cells. Oracle floors: `lowdiff.oracle`; measurement: `lowdiff.metrics.measure`.
+only its own cells; a pack stopped after a training checkpoint keeps its composition (its
+finished cells trained again, not rewritten) so that it resumes from that checkpoint.
+Oracle floors: `lowdiff.oracle`; measurement: `lowdiff.metrics.measure`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import functools
 import logging
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,13 @@ class Pack:
 
     run: str
     cells: tuple[Cell, ...]
+    # Cells already written, trained again only so that the pack keeps the composition of its
+    # checkpoint (and resumes from it): they are not written again.
+    done: tuple[Cell, ...] = ()
+
+    @property
+    def to_write(self) -> tuple[Cell, ...]:
+        return tuple(cell for cell in self.cells if cell not in self.done)
 
     @property
     def name(self) -> str:
@@ -99,7 +108,7 @@ def _work(
     return to_train, copies
 
 
-def _packs(config: ExperimentConfig, to_train: Sequence[Cell]) -> list[Pack]:
+def _chunks(config: ExperimentConfig, to_train: Sequence[Cell]) -> list[Pack]:
     size = config.experiment.max_models_per_batch
     grouped: dict[str, list[Cell]] = {}
     for cell in to_train:
@@ -111,6 +120,22 @@ def _packs(config: ExperimentConfig, to_train: Sequence[Cell]) -> list[Pack]:
     ]
 
 
+def _packs(config: ExperimentConfig, to_train: Sequence[Cell], root: Path) -> list[Pack]:
+    """Packs of at most max_models_per_batch cells of one run, in plan order.
+
+    A pack of the full plan that has a checkpoint (it was stopped while training, or while its
+    cells were written) keeps its composition, finished cells included, so that it resumes from
+    that checkpoint; the other cells to train are packed as usual."""
+    wanted = set(to_train)
+    resumed = [
+        Pack(pack.run, pack.cells, tuple(c for c in pack.cells if c not in wanted))
+        for pack in _chunks(config, _work(config, root, True)[0])
+        if wanted.intersection(pack.cells) and checkpoint_path(root, pack).is_file()
+    ]
+    taken = {cell for pack in resumed for cell in pack.cells}
+    return resumed + _chunks(config, [cell for cell in to_train if cell not in taken])
+
+
 def checkpoint_path(root: Path, pack: Pack) -> Path:
     """Where a pack's training state is saved while it trains (removed once it is written)."""
     key = results.config_hash([cell.config_hash for cell in pack.cells])
@@ -119,7 +144,7 @@ def checkpoint_path(root: Path, pack: Pack) -> Path:
 
 def plan_packs(config: ExperimentConfig, root: Path, *, force: bool = False) -> list[Pack]:
     """The packs that train every cell not done yet (every cell, if `force`), run by run."""
-    return _packs(config, _work(config, root, force)[0])
+    return _packs(config, _work(config, root, force)[0], Path(root))
 
 
 # --- one pack: train, evaluate, write -----------------------------------------------------
@@ -237,9 +262,12 @@ def evaluate_batch(
     schedule: NoiseSchedule,
     device: torch.device,
     progress: bool = False,
+    *,
+    keep: Collection[Cell] = (),
 ) -> dict[int, int]:
-    """Evaluate a trained batch and write each of its cells; returns {model index: step} of
-    the models written as diverged (in training, or with samples that are not finite)."""
+    """Evaluate a trained batch and write each of its cells but those in `keep` (already
+    written); returns {model index: step} of the models diverged (in training, or with samples
+    that are not finite)."""
     diverged = {int(m): int(step) for m, step in (getattr(result, "diverged", None) or {}).items()}
     outputs = _evaluate(result, run, truths, schedule, device, progress)
     for m in range(len(batch)):
@@ -247,6 +275,8 @@ def evaluate_batch(
             diverged[m] = run.train.num_steps  # trained, but sampling left the finite numbers
     metrics_bar = tqdm(batch, desc=f"{run.name}: metrics", unit="cell", disable=not progress)
     for m, cell in enumerate(metrics_bar):
+        if cell in keep:
+            continue
         if m in diverged:
             log.warning("%s diverged at step %d", cell.label(), diverged[m])
             cells.write_diverged(cell, diverged[m], _batch_record(outputs))
@@ -296,10 +326,11 @@ def run_pack(
         batch = {"models": len(members), "device": str(device)}
         for m, step in _divergence_steps(error, len(members)).items():
             log.warning("%s diverged at step %d (%s)", pack.cells[m].label(), step, error)
-            cells.write_diverged(pack.cells[m], step, batch)
+            if pack.cells[m] not in pack.done:
+                cells.write_diverged(pack.cells[m], step, batch)
         checkpoint.unlink(missing_ok=True)
         return
-    evaluate_batch(result, run, pack.cells, truths, schedule, device, progress)
+    evaluate_batch(result, run, pack.cells, truths, schedule, device, progress, keep=pack.done)
     checkpoint.unlink(missing_ok=True)
 
 
@@ -329,12 +360,12 @@ class Executed:
 def _run_locally(
     config: ExperimentConfig, root: Path, packs: Sequence[Pack], progress: bool, total: int
 ) -> None:
-    todo = sum(len(pack.cells) for pack in packs)
+    todo = sum(len(pack.to_write) for pack in packs)
     bar = tqdm(total=total, initial=total - todo, desc="cells", unit="cell", disable=not progress)
     for pack in packs:
         run_pack(config, root, pack, progress=progress)
         summary.write_final_info(config, root, [pack.run])
-        bar.update(len(pack.cells))
+        bar.update(len(pack.to_write))
     bar.close()
 
 
@@ -369,7 +400,7 @@ def _execute(
 ) -> Executed:
     cells.write_configs(config, root)
     to_train, copies = _work(config, root, force)
-    packs = _packs(config, to_train)
+    packs = _packs(config, to_train, root)
     total = len(config.runs) * len(config.experiment.datasets) * len(config.experiment.seeds)
     log.info("%d cells to train, %d to copy, of %d", len(to_train), len(copies), total)
     truths = {

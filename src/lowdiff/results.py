@@ -161,6 +161,8 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError as error:
         raise ResultsError(f"{path}: missing") from error
+    except IsADirectoryError as error:
+        raise ResultsError(f"{path}: a directory, expected a JSON file") from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ResultsError(
             f"{path}: not valid JSON ({error}); the file is corrupt or not a lowdiff file"
