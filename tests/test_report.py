@@ -427,3 +427,18 @@ def test_bimodal_gate_claim_measures_the_last_step_gates(tmp_path):
     assert claims.bimodal_gate_items(replace(claim, candidates=("baseline",)), loaded) == [
         "no recorded gate for the claim's runs"
     ]
+
+
+def test_setup_states_the_ema_mean_age_and_warns_on_a_short_budget(series_a, tmp_path):
+    """The protocol's EMA (beta 0.995 every 10 steps) at 10,000 steps: mean age 1,978 steps,
+    20 % of the budget, so the report warns; an EMA fit for the budget gets no warning."""
+    markdown = (series_a / "report.md").read_text()
+    assert "mean age 1,978 steps at the end of training (20% of the 10,000-step budget)" in markdown
+    assert "Warning: The EMA of the weights" in markdown
+    raw = _series("dual_scale")
+    raw["train"] = {"num_steps": 3000, "ema_beta": 0.99, "ema_update_every": 1}
+    root = tmp_path / "fit"
+    write_fake_results(root, raw)
+    report.write_report(root)
+    fitted = (root / "report.md").read_text()
+    assert "mean age 99 steps" in fitted and "Warning: The EMA" not in fitted

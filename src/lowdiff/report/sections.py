@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from lowdiff.architectures import ARCHITECTURES, COMMON_OPTIONS
 from lowdiff.config import RunConfig, to_dict
+from lowdiff.ema import ema_mean_age, ema_warning
 from lowdiff.metrics import METRICS
 from lowdiff.report.document import Block, Bullets, Heading, Paragraph, Table, comma_list
 from lowdiff.report.load import ExperimentResults
@@ -54,7 +55,30 @@ def _setup_items(loaded: ExperimentResults) -> list[str]:
         f"Device: {comma_list(devices) if devices else settings.device}; up to "
         f"{settings.max_models_per_batch} models per batched engine call",
         f"Cells finished: {len(loaded.cells)} of {total}",
+        *_ema_items(loaded),
     ]
+
+
+def _ema_items(loaded: ExperimentResults) -> list[str]:
+    """The EMA's mean age against the budget, per distinct training setting, with the warning
+    when it exceeds 10 % of it (short budgets compare early learning through a lagging average)."""
+    items, seen = [], set()
+    for name in loaded.run_names:
+        train = loaded.config.run(name).train
+        key = (train.num_steps, train.ema_beta, train.ema_update_every, train.ema_warmup_steps)
+        if key in seen:
+            continue
+        seen.add(key)
+        age = ema_mean_age(train)
+        line = (
+            f"EMA of the weights ({name if len(seen) > 1 else 'every run'}): beta "
+            f"{train.ema_beta:g} updated every {train.ema_update_every} steps, mean age "
+            f"{age:,.0f} steps at the end of training ({age / train.num_steps:.0%} of the "
+            f"{train.num_steps:,}-step budget)"
+        )
+        warning = ema_warning(train)
+        items.append(line + (f". Warning: {warning}" if warning else ""))
+    return items
 
 
 HOW_TO_READ = (
