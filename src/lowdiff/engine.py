@@ -19,8 +19,9 @@ first such step) and its batch-mates train on unaffected: nothing couples the mo
 With a checkpoint path, the whole training state (parameters, AdamW moments and step, EMA
 shadow and counters, every generator's state, the data order and position, the losses so far,
 the step and the elapsed time) is saved atomically at chunk boundaries every
-`checkpoint_every` steps and when training ends, as one NumPy archive without pickles whose
-`meta` entry is JSON. Resuming from it continues bit-identically to an uninterrupted run.
+`checkpoint_every` steps and when training ends, as one NumPy archive of numeric arrays whose
+`meta` entry is JSON bytes (read back with `results.read_npz`, which refuses object
+arrays). Resuming from it continues bit-identically to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -417,7 +418,8 @@ class Trainer:
         return arrays
 
     def save_checkpoint(self, path: Path, step: int, losses: torch.Tensor, elapsed: float) -> None:
-        """Write the whole state after `step` steps to `path` atomically (one .npz, no pickle)."""
+        """Write the whole state after `step` steps to `path` atomically: one .npz of numeric
+        arrays, uncompressed (it is rewritten every `checkpoint_every` steps)."""
         meta = {
             "format": CHECKPOINT_FORMAT,
             "fingerprint": self.fingerprint,
