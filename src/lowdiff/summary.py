@@ -157,18 +157,6 @@ class ExperimentResults:
             and any(c.has("weights.npz") for d in self.datasets for c in self.finished(run, d))
         ]
 
-    def runs_with_weights(self, num_weights: int) -> list[str]:
-        """Runs whose architecture declares `num_weights` mixing weights (2: dual-scale's
-        branches, 1: a gate) with recorded weights; prefer `runs_with_mixing`."""
-        kinds = {
-            mixing.kind
-            for run in self.run_names
-            if (mixing := self.mixing(run)) is not None and len(mixing.names) == num_weights
-        }
-        return [
-            run for run in self.run_names if any(run in self.runs_with_mixing(k) for k in kinds)
-        ]
-
     def finished(self, run: str, dataset: str) -> list[CellResult]:
         """The finished cells of (run, dataset), in seed order."""
         keys = ((run, dataset, seed) for seed in self.seeds)

@@ -12,12 +12,7 @@ from pathlib import Path
 
 from lowdiff.summary import CellResult, ExperimentResults, MissingCell, load
 
-__all__ = ["CellResult", "ExperimentResults", "MissingCell", "load_results", "weighted"]
-
-
-def weighted(cells: list[CellResult], num_weights: int) -> list[CellResult]:
-    """The cells whose weight trace has K = `num_weights` columns."""
-    return [cell for cell in cells if cell.num_weights == num_weights]
+__all__ = ["CellResult", "ExperimentResults", "MissingCell", "load_results"]
 
 
 def load_results(root: Path) -> ExperimentResults:
