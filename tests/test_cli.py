@@ -3,10 +3,10 @@
 import csv
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_results import write_fake_results
 
 from lowdiff.cli import main
 
@@ -289,20 +289,18 @@ def test_export_is_a_tidy_csv_of_finished_cells(finished, tmp_path, capsys):
     assert capsys.readouterr().out == out.read_text()
 
 
-def test_compare_calls_the_comparison_report_or_says_it_is_missing(monkeypatch, tmp_path, capsys):
-    import sys
-    import types
-
-    monkeypatch.setitem(sys.modules, "lowdiff.report.compare", None)
-    assert main(["compare", "a", "b", "--out", str(tmp_path)]) == 2
-    assert "no comparison report" in capsys.readouterr().err
-    calls = []
-    fake = types.ModuleType("lowdiff.report.compare")
-    fake.write_comparison = lambda dirs, out: calls.append((dirs, out)) or out / "report.md"
-    monkeypatch.setitem(sys.modules, "lowdiff.report.compare", fake)
-    assert main(["compare", "a", "b", "--out", str(tmp_path)]) == 0
-    assert calls == [([Path("a"), Path("b")], tmp_path)]
-    assert f"comparison: {tmp_path / 'report.md'}" in capsys.readouterr().out
+def test_compare_writes_one_report_over_directories_or_names_the_bad_one(tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    experiment = {"name": "tiny", "datasets": ["moons"], "seeds": [0, 1], "num_points": 500}
+    raw = {"experiment": experiment, "runs": {"baseline": {"model": {"arch": "mlp"}}}}
+    write_fake_results(first, raw)
+    write_fake_results(second, raw)
+    out = tmp_path / "compared"
+    assert main(["compare", str(first), str(second), "--out", str(out)]) == 0
+    assert f"comparison: {out / 'report.md'}" in capsys.readouterr().out
+    assert "second/baseline" in (out / "report.md").read_text()
+    assert main(["compare", str(first), str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "nowhere" in capsys.readouterr().err
 
 
 def _cell_json(root, dataset, seed):

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from lowdiff import report, results, stats
 from lowdiff.report import analysis, claims, options, tables, text
 from lowdiff.report.compare import write_comparison
 from lowdiff.report.load import load_results
+from lowdiff.report.text import STAR
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -293,6 +295,61 @@ def test_comparison_pairs_matching_datasets_and_seeds_and_states_the_rest(tmp_pa
     assert "| second/expert |" in markdown and "Δ " in markdown
     assert (tmp_path / "out" / "report.html").is_file()
     assert (tmp_path / "out" / "figures" / "kl_divergence_comparison.png").is_file()
+
+
+def _kl_rows(markdown: str) -> dict[str, str]:
+    """The KL table's rows of a comparison report, by run name."""
+    table = markdown.split("## KL", 1)[1].split("\n## ", 1)[0]
+    return {
+        line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")
+    }
+
+
+def _kl_of(values: Mapping[str, float]) -> Callable[[str, str, int], dict[str, float]]:
+    def metrics(run: str, dataset: str, seed: int) -> dict[str, float]:
+        made_up = default_metrics(run, dataset, seed)  # KL 0.5 + N(0, 0.05²), per run and seed
+        return {**made_up, "kl_divergence": values[run] + 0.1 * (made_up["kl_divergence"] - 0.5)}
+
+    return metrics
+
+
+FIVE_SEEDS = {**TINY, "experiment": {**TINY["experiment"], "seeds": [0, 1, 2, 3, 4]}}
+
+
+@pytest.mark.parametrize(("expert_kl", "starred"), [(0.35, True), (0.05, False)])
+def test_comparison_judges_sample_metrics_by_the_distance_to_the_floor(
+    tmp_path, expert_kl, starred
+):
+    """Floor 0.30, baseline 0.60: an expert at 0.35 is closer to the floor (better); one at
+    0.05 has lower KL but lies farther from the floor (past it: sharper than the data)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    floor = {"moons": 0.3, "line": 0.3}
+    write_fake_results(first, FIVE_SEEDS, metrics=_kl_of({"baseline": 0.6, "expert": 0.6}),
+                       oracle_kl=floor)  # fmt: skip
+    write_fake_results(second, FIVE_SEEDS, metrics=_kl_of({"baseline": 0.6, "expert": expert_kl}),
+                       oracle_kl=floor)  # fmt: skip
+    markdown = write_comparison([first, second], tmp_path / "out").read_text()
+    rows = _kl_rows(markdown)
+    assert (STAR in rows["second/expert"]) is starred
+    assert "Δ " in rows["second/expert"] and STAR not in rows["second/baseline"]
+    assert "0.300" in rows["oracle floor (reference)"]
+    if not starred:
+        assert "past the oracle value" in rows["second/expert"]
+
+
+def test_comparison_does_not_pair_runs_measured_on_another_sample_count(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_fake_results(first, FIVE_SEEDS, metrics=_kl_of({"baseline": 0.6, "expert": 0.6}))
+    fewer = {
+        **FIVE_SEEDS,
+        "runs": {"fewer": {"model": {"arch": "mlp"}, "eval": {"num_samples": 200}}},
+    }
+    write_fake_results(second, fewer, metrics=_kl_of({"fewer": 0.2}))
+    markdown = write_comparison([first, second], tmp_path / "out").read_text()
+    assert "second/fewer is measured on 2,000 training points, 200 samples" in markdown
+    assert "not compared" in markdown
+    assert "Δ" not in _kl_rows(markdown)["second/fewer"]
+    assert "Δ" in _kl_rows(markdown)["first/expert"]
 
 
 # --- errors and honesty ---------------------------------------------------------------------

@@ -2,8 +2,10 @@
 OpenMP wait policy set before torch loads."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -65,6 +67,26 @@ def test_dead_and_reused_process_ids_do_not_count(tmp_path, quiet_machine, sleep
     assert runtime.other_processes(tmp_path) == 0
     assert not (tmp_path / str(dead.pid)).exists()  # stale entries are cleaned up
     assert runtime.choose_threads(directory=tmp_path) == 8
+
+
+def test_a_stopped_lowdiff_process_leaves_its_cpus_until_resumed(tmp_path, quiet_machine, sleeper):
+    (tmp_path / str(sleeper.pid)).write_text(runtime._start_time(sleeper.pid))
+    os.kill(sleeper.pid, signal.SIGSTOP)
+    try:
+        for _ in range(100):  # the state changes asynchronously
+            if runtime._state(sleeper.pid) in ("T", "t"):
+                break
+            time.sleep(0.01)
+        assert runtime.other_processes(tmp_path) == 0
+        assert (tmp_path / str(sleeper.pid)).exists()  # kept: it may be resumed
+        assert runtime.choose_threads(directory=tmp_path) == 8
+    finally:
+        os.kill(sleeper.pid, signal.SIGCONT)
+    for _ in range(100):
+        if runtime._state(sleeper.pid) not in ("T", "t"):
+            break
+        time.sleep(0.01)
+    assert runtime.other_processes(tmp_path) == 1
 
 
 def test_the_machines_load_takes_cpus_too(tmp_path, monkeypatch):

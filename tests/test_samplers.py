@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from lowdiff import evaluation
 from lowdiff.config import load_experiment
 from lowdiff.evaluation import EvalConfig
 from lowdiff.models import DenoiserOutput, ModelConfig, build_model
@@ -80,7 +79,7 @@ def small_model(arch, seeds, num_timesteps=100):
 
 @torch.no_grad()
 def reference_sample(model, config, num_samples, generators, device, rows=4096):
-    """A literal copy of the ancestral sampler as lowdiff first shipped it (evaluation.sample,
+    """A literal copy of the ancestral sampler as lowdiff first shipped it (its first sampler,
     with NoiseSchedule's coefficients and step inlined): the protocol's draws, order and maths."""
     betas = make_betas(config)
     alpha_bar = torch.cumprod(1.0 - betas, dim=0)
@@ -156,9 +155,9 @@ def test_ancestral_is_bit_identical_to_the_protocol_sampler(arch):
     np.testing.assert_array_equal(drawn.trace_timesteps, np.arange(99, -1, -1))
 
 
-def test_the_earlier_evaluation_sample_is_the_protocol_sampler():
+def test_the_default_sampler_in_row_chunks_is_the_protocol_sampler():
     config, model = ScheduleConfig(num_timesteps=20), small_model("dual_scale", [0, 1], 20)
-    drawn = evaluation.sample(model, NoiseSchedule(config), 64, generators([0, 1]), CPU, rows=64)
+    drawn = sample(model, NoiseSchedule(config), generators([0, 1]), CPU, num_samples=64, rows=64)
     points, trace, final = reference_sample(model, config, 64, generators([0, 1]), CPU, rows=64)
     np.testing.assert_array_equal(drawn.points, points)
     np.testing.assert_array_equal(drawn.weight_trace, trace)

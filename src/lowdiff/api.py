@@ -284,12 +284,8 @@ class TrainedModel:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         generators = [self.generator(seed)]
-        try:
-            from lowdiff import samplers
-        except ImportError:
-            samplers = None
-        if samplers is None:
-            return self._sample_ancestral(n, sampler, num_steps, generators)
+        from lowdiff import samplers
+
         check_choice(sampler, samplers.SAMPLERS, "sampler", "sampler=")
         drawn = samplers.sample(
             self.network,
@@ -302,19 +298,6 @@ class TrainedModel:
             eta=eta,
         )
         return np.asarray(drawn.points[0])
-
-    def _sample_ancestral(
-        self, n: int, sampler: str, num_steps: int, generators: list[torch.Generator]
-    ) -> np.ndarray:
-        from lowdiff.evaluation import sample
-
-        check_choice(sampler, ["ancestral"], "sampler", "sampler=")
-        if num_steps not in (0, self.schedule.num_timesteps):
-            raise ValueError(
-                f"num_steps={num_steps}: the ancestral sampler takes every timestep "
-                f"(0 or {self.schedule.num_timesteps})"
-            )
-        return sample(self.network, self.schedule, n, generators, self.device).points[0]
 
     def denoise(self, xt: np.ndarray, t: int | np.ndarray) -> np.ndarray:
         """The predicted noise eps_hat (N, 2) for noisy points xt (N, 2) at timestep(s) t."""

@@ -9,8 +9,12 @@ stale, adding a setting whose default is today's behaviour does not. Layout of a
     <root>/oracle.json                      metric floors per (num_samples, k) (lowdiff.oracle)
     <root>/<run>/config.json                resolved run config
     <root>/<run>/final_info.json            per-dataset summary of the run (lowdiff.summary)
-    <root>/<run>/<dataset>/seed_<s>/        one cell: losses.npy, samples.npy, weights.npz,
-                                            process.npz, model_ema.npz, cell.json (written last)
+    <root>/<run>/<dataset>/seed_<s>/        one cell:
+        losses.npy      (steps,) training MSE          samples.npy   (N, 2) samples
+        weights.npz     mixing-weight trace / last-step weights / field (mixing models only)
+        process.npz     snapshots of the reverse process (eval.process_snapshots of them)
+        model_ema.npz   EMA weights (arrays named like the module's parameters; not committed)
+        cell.json       metrics + config hash + file sizes, written LAST
 
 A cell's record (cell.json) has a status: "finished" (metrics and arrays) or "diverged" (no
 arrays, no metrics, `diverged_at_step`); a record without "status" is a finished one written

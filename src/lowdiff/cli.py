@@ -279,13 +279,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    try:
-        from lowdiff.report.compare import write_comparison
-    except ImportError as error:
-        raise ResultsError(
-            "lowdiff compare: this installation has no comparison report "
-            f"(lowdiff.report.compare.write_comparison is missing: {error})"
-        ) from error
+    from lowdiff.report.compare import write_comparison
+
     path = write_comparison([Path(d) for d in args.dirs], Path(args.out))
     print(f"comparison: {path}")
     return 0

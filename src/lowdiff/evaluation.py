@@ -2,7 +2,7 @@
 
 protocol §1 "Evaluation": `eval_loss` is the MSE of the trained (non-EMA) weights over one pass of
 the training points with fresh eps and t. Samples come from the EMA weights through
-`lowdiff.samplers` (ancestral DDPM over t = T-1..0 by default, the protocol), chosen here by
+`lowdiff.samplers` (ancestral DDPM over t = T-1..0 by default, the protocol), chosen by
 `EvalConfig.sampler` and `sampling_steps`. For architectures that mix branches or experts,
 `weight_field` maps their weights over a grid of the plane at a few timesteps.
 """
@@ -14,9 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from lowdiff import samplers
 from lowdiff.models import Denoiser
-from lowdiff.samplers import Samples
 from lowdiff.schedule import NoiseSchedule
 from lowdiff.settings import EvalConfig as EvalConfig  # defined torch-free; re-exported
 
@@ -47,19 +45,6 @@ def eval_loss(
         eps_hat = model(schedule.add_noise(x0, eps, t), t).eps
         total += (eps_hat - eps).square().sum(dim=(1, 2), dtype=torch.float64)
     return (total / (2 * num_points)).cpu().numpy()
-
-
-def sample(
-    model: Denoiser,
-    schedule: NoiseSchedule,
-    num_samples: int,
-    generators: Sequence[torch.Generator],
-    device: torch.device,
-    rows: int = 4096,
-) -> Samples:
-    """The protocol's ancestral sampler under its earlier signature, kept for existing callers;
-    new code calls `lowdiff.samplers.sample`, which chooses the sampler and the step count."""
-    return samplers.sample(model, schedule, generators, device, num_samples=num_samples, rows=rows)
 
 
 def field_timesteps(num_timesteps: int, count: int) -> list[int]:

@@ -1,16 +1,8 @@
 """Run directories on disk: atomic writes, one record per finished cell, safe loading.
 
-Layout (compatible with the template the series come from):
-
-    <root>/experiment.json                  resolved experiment config
-    <root>/oracle.json                      metric floors from fresh draws of the true data
-    <root>/<run>/config.json                resolved run config
-    <root>/<run>/final_info.json            {dataset: {"means": {...}, "stds", "ci95", "per_seed"}}
-    <root>/<run>/<dataset>/seed_<s>/        one cell:
-        losses.npy      (steps,) training MSE          samples.npy   (N, 2) samples
-        weights.npz     mixing-weight trace / last-step weights / field (adaptive models only)
-        model_ema.npz   EMA weights of this model (arrays named like the module's parameters)
-        cell.json       metrics + config hash + file sizes, written LAST
+The folder layout (experiment.json, oracle.json, <run>/config.json, final_info.json and one
+<run>/<dataset>/seed_<s>/ folder per cell, cell.json written LAST) is described once, in
+`lowdiff.cells`; this module holds the primitives every writer and reader of it uses.
 
 A cell counts as finished only when its cell.json parses, carries the expected config hash and
 format, and every file it lists exists with the recorded size. Every file is written to a

@@ -12,8 +12,8 @@ cores. Two settings avoid that (benchmarks/concurrency.py measures both):
   process (the top of the command line entry point).
 - `choose_threads()` picks the thread count (unless given, or set by OMP_NUM_THREADS) from the
   CPUs this process may run on (`os.sched_getaffinity`) divided among the busy processes: other
-  `lowdiff` processes (a small registry of live process ids in the temporary directory) and
-  the machine's current load.
+  `lowdiff` processes (a small registry of live process ids in the temporary directory; a
+  stopped one does not count) and the machine's current load.
 
 The allocator. PyTorch's CPU tensors come from the C library's malloc. With glibc's defaults,
 freed blocks of a few MB are handed back to the operating system and faulted in again on the
@@ -121,13 +121,25 @@ def registry_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"lowdiff-{os.getuid()}" / "processes"
 
 
-def _start_time(pid: int) -> str:
-    """The kernel's start time of a process (tells a reused pid apart); '' where unknown."""
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 (the state) on; [] where unknown (not Linux, gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+        return []
+    return stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+
+
+def _start_time(pid: int) -> str:
+    """The kernel's start time of a process (tells a reused pid apart); '' where unknown."""
+    fields = _stat_fields(pid)
+    return fields[19] if len(fields) > 19 else ""  # field 22
+
+
+def _state(pid: int) -> str:
+    """The kernel's one-letter state: R running, S sleeping, T stopped, Z zombie; '' unknown."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else ""
 
 
 def _alive(pid: int, start: str) -> bool:
@@ -154,7 +166,8 @@ def register_process(directory: Path | None = None) -> None:
 
 
 def other_processes(directory: Path | None = None) -> int:
-    """Live lowdiff processes other than this one; entries of dead processes are removed."""
+    """Live lowdiff processes other than this one, stopped ones (Ctrl-Z) not counted: they use
+    no CPU until resumed. Entries of dead processes are removed."""
     directory = directory or registry_dir()
     count = 0
     try:
@@ -168,10 +181,11 @@ def other_processes(directory: Path | None = None) -> int:
             start = entry.read_text().strip()
         except OSError:
             continue
-        if _alive(int(entry.name), start):
-            count += 1
-        else:
+        pid = int(entry.name)
+        if not _alive(pid, start) or _state(pid) in ("Z", "X"):
             entry.unlink(missing_ok=True)
+        elif _state(pid) not in ("T", "t"):
+            count += 1
     return count
 
 

@@ -93,8 +93,9 @@ from torch import nn
 
 from lowdiff import data
 from lowdiff.engine import CHUNK_STEPS, BatchSource, Member, TrainConfig, Trainer, stream_generators
-from lowdiff.evaluation import EvalConfig, eval_loss, sample
+from lowdiff.evaluation import EvalConfig, eval_loss
 from lowdiff.models import ModelConfig, build_model
+from lowdiff.samplers import sample
 from lowdiff.schedule import NoiseSchedule, ScheduleConfig
 
 from . import reference as ref
@@ -267,7 +268,7 @@ def test_sampling_with_the_ema_weights_matches_reference(variant, kind):
     config = VARIANTS[variant].config
     schedule = NoiseSchedule(ScheduleConfig(beta_schedule=kind))
     generators = [stream_generators(member, CPU)["sample"] for member in MEMBERS]
-    drawn = sample(result.ema_model, schedule, NUM_SAMPLES, generators, CPU)
+    drawn = sample(result.ema_model, schedule, generators, CPU, num_samples=NUM_SAMPLES)
     for m, member in enumerate(MEMBERS):
         model = load_reference(VARIANTS[variant].build(), result.ema_model, m, config)
         generator = stream_generators(member, CPU)["sample"]

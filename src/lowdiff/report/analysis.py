@@ -142,7 +142,10 @@ def _series_a_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable
     names = loaded.mixing(adaptive[0]).names if adaptive else ("w_global", "w_local")
     fixed = _fixed_run(loaded)
     kl = metric_values(loaded, "kl_divergence")
-    vs_fixed = compare_runs(kl, fixed, adaptive, lower_is_better=True) if fixed else {}
+    floors = {d: loaded.oracle_mean(d, "kl_divergence") for d in loaded.datasets}
+    vs_fixed = (
+        compare_runs(kl, fixed, adaptive, metric="kl_divergence", oracle=floors) if fixed else {}
+    )
     blocks: list[Block] = [
         Heading(3, f"Branch weights ({', '.join(names)})"),
         Paragraph(

@@ -5,8 +5,11 @@
 <out>/figures/: which datasets and seeds each directory holds and how they pair with the
 reference (the first directory's baseline run), then per headline metric a table of runs ×
 datasets (mean ± 95% CI, clipped to the metric's range; Δ vs the reference paired over the
-seeds both have, Holm-corrected over the metric's table; ★ where that test says better), and the
-metric's bar figure. Datasets or seeds that do not match are stated, never paired.
+seeds both have, Holm-corrected over the metric's table and judged as the catalogue says — by the
+distance to the reference's oracle floor for sample metrics; ★ where that test says better), the
+floor row, and the metric's bar figure. Datasets or seeds that do not match are stated, never
+paired; nor are runs measured on another scale than the reference (another sample count, k or
+training-set size: their floors differ, so their values are not comparable).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lowdiff import plots, stats
+from lowdiff import oracle, plots, stats
 from lowdiff.metrics import METRICS
 from lowdiff.report.document import (
     Block,
@@ -32,7 +35,13 @@ from lowdiff.report.load import ExperimentResults, load_results
 from lowdiff.report.options import representatives
 from lowdiff.report.overview import HEADLINE_METRICS
 from lowdiff.report.tables import compare_runs, metric_values
-from lowdiff.report.text import STAR, clipped_interval, format_delta, format_summary
+from lowdiff.report.text import (
+    STAR,
+    clipped_interval,
+    format_delta,
+    format_number,
+    format_summary,
+)
 
 Values = dict[str, dict[str, dict[int, float]]]  # "<dir>/<run>" -> dataset -> seed -> value
 
@@ -56,6 +65,25 @@ def _values(loaded: dict[str, ExperimentResults], metric: str) -> Values:
     return values
 
 
+Scale = tuple[int, int, int]  # (training points, samples, k): what a metric's value depends on
+
+
+def _scales(loaded: dict[str, ExperimentResults]) -> dict[str, Scale]:
+    """ "<dir>/<run>" -> the scale its metrics were measured on."""
+    return {
+        f"{label}/{run}": (
+            results.config.experiment.num_points,
+            *oracle.pair_of(results.config.run(run)),
+        )
+        for label, results in loaded.items()
+        for run in representatives(results)
+    }
+
+
+def _scale_text(scale: Scale) -> str:
+    return f"{scale[0]:,} training points, {scale[1]:,} samples, k = {scale[2]}"
+
+
 def _pairing(loaded: dict[str, ExperimentResults], reference: str) -> list[str]:
     """One line per directory: its datasets and seeds, and what pairs with the reference."""
     first = next(iter(loaded.values()))
@@ -75,6 +103,14 @@ def _pairing(loaded: dict[str, ExperimentResults], reference: str) -> list[str]:
         if unpaired:
             text += f"; seeds without a partner: {comma_list(unpaired)}"
         items.append(text)
+    scales = _scales(loaded)
+    for key, scale in scales.items():
+        if scale != scales[reference]:
+            items.append(
+                f"{key} is measured on {_scale_text(scale)}, the reference on "
+                f"{_scale_text(scales[reference])}: its values are shown but not compared "
+                "(metrics and their oracle floors depend on these sizes)."
+            )
     return items
 
 
@@ -97,17 +133,32 @@ def _entry(
 
 
 def _metric_blocks(
-    values: Values, metric: str, reference: str, datasets: Sequence[str], out: Path
+    values: Values,
+    metric: str,
+    reference: str,
+    floors: Mapping[str, float | None],
+    comparable: Sequence[str],
+    out: Path,
 ) -> list[Block]:
     info = METRICS[metric]
-    lower = bool(info.lower_is_better)
-    candidates = [key for key in values if key != reference]
-    comparisons = compare_runs(values, reference, candidates, lower_is_better=lower)
+    datasets = list(dict.fromkeys(d for by_d in values.values() for d in by_d))
+    candidates = [key for key in values if key != reference and key in comparable]
+    comparisons = compare_runs(values, reference, candidates, metric=metric, oracle=floors)
     seeds = max((len(s) for by_d in values.values() for s in by_d.values()), default=1)
     rows = tuple(
         (key, *(_entry(values, key, d, metric, seeds, comparisons) for d in datasets))
         for key in values
     )
+    if any(floors.get(d) is not None for d in datasets):
+        rows += (
+            (
+                "oracle floor (reference)",
+                *(
+                    format_number(v, metric) if (v := floors.get(d)) is not None else "—"
+                    for d in datasets
+                ),
+            ),
+        )
     means = {
         k: {d: stats.summarize(list(v.values())).mean for d, v in by_d.items()}
         for k, by_d in values.items()
@@ -143,20 +194,23 @@ def write_comparison(dirs: Sequence[str | Path], out: str | Path) -> Path:
     loaded = dict(zip(_labels(dirs), (load_results(Path(d)) for d in dirs), strict=True))
     first_label, first = next(iter(loaded.items()))
     reference = f"{first_label}/{first.baseline}"
-    datasets = list(dict.fromkeys(d for r in loaded.values() for d in r.datasets))
     blocks: list[Block] = [
         Heading(1, "lowdiff comparison: " + comma_list(loaded)),
         Paragraph(
             f"Each run is named <directory>/<run>. Δ is the paired difference against {reference} "
             f"over the seeds both have; {STAR}: better by the Holm-corrected test over the "
-            "metric's table. Mean ± 95% CI over seeds."
+            "metric's table (closer to the reference's oracle floor where the metric has one). "
+            "Mean ± 95% CI over seeds."
         ),
         Bullets(tuple(_pairing(loaded, reference))),
     ]
+    scales = _scales(loaded)
+    comparable = [key for key, scale in scales.items() if scale == scales[reference]]
     for metric in HEADLINE_METRICS:
         values = _values(loaded, metric)
+        floors = {d: first.oracle_mean(d, metric) for d in first.datasets}
         if values:
-            blocks += _metric_blocks(values, metric, reference, datasets, out)
+            blocks += _metric_blocks(values, metric, reference, floors, comparable, out)
     pages = {
         "report.md": render_markdown(blocks),
         "report.html": render_html(blocks, title="lowdiff comparison", root=out),
