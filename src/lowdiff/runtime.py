@@ -182,9 +182,10 @@ def other_processes(directory: Path | None = None) -> int:
         except OSError:
             continue
         pid = int(entry.name)
-        if not _alive(pid, start) or _state(pid) in ("Z", "X"):
+        state = _state(pid) if _alive(pid, start) else "X"
+        if state in ("Z", "X"):
             entry.unlink(missing_ok=True)
-        elif _state(pid) not in ("T", "t"):
+        elif state not in ("T", "t"):
             count += 1
     return count
 

@@ -84,7 +84,9 @@ def _scale_text(scale: Scale) -> str:
     return f"{scale[0]:,} training points, {scale[1]:,} samples, k = {scale[2]}"
 
 
-def _pairing(loaded: dict[str, ExperimentResults], reference: str) -> list[str]:
+def _pairing(
+    loaded: dict[str, ExperimentResults], reference: str, scales: Mapping[str, Scale]
+) -> list[str]:
     """One line per directory: its datasets and seeds, and what pairs with the reference."""
     first = next(iter(loaded.values()))
     items = [f"Reference: {reference} (the first directory's baseline run)."]
@@ -103,7 +105,6 @@ def _pairing(loaded: dict[str, ExperimentResults], reference: str) -> list[str]:
         if unpaired:
             text += f"; seeds without a partner: {comma_list(unpaired)}"
         items.append(text)
-    scales = _scales(loaded)
     for key, scale in scales.items():
         if scale != scales[reference]:
             items.append(
@@ -194,6 +195,7 @@ def write_comparison(dirs: Sequence[str | Path], out: str | Path) -> Path:
     loaded = dict(zip(_labels(dirs), (load_results(Path(d)) for d in dirs), strict=True))
     first_label, first = next(iter(loaded.items()))
     reference = f"{first_label}/{first.baseline}"
+    scales = _scales(loaded)
     blocks: list[Block] = [
         Heading(1, "lowdiff comparison: " + comma_list(loaded)),
         Paragraph(
@@ -202,9 +204,8 @@ def write_comparison(dirs: Sequence[str | Path], out: str | Path) -> Path:
             "metric's table (closer to the reference's oracle floor where the metric has one). "
             "Mean ± 95% CI over seeds."
         ),
-        Bullets(tuple(_pairing(loaded, reference))),
+        Bullets(tuple(_pairing(loaded, reference, scales))),
     ]
-    scales = _scales(loaded)
     comparable = [key for key, scale in scales.items() if scale == scales[reference]]
     for metric in HEADLINE_METRICS:
         values = _values(loaded, metric)
