@@ -276,9 +276,9 @@ def test_sample_goes_through_the_sampler_registry_when_there_is_one(trained, mon
     monkeypatch.setitem(sys.modules, "lowdiff.samplers", fake)
     monkeypatch.setattr(lowdiff, "samplers", fake, raising=False)
     model = lowdiff.load(trained[0] / "mlp" / "moons" / "seed_0")
-    assert model.sample(12, sampler="ddim", num_steps=5, seed=2, eta=0.5).shape == (12, 2)
+    assert model.sample(12, sampler="ddim", sampling_steps=5, seed=2, eta=0.5).shape == (12, 2)
     network, schedule, count, device, options = calls[0]
     assert (network, schedule, count, device) == (model.network, model.schedule, 1, model.device)
-    assert options == {"num_samples": 12, "sampler": "ddim", "num_steps": 5, "eta": 0.5}
+    assert options == {"num_samples": 12, "sampler": "ddim", "sampling_steps": 5, "eta": 0.5}
     with pytest.raises(ConfigError, match="unknown sampler 'dim'; did you mean 'ddim'"):
         model.sample(12, sampler="dim")

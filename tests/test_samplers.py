@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from torch import nn
 
+from lowdiff import catalogue
 from lowdiff.config import load_experiment
 from lowdiff.evaluation import EvalConfig
 from lowdiff.models import DenoiserOutput, ModelConfig, build_model
@@ -60,7 +62,7 @@ def flow_error(config, sampler, steps, n=2000):
     schedule = NoiseSchedule(config)
     drawn = sample(
         GaussianOracle(config), schedule, generators([0]), CPU, num_samples=n, sampler=sampler,
-        num_steps=steps,
+        sampling_steps=steps,
     )  # fmt: skip
     z = torch.randn((n, 2), generator=generators([0])[0])  # the same initial noise
     return np.abs(drawn.points[0] - exact_flow(config, z).numpy()).max()
@@ -196,7 +198,7 @@ def test_ddim_variance_at_eta_one_is_the_posterior_variance(steps):
 def test_ddim_with_eta_one_follows_ancestral_path_by_path(steps):
     # the same draws in the same order, and the same maths up to float rounding
     model, schedule = small_model("dual_expert", [0, 1]), NoiseSchedule(ScheduleConfig())
-    kwargs = {"num_samples": 200, "num_steps": steps}
+    kwargs = {"num_samples": 200, "sampling_steps": steps}
     ancestral = sample(model, schedule, generators([0, 1]), CPU, **kwargs)
     ddim = sample(model, schedule, generators([0, 1]), CPU, sampler="ddim", eta=1.0, **kwargs)
     np.testing.assert_allclose(ddim.points, ancestral.points, atol=2e-4)
@@ -206,11 +208,13 @@ def test_ddim_with_eta_one_follows_ancestral_path_by_path(steps):
 def test_ddim_with_eta_zero_is_deterministic_after_the_initial_noise():
     model, schedule = small_model("mlp", [0]), NoiseSchedule(ScheduleConfig())
     used = generators([7])
-    a = sample(model, schedule, used, CPU, num_samples=100, sampler="ddim", num_steps=10)
+    a = sample(model, schedule, used, CPU, num_samples=100, sampler="ddim", sampling_steps=10)
     fresh = generators([7])
     torch.randn((100, 2), generator=fresh[0])
     assert torch.equal(used[0].get_state(), fresh[0].get_state())  # no draw after the noise
-    b = sample(model, schedule, generators([7]), CPU, num_samples=100, sampler="ddim", num_steps=10)
+    b = sample(
+        model, schedule, generators([7]), CPU, num_samples=100, sampler="ddim", sampling_steps=10
+    )
     np.testing.assert_array_equal(a.points, b.points)
 
 
@@ -237,6 +241,104 @@ def test_dpm_solver_pp_converges_to_the_exact_flow(num_timesteps):
         assert dpm[20] < dpm[10] / 3  # second order: about 1/4 per halving of the step
 
 
+# --- Heun (two evaluations per step) ---------------------------------------------------------
+
+
+def karras_heun_reference(config, z, steps):
+    """Karras et al. 2022 Algorithm 1 written out literally on the sigmas of the sampling
+    timesteps (sigma~ = sqrt((1 - ab) / ab), x~ = x / sqrt(ab)), D = x~ - sigma~ eps_hat."""
+    oracle = GaussianOracle(config)
+    timesteps = sampling_timesteps(config.num_timesteps, steps)
+    ab = [oracle.alpha_bar[t] for t in timesteps]
+    sigmas = [math.sqrt((1 - a) / a) for a in ab] + [0.0]
+
+    def denoiser(x_ve, i):  # D(x~; sigma_i): the x0 prediction at timestep i
+        eps = oracle(x_ve * math.sqrt(ab[i]), timesteps[i]).eps.double()
+        return x_ve - sigmas[i] * eps
+
+    x = z.double() / math.sqrt(ab[0])
+    for i in range(len(timesteps)):
+        d = (x - denoiser(x, i)) / sigmas[i]
+        x_next = x + (sigmas[i + 1] - sigmas[i]) * d
+        if sigmas[i + 1] != 0:
+            d_next = (x_next - denoiser(x_next, i + 1)) / sigmas[i + 1]
+            x_next = x + (sigmas[i + 1] - sigmas[i]) * (0.5 * d + 0.5 * d_next)
+        x = x_next
+    return x
+
+
+@pytest.mark.parametrize("steps", [1, 5, 20])
+def test_heun_is_karras_algorithm_1_on_the_discrete_grid(steps):
+    config = ScheduleConfig()
+    drawn = sample(
+        GaussianOracle(config), NoiseSchedule(config), generators([0]), CPU, num_samples=500,
+        sampler="heun", sampling_steps=steps,
+    )  # fmt: skip
+    z = torch.randn((500, 2), generator=generators([0])[0])
+    expected = karras_heun_reference(config, z[None], steps)[0].numpy()
+    np.testing.assert_allclose(drawn.points[0], expected, atol=2e-4)
+
+
+def test_heun_converges_at_second_order_to_the_exact_flow():
+    config = ScheduleConfig(num_timesteps=1000)
+    heun = {steps: flow_error(config, "heun", steps) for steps in (10, 20, 40)}
+    ddim = {steps: flow_error(config, "ddim", steps) for steps in (10, 20, 40)}
+    assert heun[40] < heun[20] < heun[10]
+    assert heun[20] < ddim[20] / 4 and heun[40] < ddim[40] / 8  # second order beats first
+    assert heun[40] < heun[20] / 3  # about 1/4 per halving of the step
+
+
+class CountingOracle(GaussianOracle):
+    calls = 0
+
+    def forward(self, xt, t):
+        self.calls += 1
+        return super().forward(xt, t)
+
+
+@pytest.mark.parametrize("name", list(catalogue.SAMPLERS))
+@pytest.mark.parametrize("steps", [1, 2, 9])
+def test_network_evaluations_are_those_the_catalogue_declares(name, steps):
+    config = ScheduleConfig()
+    model = CountingOracle(config)
+    sample(model, NoiseSchedule(config), generators([0]), CPU, num_samples=50, sampler=name,
+           sampling_steps=steps)  # fmt: skip
+    assert model.calls == catalogue.SAMPLERS[name].evaluations(steps)
+
+
+# --- DPM-Solver++(2M) SDE ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_the_sde_solvers_first_order_steps_are_ancestral_steps(steps):
+    # with at most two steps no step is second order: the DDPM posterior step, draw for draw
+    config, model = ScheduleConfig(), small_model("mlp", [0, 1])
+    kwargs = {"num_samples": 200, "sampling_steps": steps}
+    schedule = NoiseSchedule(config)
+    sde = sample(model, schedule, generators([0, 1]), CPU, sampler="dpm_solver_pp_sde", **kwargs)
+    ancestral = sample(model, schedule, generators([0, 1]), CPU, sampler="ancestral", **kwargs)
+    np.testing.assert_allclose(sde.points, ancestral.points, atol=1e-5)
+
+
+def test_the_sde_solver_agrees_with_ancestral_sampling_at_many_steps():
+    config = ScheduleConfig(num_timesteps=1000)
+    drawn = {
+        name: sample(
+            GaussianOracle(config), NoiseSchedule(config), generators([seed]), CPU,
+            num_samples=20_000, sampler=name, sampling_steps=steps,
+        ).points[0]
+        for name, steps, seed in (("dpm_solver_pp_sde", 250, 1), ("ancestral", 0, 2))
+    }  # fmt: skip
+    for axis in (0, 1):  # two independent samples of one law: KS p-value not small
+        result = scipy.stats.ks_2samp(
+            drawn["dpm_solver_pp_sde"][:, axis], drawn["ancestral"][:, axis]
+        )
+        assert result.pvalue > 0.01
+    np.testing.assert_allclose(
+        drawn["dpm_solver_pp_sde"].std(axis=0), drawn["ancestral"].std(axis=0), rtol=0.03
+    )
+
+
 # --- every sampler: the data distribution ----------------------------------------------------
 
 # T = 1000 (standard DDPM) ends at alpha_bar = 4e-5, so N(0, I) is the right start: the samplers'
@@ -249,6 +351,8 @@ ACCURATE = [
     ("ddim", 1.0, 0),
     ("dpm_solver_pp", 0.0, 50),
     ("dpm_solver_pp", 0.0, 100),
+    ("heun", 0.0, 50),
+    ("dpm_solver_pp_sde", 0.0, 200),
 ]
 
 
@@ -257,7 +361,7 @@ def test_every_sampler_returns_the_gaussian_data_distribution(name, eta, steps):
     config = ScheduleConfig(num_timesteps=1000)
     drawn = sample(
         GaussianOracle(config, 2), NoiseSchedule(config), generators([0, 1]), CPU,
-        num_samples=10_000, sampler=name, num_steps=steps, eta=eta,
+        num_samples=10_000, sampler=name, sampling_steps=steps, eta=eta,
     )  # fmt: skip
     for points in drawn.points:  # sd of the mean 0.005, of the std 0.0035
         np.testing.assert_allclose(points.mean(axis=0), MU.numpy(), atol=0.02)
@@ -265,14 +369,14 @@ def test_every_sampler_returns_the_gaussian_data_distribution(name, eta, steps):
         assert abs(np.corrcoef(points.T)[0, 1]) < 0.04
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", list(catalogue.SAMPLERS))
 def test_with_few_steps_the_mean_holds_and_the_spread_converges(name):
     config = ScheduleConfig(num_timesteps=1000)
     spread = {}
     for steps in (10, 20, 50):
         drawn = sample(
             GaussianOracle(config), NoiseSchedule(config), generators([0]), CPU,
-            num_samples=10_000, sampler=name, num_steps=steps,
+            num_samples=10_000, sampler=name, sampling_steps=steps,
         )  # fmt: skip
         np.testing.assert_allclose(drawn.points[0].mean(axis=0), MU.numpy(), atol=0.03)
         spread[steps] = abs(drawn.points[0].std(axis=0).mean() - SCALE)
@@ -282,12 +386,12 @@ def test_with_few_steps_the_mean_holds_and_the_spread_converges(name):
 # --- recording, snapshots, chunks ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", list(catalogue.SAMPLERS))
 @pytest.mark.parametrize("steps", [1, 7, 0])
 def test_weights_are_recorded_at_every_step_of_any_count(name, steps):
     model, schedule = small_model("dual_scale", [3, 4]), NoiseSchedule(ScheduleConfig())
     drawn = sample(
-        model, schedule, generators([3, 4]), CPU, num_samples=40, sampler=name, num_steps=steps
+        model, schedule, generators([3, 4]), CPU, num_samples=40, sampler=name, sampling_steps=steps
     )
     np.testing.assert_array_equal(drawn.trace_timesteps, sampling_timesteps(100, steps))
     assert drawn.weight_trace.shape == (2, steps or 100, 2)
@@ -315,11 +419,11 @@ def test_timesteps_are_evenly_spaced_from_the_last_to_zero():
         )
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", list(catalogue.SAMPLERS))
 def test_snapshots_run_from_the_initial_noise_to_the_samples(name):
     model, schedule = small_model("mlp", [0, 1]), NoiseSchedule(ScheduleConfig())
     drawn = sample(
-        model, schedule, generators([0, 1]), CPU, num_samples=30, sampler=name, num_steps=10,
+        model, schedule, generators([0, 1]), CPU, num_samples=30, sampler=name, sampling_steps=10,
         snapshots=4, snapshot_points=20,
     )  # fmt: skip
     np.testing.assert_array_equal(drawn.snapshot_timesteps, [99, 66, 22, -1])  # steps 0, 3, 7, 10
@@ -328,19 +432,19 @@ def test_snapshots_run_from_the_initial_noise_to_the_samples(name):
     np.testing.assert_array_equal(drawn.snapshots[:, 0], initial[:, :20].numpy())
     np.testing.assert_array_equal(drawn.snapshots[:, -1], drawn.points[:, :20])
     many = sample(
-        model, schedule, generators([0, 1]), CPU, num_samples=5, num_steps=3, snapshots=10
+        model, schedule, generators([0, 1]), CPU, num_samples=5, sampling_steps=3, snapshots=10
     )
     np.testing.assert_array_equal(many.snapshot_timesteps, [99, 50, 0, -1])  # at most S + 1
     assert many.snapshots.shape == (2, 4, 5, 2)
-    none = sample(model, schedule, generators([0, 1]), CPU, num_samples=5, num_steps=3)
+    none = sample(model, schedule, generators([0, 1]), CPU, num_samples=5, sampling_steps=3)
     assert none.snapshots is None and none.snapshot_timesteps is None
     assert snapshot_steps(100, 6) == [0, 20, 40, 60, 80, 100]
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", list(catalogue.SAMPLERS))
 def test_samples_do_not_depend_on_the_chunk_size(name):
     model, schedule = small_model("dual_expert", [0, 1]), NoiseSchedule(ScheduleConfig())
-    kwargs = {"num_samples": 300, "sampler": name, "num_steps": 20}
+    kwargs = {"num_samples": 300, "sampler": name, "sampling_steps": 20}
     a = sample(model, schedule, generators([0, 1]), CPU, rows=64, **kwargs)
     b = sample(model, schedule, generators([0, 1]), CPU, rows=10_000, **kwargs)
     np.testing.assert_allclose(a.points, b.points, atol=1e-5)
@@ -352,13 +456,11 @@ def test_samples_do_not_depend_on_the_chunk_size(name):
 
 
 def test_the_registry_and_the_config_literal_agree():
-    assert (
-        set(SAMPLERS) == set(typing.get_args(SamplerName)) == {"ancestral", "ddim", "dpm_solver_pp"}
-    )
+    assert set(SAMPLERS) == set(typing.get_args(SamplerName)) == set(catalogue.SAMPLERS)
     assert typing.get_type_hints(EvalConfig)["sampler"] == SamplerName
     from lowdiff.settings import ETA_SAMPLERS
 
-    assert {name for name, cls in SAMPLERS.items() if cls.uses_eta} == set(ETA_SAMPLERS)
+    assert ETA_SAMPLERS == ("ddim",)
     config = EvalConfig()
     assert (config.sampler, config.sampling_steps, config.eta) == ("ancestral", 0, 0.0)
     assert (config.process_snapshots, config.process_points) == (6, 2000)
@@ -367,11 +469,11 @@ def test_the_registry_and_the_config_literal_agree():
 def test_bad_names_steps_and_settings_raise_clear_errors():
     schedule, model = NoiseSchedule(ScheduleConfig()), small_model("mlp", [0])
     with pytest.raises(
-        ValueError, match="unknown sampler 'dpm'; valid: ancestral, ddim, dpm_solver_pp"
+        ValueError, match="unknown sampler 'dpm'; valid: ancestral, ddim, dpm_solver_pp, heun"
     ):
         make_sampler("dpm", schedule)
     with pytest.raises(ValueError, match=r"between 1 and T = 100 \(or 0 for all T\), got 101"):
-        sample(model, schedule, generators([0]), CPU, num_samples=5, num_steps=101)
+        sample(model, schedule, generators([0]), CPU, num_samples=5, sampling_steps=101)
     with pytest.raises(ValueError, match="got -1"):
         make_sampler("ddim", schedule, -1)
     with pytest.raises(ValueError, match="eta applies to the ddim sampler only"):

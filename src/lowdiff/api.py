@@ -271,12 +271,12 @@ class TrainedModel:
         self,
         n: int,
         sampler: str = "ancestral",
-        num_steps: int = 0,
+        sampling_steps: int = 0,
         seed: int | None = 0,
         *,
         eta: float = 0.0,
     ) -> np.ndarray:
-        """`n` new points (n, 2) from the model. num_steps 0 = every timestep.
+        """`n` new points (n, 2) from the model. sampling_steps 0 = every timestep.
 
         seed=None replays the cell's own sampling stream: with the ancestral sampler at every
         step that gives the cell's samples.npy again (its first n points' draws).
@@ -294,7 +294,7 @@ class TrainedModel:
             self.device,
             num_samples=n,
             sampler=sampler,
-            num_steps=num_steps,
+            sampling_steps=sampling_steps,
             eta=eta,
         )
         return np.asarray(drawn.points[0])

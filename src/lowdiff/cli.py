@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from lowdiff import __version__, cells, results
+from lowdiff import __version__, catalogue, cells, results
 from lowdiff import config as config_module
 from lowdiff.api import check_choice, did_you_mean
+from lowdiff.catalogue import choices_text
 from lowdiff.config import ConfigError
 from lowdiff.progress import phase, resume_line, summary_table
 from lowdiff.results import ResultsError
@@ -242,19 +243,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     check_choice(out.suffix, [".csv", ".npy"], "file type", "--out")
-    if args.n < 1 or args.steps < 0:
-        raise ConfigError(f"--n must be >= 1 and --steps >= 0, got {args.n} and {args.steps}")
+    if args.n < 1 or args.sampling_steps < 0:
+        raise ConfigError(
+            f"--n must be >= 1 and --sampling-steps >= 0, got {args.n} and {args.sampling_steps}"
+        )
     model = load(args.cell, device=args.device)
     try:
         points = model.sample(
-            args.n, sampler=args.sampler, num_steps=args.steps, seed=args.seed, eta=args.eta
+            args.n,
+            sampler=args.sampler,
+            sampling_steps=args.sampling_steps,
+            seed=args.seed,
+            eta=args.eta,
         )
     except ConfigError as error:
         raise ConfigError(str(error).replace("sampler=", "--sampler")) from error
     except ValueError as error:
-        raise ConfigError(f"--sampler {args.sampler} --steps {args.steps}: {error}") from error
+        flags = f"--sampler {args.sampler} --sampling-steps {args.sampling_steps}"
+        raise ConfigError(f"{flags}: {error}") from error
     results.atomic_write_bytes(out, _points_bytes(points, out.suffix))
-    steps = args.steps or model.schedule.num_timesteps
+    steps = args.sampling_steps or model.schedule.num_timesteps
     print(
         f"{out}: {args.n} points from {model.directory} ({args.sampler}, {steps} steps, "
         f"seed {args.seed})"
@@ -410,7 +418,7 @@ def _add_result_commands(commands: Any) -> None:
         "sample",
         "draw new points from the trained model of a finished cell",
         "  lowdiff sample runs/quickstart/baseline/moons/seed_0 --n 1000 --out moons.csv\n"
-        "  lowdiff sample CELL_DIR --n 5000 --sampler ddim --steps 50 --seed 1 --out x.npy\n",
+        "  lowdiff sample CELL_DIR --n 5000 --sampler ddim --sampling-steps 50 --out x.npy\n",
         cmd_sample,
     )
     sample.add_argument("cell", help="a cell directory, RESULTS/RUN/DATASET/seed_S")
@@ -418,9 +426,11 @@ def _add_result_commands(commands: Any) -> None:
     sample.add_argument(
         "--sampler",
         default="ancestral",
-        help="ancestral, ddim or dpm_solver_pp (default ancestral)",
+        help=f"{choices_text(catalogue.SAMPLERS)} (default ancestral)",
     )
-    sample.add_argument("--steps", type=int, default=0, help="sampler steps (default 0: all)")
+    sample.add_argument(
+        "--sampling-steps", type=int, default=0, help="sampler steps (default 0: all)"
+    )
     sample.add_argument("--eta", type=float, default=0.0, help="DDIM's eta (default 0)")
     sample.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     sample.add_argument("--out", required=True, help="x.csv (header x,y) or x.npy")

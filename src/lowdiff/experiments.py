@@ -242,7 +242,7 @@ def _evaluate(
             device,
             num_samples=config.num_samples,
             sampler=config.sampler,
-            num_steps=config.sampling_steps,
+            sampling_steps=config.sampling_steps,
             eta=config.eta,
             snapshots=config.process_snapshots,
             snapshot_points=config.process_points,

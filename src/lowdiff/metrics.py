@@ -483,6 +483,7 @@ class MetricInfo:
     # metric-specific words of a "past the oracle value" verdict (stats.verdict)
     below_oracle: str = "below the value of true samples"
     above_oracle: str = "above the value of true samples"
+    table: bool = True  # a column of the report's run tables (in catalogue order)
 
     @property
     def lower_is_better(self) -> bool | None:
@@ -516,6 +517,17 @@ METRICS: dict[str, MetricInfo] = {
         below_oracle="fewer modes with sharp samples than true samples",
         above_oracle="more modes with sharp samples than true samples",
     ),
+    "modes_covered": MetricInfo(
+        label="modes covered",
+        improves="higher",
+        goal="oracle",
+        format=".1f",
+        bounds=(0.0, None),
+        description="components whose region (Voronoi cell capped at half the distance to the "
+        "next centre) holds >= 10% of a true draw's count",
+        below_oracle="misses modes that true samples cover",
+        above_oracle="covers more modes than true samples",
+    ),
     "high_quality_fraction": MetricInfo(
         label="HQ fraction",
         improves="higher",
@@ -536,26 +548,16 @@ METRICS: dict[str, MetricInfo] = {
         label="diversity",
         goal="oracle",
         description="mean pairwise distance of samples",
+        table=False,
         below_oracle="less spread than the data",
         above_oracle="more spread than the data",
-    ),
-    "modes_covered": MetricInfo(
-        label="modes covered",
-        improves="higher",
-        goal="oracle",
-        format=".1f",
-        bounds=(0.0, None),
-        description="components whose region (Voronoi cell capped at half the distance to the "
-        "next centre) holds >= 10% of a true draw's count",
-        below_oracle="misses modes that true samples cover",
-        above_oracle="covers more modes than true samples",
     ),
     "precision": MetricInfo(
         label="precision",
         improves="higher",
         goal="oracle",
         bounds=(0.0, 1.0),
-        description="samples inside the training points' 5-NN balls (Kynkäänniemi et al. 2019)",
+        description="samples inside the training points' k-NN balls (Kynkäänniemi et al. 2019)",
         below_oracle="more samples off the data than true samples",
         above_oracle="sharper than the data",
     ),
@@ -564,7 +566,7 @@ METRICS: dict[str, MetricInfo] = {
         improves="higher",
         goal="oracle",
         bounds=(0.0, 1.0),
-        description="training points inside the samples' 5-NN balls (Kynkäänniemi et al. 2019)",
+        description="training points inside the samples' k-NN balls (Kynkäänniemi et al. 2019)",
         below_oracle="misses parts of the data",
         above_oracle="samples more spread than the data",
     ),
@@ -573,7 +575,7 @@ METRICS: dict[str, MetricInfo] = {
         improves="higher",
         goal="oracle",
         bounds=(0.0, None),
-        description="training 5-NN balls holding each sample, / 5 (Naeem et al. 2020)",
+        description="training k-NN balls holding each sample, / k (Naeem et al. 2020)",
         below_oracle="fewer samples in the data's dense regions than true samples",
         above_oracle="samples crowd the data's dense regions: sharper than the data",
     ),
@@ -582,7 +584,7 @@ METRICS: dict[str, MetricInfo] = {
         improves="higher",
         goal="oracle",
         bounds=(0.0, 1.0),
-        description="training 5-NN balls holding at least one sample (Naeem et al. 2020)",
+        description="training k-NN balls holding at least one sample (Naeem et al. 2020)",
         below_oracle="leaves more of the data uncovered than true samples",
         above_oracle="spreads over the data more evenly than true samples",
     ),

@@ -1,12 +1,16 @@
 """Samplers: short loops over the noise schedule that turn N(0, I) noise into samples.
 
-Modelled on diffusers' schedulers: the model is passed in, the schedule is shared, and each
-sampler's `step` returns a small named output. Every sampler makes one network evaluation per
-step, at the timesteps `sampling_timesteps(T, S)`: T-1 to 0, evenly spaced and rounded to the
-nearest integer (diffusers' "linspace" spacing); all T of them by default. A sampler with S < T
-steps runs on the *respaced* schedule of those timesteps (`NoiseSchedule.respace`,
-Nichol & Dhariwal 2021 §4), whose index i stands for timestep `timesteps[i]`. The last step
-of every sampler goes from timestep 0 to the data (alpha_bar = 1) and returns its x0 prediction.
+Modelled on k-diffusion's samplers and diffusers' schedulers: the schedule is shared, each
+step returns a small named output, and one driver (`sample`) runs every sampler. A step gets a
+callable `denoise(x, index) -> eps_hat` and calls the network as often as it needs (Heun: twice);
+a sampler that needs one evaluation per step only writes `step(xt, eps_hat, index, noise)`. What
+each sampler is (its evaluations per step, its options) is declared in `lowdiff.catalogue`; the
+registry `SAMPLERS` below is checked against it at import. The steps run at the timesteps
+`sampling_timesteps(T, S)`: T-1 to 0, evenly spaced and rounded to the nearest integer
+(diffusers' "linspace" spacing); all T of them by default. A sampler with S < T steps runs on
+the *respaced* schedule of those timesteps (`NoiseSchedule.respace`, Nichol & Dhariwal 2021 §4),
+whose index i stands for timestep `timesteps[i]`. The last step of every sampler goes from
+timestep 0 to the data (alpha_bar = 1) and returns its x0 prediction.
 
 - `ancestral`: DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), the protocol (protocol §1).
 - `ddim`: DDIM (Song et al. 2021, eq. 12), with sigma_t = eta * (eq. 16); eta = 0 is the
@@ -20,25 +24,36 @@ of every sampler goes from timestep 0 to the data (alpha_bar = 1) and returns it
   the step into timestep 0 spans the largest lambda-interval of the grid, where the
   second-order extrapolation overshoots (3 to 20 times the error against a Gaussian's exact
   flow at 15-50 steps; docs/protocol.md).
+- `heun`: Heun's second-order method on the probability-flow ODE (Karras et al. 2022,
+  Algorithm 1) in its variance-exploding coordinates x / alpha, sigma / alpha, on this discrete
+  grid: an Euler step (which is DDIM with eta = 0) corrected by the slope at its end point, two
+  evaluations per step; the last step, to sigma = 0, is Euler's (Algorithm 1 line 8).
+- `dpm_solver_pp_sde`: DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's `sample_dpmpp_2m_sde`,
+  eta = 1, midpoint correction), the multistep second-order solver of the reverse SDE. Its
+  first-order step is exactly the ancestral step (tested); orders as in `dpm_solver_pp`.
 
-Adding a sampler: a subclass of `Sampler` here, its name in `SAMPLERS`, and in
-`settings.SamplerName` (the torch-free config's list of choices; a test keeps the two equal).
+Adding a sampler: its declaration in `lowdiff.catalogue.SAMPLERS`, a subclass of `Sampler` here
+and its name in `SAMPLERS`; tests/test_samplers.py parametrises over the catalogue.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from lowdiff import catalogue
+from lowdiff.catalogue import SamplerName as SamplerName  # re-exported: the registry's names
 from lowdiff.models import Denoiser
 from lowdiff.schedule import NoiseSchedule
-from lowdiff.settings import SamplerName as SamplerName  # re-exported: the registry's names
+
+# denoise(x (M, N, 2), index of the respaced schedule) -> eps_hat (M, N, 2): the network
+Denoise = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 class StepOutput(NamedTuple):
@@ -46,14 +61,14 @@ class StepOutput(NamedTuple):
     x0_hat: torch.Tensor  # (M, N, 2) this step's prediction of x0
 
 
-def sampling_timesteps(num_timesteps: int, num_steps: int = 0) -> list[int]:
-    """The decreasing timesteps of S = `num_steps` steps (0: all T): round(linspace(T-1, 0, S))."""
-    if not 0 <= num_steps <= num_timesteps:
+def sampling_timesteps(num_timesteps: int, sampling_steps: int = 0) -> list[int]:
+    """Decreasing timesteps of S = `sampling_steps` steps (0: all T): round(linspace(T-1, 0, S))."""
+    if not 0 <= sampling_steps <= num_timesteps:
         raise ValueError(
             f"the number of sampling steps must be between 1 and T = {num_timesteps} "
-            f"(or 0 for all T), got {num_steps}"
+            f"(or 0 for all T), got {sampling_steps}"
         )
-    count = num_steps or num_timesteps
+    count = sampling_steps or num_timesteps
     timesteps = np.linspace(num_timesteps - 1, 0, count).round().astype(int).tolist()
     assert len(set(timesteps)) == count  # spacing >= 1 when S <= T
     return timesteps
@@ -62,15 +77,19 @@ def sampling_timesteps(num_timesteps: int, num_steps: int = 0) -> list[int]:
 class Sampler:
     """One reverse step per index of a respaced schedule, from index S-1 (timestep T-1) to 0."""
 
-    uses_eta: ClassVar[bool] = False
-
-    def __init__(self, schedule: NoiseSchedule, num_steps: int = 0, eta: float = 0.0) -> None:
-        if eta != 0.0 and not self.uses_eta:
-            raise ValueError(f"eta applies to the ddim sampler only, got eta = {eta}")
+    def __init__(self, schedule: NoiseSchedule, sampling_steps: int = 0, eta: float = 0.0) -> None:
         self.eta = eta
         self.schedule = schedule.respace(
-            sampling_timesteps(schedule.num_timesteps, num_steps)[::-1]
+            sampling_timesteps(schedule.num_timesteps, sampling_steps)[::-1]
         )
+
+    def advance(
+        self, xt: torch.Tensor, index: int, denoise: Denoise, normal: Callable[[], torch.Tensor]
+    ) -> StepOutput:
+        """The step from index to index - 1: `denoise` as often as it needs, then `normal()`
+        for its Gaussian draw, if any. By default one evaluation, then `step`."""
+        eps_hat = denoise(xt, index)
+        return self.step(xt, eps_hat, index, normal() if self.needs_noise(index) else None)
 
     def needs_noise(self, index: int) -> bool:
         """Whether the step at `index` takes a standard normal draw (drawn after the model)."""
@@ -79,7 +98,7 @@ class Sampler:
     def step(
         self, xt: torch.Tensor, eps_hat: torch.Tensor, index: int, noise: torch.Tensor | None
     ) -> StepOutput:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} overrides `advance`, not `step`")
 
 
 class Ancestral(Sampler):
@@ -108,12 +127,10 @@ class DDIM(Sampler):
     """x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps_hat + sigma z, eq. 12,
     sigma^2 = eta^2 (1 - ab_prev) / (1 - ab) (1 - ab / ab_prev), eq. 16 (Song et al. 2021)."""
 
-    uses_eta = True
-
-    def __init__(self, schedule: NoiseSchedule, num_steps: int = 0, eta: float = 0.0) -> None:
+    def __init__(self, schedule: NoiseSchedule, sampling_steps: int = 0, eta: float = 0.0) -> None:
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"ddim's eta must be in [0, 1], got {eta}")
-        super().__init__(schedule, num_steps, eta)
+        super().__init__(schedule, sampling_steps, eta)
         alpha_bar = self.schedule.alpha_bar64  # (S,) float64
         alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
         # eq. 16; at eta = 1 it equals the posterior variance beta_tilde (tested)
@@ -147,8 +164,8 @@ class DPMSolverPlusPlus(Sampler):
     step (the first, and those into timestep 0 and into the data) and
     D = (1 + 1/(2r)) x0_hat_s - 1/(2r) x0_hat_prev with r = h_prev / h otherwise."""
 
-    def __init__(self, schedule: NoiseSchedule, num_steps: int = 0, eta: float = 0.0) -> None:
-        super().__init__(schedule, num_steps, eta)
+    def __init__(self, schedule: NoiseSchedule, sampling_steps: int = 0, eta: float = 0.0) -> None:
+        super().__init__(schedule, sampling_steps, eta)
         alpha_bar = self.schedule.alpha_bar64
         self.alpha = alpha_bar.sqrt().tolist()  # alpha_t, index i
         self.sigma = (1 - alpha_bar).sqrt().tolist()  # sigma_t
@@ -172,20 +189,89 @@ class DPMSolverPlusPlus(Sampler):
         return StepOutput(prev, x0_hat)
 
 
+class DPMSolverPlusPlusSDE(DPMSolverPlusPlus):
+    """DPM-Solver++(2M) SDE with eta = 1 (k-diffusion `sample_dpmpp_2m_sde`, midpoint), in the
+    variance-preserving variables, h = lambda_t - lambda_s:
+    x_t = (sigma_t / sigma_s) e^{-h} x_s + alpha_t (1 - e^{-2h}) x0_hat_s
+          + alpha_t (1 - e^{-2h}) / (2r) (x0_hat_s - x0_hat_prev)   (second order only)
+          + sigma_t sqrt(1 - e^{-2h}) z,
+    with r = h_prev / h; orders as in DPM-Solver++(2M). At first order this is the DDPM
+    posterior step: (sigma_t / sigma_s) e^{-h} = c2 of Ho et al. eq. 7 and
+    sigma_t^2 (1 - e^{-2h}) = beta_tilde."""
+
+    def needs_noise(self, index: int) -> bool:
+        return index > 0
+
+    def step(
+        self, xt: torch.Tensor, eps_hat: torch.Tensor, index: int, noise: torch.Tensor | None
+    ) -> StepOutput:
+        x0_hat = self.schedule.predict_x0(xt, eps_hat, torch.tensor(index, device=xt.device))
+        previous, self.previous_x0 = self.previous_x0, x0_hat
+        if index == 0:  # to sigma = 0: the data prediction
+            return StepOutput(x0_hat, x0_hat)
+        if noise is None:
+            raise ValueError("a dpm_solver_pp_sde step with t > 0 needs its Gaussian noise")
+        s, t = index, index - 1
+        h = self.lambdas[t] - self.lambdas[s]
+        keep = -math.expm1(-2 * h)  # 1 - e^{-2h}
+        prev = (self.sigma[t] / self.sigma[s] * math.exp(-h)) * xt + (self.alpha[t] * keep) * x0_hat
+        if previous is not None and t > 0:  # the midpoint correction from the last two predictions
+            half_inv_r = 0.5 * h / (self.lambdas[s] - self.lambdas[s + 1])
+            prev = prev + (self.alpha[t] * keep * half_inv_r) * (x0_hat - previous)
+        return StepOutput(prev + (self.sigma[t] * math.sqrt(keep)) * noise, x0_hat)
+
+
+class Heun(Sampler):
+    """Heun's method on the probability-flow ODE dx~/dsigma~ = eps_hat (Karras et al. 2022,
+    Algorithm 1, with D = x0_hat so that d = (x~ - D) / sigma~ = eps_hat), in x~ = x / alpha,
+    sigma~ = sigma / alpha:  x~' = x~ + (sigma~_t - sigma~_s) d_s  (Euler),
+    x~_t = x~ + (sigma~_t - sigma~_s) (d_s + d'_t) / 2, d'_t = eps_hat(alpha_t x~', t)."""
+
+    def __init__(self, schedule: NoiseSchedule, sampling_steps: int = 0, eta: float = 0.0) -> None:
+        super().__init__(schedule, sampling_steps, eta)
+        alpha_bar = self.schedule.alpha_bar64
+        self.alpha = alpha_bar.sqrt().tolist()  # alpha_t, index i
+        self.sigma_ve = (
+            ((1 - alpha_bar) / alpha_bar).sqrt().tolist()
+        )  # sigma~_t = sigma_t / alpha_t
+
+    def advance(
+        self, xt: torch.Tensor, index: int, denoise: Denoise, normal: Callable[[], torch.Tensor]
+    ) -> StepOutput:
+        eps_hat = denoise(xt, index)
+        x0_hat = self.schedule.predict_x0(xt, eps_hat, torch.tensor(index, device=xt.device))
+        if index == 0:  # Euler to sigma~ = 0 lands on x0_hat (Algorithm 1, line 8)
+            return StepOutput(x0_hat, x0_hat)
+        s, t = index, index - 1
+        x_ve, delta = xt / self.alpha[s], self.sigma_ve[t] - self.sigma_ve[s]
+        euler = x_ve + delta * eps_hat  # (M, N, 2)
+        eps_end = denoise(self.alpha[t] * euler, t)  # the slope at the Euler step's end point
+        prev = x_ve + (0.5 * delta) * (eps_hat + eps_end)  # trapezoid, Algorithm 1 line 11
+        return StepOutput(self.alpha[t] * prev, x0_hat)
+
+
 SAMPLERS: dict[str, type[Sampler]] = {
     "ancestral": Ancestral,
     "ddim": DDIM,
     "dpm_solver_pp": DPMSolverPlusPlus,
+    "heun": Heun,
+    "dpm_solver_pp_sde": DPMSolverPlusPlusSDE,
 }
+catalogue.check_registry("sampler", catalogue.SAMPLERS, SAMPLERS)
 
 
 def make_sampler(
-    name: str, schedule: NoiseSchedule, num_steps: int = 0, eta: float = 0.0
+    name: str, schedule: NoiseSchedule, sampling_steps: int = 0, eta: float = 0.0
 ) -> Sampler:
-    """The sampler `name` of SAMPLERS over `schedule`; a clear ValueError for a bad name."""
+    """The sampler `name` of SAMPLERS over `schedule`; a clear ValueError for a bad name/option."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](schedule, num_steps, eta)
+    if eta != 0.0 and "eta" not in catalogue.SAMPLERS[name].options:
+        readers = [n for n, info in catalogue.SAMPLERS.items() if "eta" in info.options]
+        raise ValueError(
+            f"eta applies to the {catalogue.choices_text(readers)} sampler only, got eta = {eta}"
+        )
+    return SAMPLERS[name](schedule, sampling_steps, eta)
 
 
 @dataclass
@@ -215,7 +301,7 @@ def denoise_in_chunks(
     return eps, torch.cat([output.weights for output in outputs], dim=1)
 
 
-def snapshot_steps(num_steps: int, count: int) -> list[int]:
+def snapshot_steps(sampling_steps: int, count: int) -> list[int]:
     """Up to `count` step positions in 0..S (S: after the last step), evenly spaced, both ends."""
     if count == 0:
         return []
@@ -223,7 +309,7 @@ def snapshot_steps(num_steps: int, count: int) -> list[int]:
         raise ValueError(
             f"snapshots must be 0 (none) or >= 2 (the initial noise and the samples), got {count}"
         )
-    return sorted({int(v) for v in np.linspace(0, num_steps, count).round()})
+    return sorted({int(v) for v in np.linspace(0, sampling_steps, count).round()})
 
 
 class _Recorder:
@@ -267,16 +353,17 @@ def sample(
     *,
     num_samples: int,
     sampler: str = "ancestral",
-    num_steps: int = 0,
+    sampling_steps: int = 0,
     eta: float = 0.0,
     snapshots: int = 0,
     snapshot_points: int = 2000,
     rows: int = 4096,
 ) -> Samples:
-    """Draw `num_samples` points from each of the M models with `sampler` in `num_steps` steps.
+    """Draw `num_samples` points from each of the M models with `sampler` in `sampling_steps` steps.
 
     Randomness comes only from each model's own generator: its initial noise (M, N, 2), then
-    one draw per step that needs noise, after that step's network evaluation. Each forward pass
+    one draw per step that needs noise, after that step's network evaluations. The mixing weights
+    recorded at a step are those of its first evaluation (at the step's own timestep). Each pass
     takes about `rows` points in all (rows / M per model), which keeps the activations
     cache-sized on a CPU whatever M is. `snapshots` > 0 also keeps the first `snapshot_points`
     points of each model at up to that many evenly spaced steps (initial noise to samples).
@@ -287,7 +374,7 @@ def sample(
         )
     if snapshot_points < 1:
         raise ValueError(f"snapshot_points must be >= 1, got {snapshot_points}")
-    solver = make_sampler(sampler, schedule, num_steps, eta)
+    solver = make_sampler(sampler, schedule, sampling_steps, eta)
     per_model = max(64, rows // model.num_models)
     timesteps = solver.schedule.timesteps[::-1]  # decreasing, the model's timesteps
     recorder = _Recorder(timesteps, snapshots, min(snapshot_points, num_samples))
@@ -297,15 +384,21 @@ def sample(
             [torch.randn((num_samples, 2), generator=g, device=device) for g in generators]
         )
 
+    evaluated: list[torch.Tensor | None] = []  # the mixing weights of each evaluation of a step
+
+    def denoise(x: torch.Tensor, index: int) -> torch.Tensor:
+        eps_hat, weights = denoise_in_chunks(model, x, solver.schedule.timesteps[index], per_model)
+        evaluated.append(weights)
+        return eps_hat
+
     xt = normal()
     start = time.perf_counter()
-    for position, t in enumerate(timesteps):
-        index = len(timesteps) - 1 - position  # the respaced schedule's index of timestep t
+    for position in range(len(timesteps)):
+        index = len(timesteps) - 1 - position  # the respaced schedule's index of this step
         recorder.state(position, xt)
-        eps_hat, weights = denoise_in_chunks(model, xt, t, per_model)
-        recorder.mixing(weights)
-        noise = normal() if solver.needs_noise(index) else None
-        xt = solver.step(xt, eps_hat, index, noise).prev_sample
+        evaluated.clear()
+        xt = solver.advance(xt, index, denoise, normal).prev_sample
+        recorder.mixing(evaluated[0])
     recorder.state(len(timesteps), xt)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
-from lowdiff.settings import BetaSchedule as BetaSchedule  # defined torch-free; re-exported
+from lowdiff import catalogue
+from lowdiff.catalogue import BetaSchedule as BetaSchedule  # declared torch-free; re-exported
 from lowdiff.settings import ScheduleConfig
 
 
@@ -33,6 +34,7 @@ def _quadratic_betas(config: ScheduleConfig) -> torch.Tensor:
 
 
 BETA_SCHEDULES = {"linear": _linear_betas, "quadratic": _quadratic_betas}
+catalogue.check_registry("beta schedule", catalogue.SCHEDULES, BETA_SCHEDULES)
 
 
 def make_betas(config: ScheduleConfig) -> torch.Tensor:

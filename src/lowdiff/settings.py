@@ -17,13 +17,12 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from lowdiff.architectures import ARCHITECTURES, COMMON_OPTIONS, ArchName
+from lowdiff.catalogue import SAMPLERS, BetaSchedule, SamplerName, choices_text
 
 __all__ = ["BetaSchedule", "EvalConfig", "ModelConfig", "ScheduleConfig", "TrainConfig"]
 
-BetaSchedule = Literal["linear", "quadratic"]
-# The samplers of lowdiff.samplers (checked against its registry by tests); the ones with eta.
-SamplerName = Literal["ancestral", "ddim", "dpm_solver_pp"]
-ETA_SAMPLERS = ("ddim",)
+# the samplers that read eval.eta, from their declarations in lowdiff.catalogue
+ETA_SAMPLERS = tuple(name for name, info in SAMPLERS.items() if "eta" in info.options)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,8 +127,8 @@ class EvalConfig:
     field_resolution: int = 48  # grid side of the weight-over-the-plane view
     field_extent: float = 4.5  # the plane [-extent, extent]^2
     field_timesteps: int = 4  # that many timesteps, evenly spaced from T-1 to 0
-    sampler: SamplerName = "ancestral"  # a name of lowdiff.samplers.SAMPLERS
-    sampling_steps: int = 0  # network evaluations; 0 = every timestep (must be <= T)
+    sampler: SamplerName = "ancestral"  # a name of lowdiff.catalogue.SAMPLERS
+    sampling_steps: int = 0  # sampler steps; 0 = every timestep (must be <= T)
     eta: float = 0.0  # DDIM's eta in [0, 1] (ddim only)
     process_snapshots: int = 6  # states kept for the reverse-process figure: 0 or >= 2
     process_points: int = 2000  # points per snapshot
@@ -160,7 +159,10 @@ class EvalConfig:
                 f"eval.sampling_steps must be >= 0 (0 = every timestep), got {self.sampling_steps}"
             )
         if self.eta != 0.0 and self.sampler not in ETA_SAMPLERS:
-            raise ValueError(f"eval.eta applies to the ddim sampler only, not {self.sampler!r}")
+            raise ValueError(
+                f"eval.eta applies to the {choices_text(ETA_SAMPLERS)} sampler only, "
+                f"not {self.sampler!r}"
+            )
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eval.eta must be in [0, 1], got {self.eta}")
         if self.process_snapshots < 0 or self.process_snapshots == 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 
+from lowdiff import catalogue
 from lowdiff.architectures import ARCHITECTURE_OPTIONS, COMMON_OPTIONS
 from lowdiff.architectures import ARCHITECTURES as ARCHITECTURE_INFO
 from lowdiff.models.base import Denoiser, DenoiserOutput
@@ -48,6 +49,7 @@ def _denoiser_class(name: str) -> type[Denoiser]:
 ARCHITECTURES: dict[str, type[Denoiser]] = {
     name: _denoiser_class(name) for name in ARCHITECTURE_INFO
 }
+catalogue.check_registry("architecture", catalogue.ARCHITECTURES, ARCHITECTURES)
 
 
 def build_model(config: ModelConfig, num_models: int, num_timesteps: int) -> Denoiser:
