@@ -25,6 +25,7 @@ from lowdiff import results
 from lowdiff.cli import main
 from lowdiff.config import (
     ConfigError,
+    activation_floats,
     check_device_available,
     check_memory,
     check_threads,
@@ -384,6 +385,25 @@ def test_the_memory_estimate_counts_what_a_batch_allocates(tmp_path):
     check_memory(config, available=sum(parts.values()))  # fits exactly: accepted
     with pytest.raises(ConfigError, match="GiB"):
         check_memory(config, available=sum(parts.values()) - 1)
+
+
+def test_activations_are_counted_from_the_model_itself():
+    from lowdiff.settings import ModelConfig
+
+    H, B = 32, 10  # noqa: N806
+
+    def floats(**options):
+        return activation_floats(ModelConfig(hidden_dim=H, **options), 100, B)[0]
+
+    # a residual block h + Linear(ReLU(h)) makes three (B, H) tensors: ReLU, Linear, the sum
+    assert floats(hidden_layers=4) - floats(hidden_layers=3) == 3 * B * H
+    # larger experts: one more hidden layer (ReLU, Linear(H, H)) in each of the two experts,
+    # not twice the width (protocol §3 run 3)
+    plain, larger = floats(arch="dual_expert"), floats(arch="dual_expert", larger_experts=True)
+    assert larger - plain == 2 * 2 * B * H
+    # the largest tensor (2E < H): a hidden layer's (points, H), or the (T, H) time table
+    assert activation_floats(ModelConfig(hidden_dim=H, embedding_dim=8), 100, 1000)[1] == 1000 * H
+    assert activation_floats(ModelConfig(hidden_dim=H, embedding_dim=8), 100, B)[1] == 100 * H
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

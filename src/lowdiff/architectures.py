@@ -18,8 +18,10 @@ __all__ = [
     "ARCHITECTURE_OPTIONS",
     "COMMON_OPTIONS",
     "ArchInfo",
+    "OPTION_MEANINGS",
     "ArchName",
     "Mixing",
+    "constant_mixing",
 ]
 
 COMMON_OPTIONS = ("embedding_dim", "hidden_dim", "hidden_layers", "input_scale", "time_scale")
@@ -32,6 +34,9 @@ class Mixing:
     kind: Literal["branches", "gate"]  # branch weights summing to 1, or one gate value in [0, 1]
     names: tuple[str, ...]  # one per recorded column, e.g. ("w_global", "w_local")
     meaning: str  # one sentence for reports
+    # option values under which the weights are constant, not learned (e.g. 0.5 / 0.5): such a
+    # run is the natural reference of the learned-weight runs, and the report compares them
+    constant_when: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +58,7 @@ ARCHITECTURES: dict[str, ArchInfo] = {
             kind="branches",
             names=("w_global", "w_local"),
             meaning="the weights of the global branch (on x) and the local branch (on upscale(x))",
+            constant_when=(("weighting", "fixed"),),
         ),
     ),
     "dual_expert": ArchInfo(
@@ -65,6 +71,41 @@ ARCHITECTURES: dict[str, ArchInfo] = {
         ),
     ),
 }
+
+# What every option means (`lowdiff keys`, docs); its default is the ModelConfig field's.
+OPTION_MEANINGS = {
+    "embedding_dim": "size of each sinusoidal embedding (x0, x1 and t)",
+    "hidden_dim": "width of the hidden layers",
+    "hidden_layers": "number of residual blocks",
+    "input_scale": "scale of the coordinates inside their sinusoidal embedding",
+    "time_scale": "scale of the timestep inside its sinusoidal embedding",
+    "weighting": "how the two branches are weighted: fixed 0.5, learned, learned_deep",
+    "upscale": "how the local branch magnifies its input: learned or a fixed zoom",
+    "zoom": "magnification of the local branch's input",
+    "gate": "the gate network mixing the two experts",
+    "larger_experts": "each expert gets one more hidden layer (ReLU, Linear(H, H)) before its "
+    "output layer",
+}
+
+
+def constant_mixing(arch: str, model: object) -> bool:
+    """Whether a model of `arch` with the options of `model` (a ModelConfig) mixes with
+    constant weights (its declaration's `constant_when`), rather than learned ones."""
+    mixing = ARCHITECTURES[arch].mixing
+    if mixing is None:
+        return False
+    return any(getattr(model, option, None) == value for option, value in mixing.constant_when)
+
+
+def _check_meanings() -> None:
+    declared = {*COMMON_OPTIONS, *(o for info in ARCHITECTURES.values() for o in info.options)}
+    if declared - set(OPTION_MEANINGS):
+        raise TypeError(
+            f"model options without a meaning: {sorted(declared - set(OPTION_MEANINGS))}"
+        )
+
+
+_check_meanings()
 
 # Each architecture's own options (beyond COMMON_OPTIONS), by name.
 ARCHITECTURE_OPTIONS = {name: info.options for name, info in ARCHITECTURES.items()}

@@ -504,14 +504,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_divergence(error: Exception) -> bool:
-    """A training divergence (checked without importing torch: the engine raised it or
-    it was never loaded)."""
-    engine = sys.modules.get("lowdiff.engine")
-    diverged = engine is not None and isinstance(error, engine.DivergenceError)
-    return diverged or isinstance(error, FloatingPointError)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -525,14 +517,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # disk full, read-only, not a directory...: one line, no traceback
         print(f"lowdiff: error: {results.describe_os_error(error)}", file=sys.stderr)
         return 2
-    except Exception as error:
-        if not _is_divergence(error):
-            raise
-        print(
-            f"lowdiff: {error}\nfinished cells are kept; fix the config and run again to resume.",
-            file=sys.stderr,
-        )
-        return 3
     except KeyboardInterrupt:
         # A progress bar (or the terminal's ^C) may have left the cursor mid-line: start a new one.
         print(

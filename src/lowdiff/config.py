@@ -554,16 +554,51 @@ def parameters_per_model(model: ModelConfig, num_timesteps: int) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def activation_floats(model: ModelConfig, num_timesteps: int, points: int) -> tuple[int, int]:
+    """(all, largest): the floats of every tensor one model's forward pass over `points`
+    training points creates, and of the largest one, counted by running it on meta tensors (no
+    memory, no arithmetic), whatever the architecture and its options. The first is an upper
+    side of what autograd keeps for the backward pass; a pass without gradients holds a few of
+    the largest at a time."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    from lowdiff.models import build_model
+
+    class CountOutputs(TorchDispatchMode):
+        floats, largest = 0, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            out = func(*args, **(kwargs or {}))
+            if any(r.alias_info is not None for r in func._schema.returns):
+                return out  # a view or an in-place result: no new memory
+            sizes = [x.numel() for x in tree_leaves(out) if isinstance(x, torch.Tensor)]
+            self.floats += sum(sizes)
+            self.largest = max([self.largest, *sizes])
+            return out
+
+    with torch.device("meta"):
+        module = build_model(model, 1, num_timesteps)
+        xt = torch.empty(1, points, 2)
+        t = torch.zeros(1, points, dtype=torch.long)
+    with CountOutputs() as counter:
+        module(xt, t)
+    return counter.floats, counter.largest
+
+
 def estimate_memory(config: ExperimentConfig, run: RunConfig) -> dict[str, int]:
     """Approximate peak bytes of one engine batch of `run`, by part (an upper-side estimate)."""
     settings = config.experiment
     models = min(settings.max_models_per_batch, len(settings.datasets) * len(settings.seeds))
     params = parameters_per_model(run.model, run.schedule.num_timesteps)
-    width = max(
-        run.model.hidden_dim * (2 if run.model.larger_experts else 1), 3 * run.model.embedding_dim
-    )
-    layers = run.model.hidden_layers + 4
-    evaluated = run.eval.chunk_size  # eval_loss points per pass; sampling passes are smaller
+    batch = run.train.batch_size
+    # the model's own forward pass, measured: training keeps every activation and its gradient;
+    # eval_loss passes chunk_size points without gradients, holding about three of the largest
+    # tensors at a time (sampling passes are smaller)
+    kept = activation_floats(run.model, run.schedule.num_timesteps, batch)[0]
+    largest = activation_floats(run.model, run.schedule.num_timesteps, run.eval.chunk_size)[1]
+    activations = max(2 * kept, 3 * largest)
     return {
         # parameters, gradients, two AdamW moments, EMA shadow, checkpoint copy (float32)
         "model, optimiser and EMA state": models * params * 4 * 6,
@@ -573,7 +608,7 @@ def estimate_memory(config: ExperimentConfig, run: RunConfig) -> dict[str, int]:
         "losses": run.train.num_steps * models * 4 * 2,
         "schedule and time embeddings": run.schedule.num_timesteps
         * (16 * 8 + 2 * 4 * run.model.embedding_dim),
-        "activations": 4 * models * width * max(run.train.batch_size * layers * 3, evaluated * 4),
+        "activations": math.ceil(4 * models * activations),
         "samples and their metrics": models * run.eval.num_samples * 2 * 4 * 3
         + run.eval.num_samples * 8 * (2 + run.eval.knn_k) * 4,
     }

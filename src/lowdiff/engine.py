@@ -67,11 +67,6 @@ class Member:
         return f"{self.dataset}/seed {self.seed}"
 
 
-class DivergenceError(RuntimeError):
-    """A model's training loss or samples became NaN or infinite (raised by callers that want
-    to stop; the Trainer itself records divergence in TrainResult.diverged)."""
-
-
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

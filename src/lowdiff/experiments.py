@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import shutil
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import torch
 from lowdiff import cells, oracle, results, summary
 from lowdiff.cells import Cell, cell_hash, plan
 from lowdiff.config import ExperimentConfig, RunConfig, check_resources
-from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
+from lowdiff.engine import Member, Trainer, TrainResult, resolve_device
 from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
 from lowdiff.executors import Executor
 from lowdiff.lock import RunLock
@@ -285,19 +284,6 @@ def evaluate_batch(
     return diverged
 
 
-def _divergence_steps(error: DivergenceError, count: int) -> dict[int, int]:
-    """{model index: step} of an engine that stopped the whole batch: every model is diverged,
-    at the step the error names (its `diverged` or `step` attribute, else its message)."""
-    per_model = getattr(error, "diverged", None)
-    if isinstance(per_model, dict) and per_model:
-        return {int(m): int(step) for m, step in per_model.items()}
-    step = getattr(error, "step", None)
-    if step is None:
-        found = re.search(r"at step (\d+)", str(error))
-        step = int(found.group(1)) if found else 0
-    return dict.fromkeys(range(count), int(step))
-
-
 def run_pack(
     config: ExperimentConfig,
     root: Path,
@@ -308,7 +294,7 @@ def run_pack(
 ) -> None:
     """Train one pack, evaluate each model and write each cell atomically (a worker entry
     point: it needs nothing but its arguments and the files). Diverged models are written as
-    diverged cells; only an error that is not divergence is raised."""
+    diverged cells (the engine records a model's divergence and trains its batch-mates on)."""
     run = config.run(pack.run)
     device = resolve_device(str(device or config.experiment.device))
     truths = [reference(c.dataset, config.experiment.num_points) for c in pack.cells]
@@ -320,16 +306,7 @@ def run_pack(
     label = f"{run.name}: {len(members)} models" if progress else None
     trainer = Trainer(run.model, members, tensors, schedule, run.train, device)
     checkpoint = checkpoint_path(root, pack)  # a killed pack resumes from its last one
-    try:
-        result = trainer.run(progress=label, checkpoint=checkpoint)
-    except DivergenceError as error:
-        batch = {"models": len(members), "device": str(device)}
-        for m, step in _divergence_steps(error, len(members)).items():
-            log.warning("%s diverged at step %d (%s)", pack.cells[m].label(), step, error)
-            if pack.cells[m] not in pack.done:
-                cells.write_diverged(pack.cells[m], step, batch)
-        checkpoint.unlink(missing_ok=True)
-        return
+    result = trainer.run(progress=label, checkpoint=checkpoint)  # records divergence per model
     evaluate_batch(result, run, pack.cells, truths, schedule, device, progress, keep=pack.done)
     checkpoint.unlink(missing_ok=True)
 

@@ -2,8 +2,10 @@
 
 Derived from the config dataclasses (config.SECTIONS and ExperimentSettings), so a new field
 is listed as soon as it exists. Its meaning is the comment on its line in the dataclass, or an
-entry of KEY_MEANINGS; choices come from its Literal type, and a model option says which
-architectures read it (architectures.ARCHITECTURES). `lowdiff keys` prints this table.
+entry of KEY_MEANINGS (a model option's meaning is declared in `architectures.OPTION_MEANINGS`);
+choices come from its Literal type (derived from `lowdiff.catalogue`), and a model or sampler
+option says which architectures or samplers read it (their catalogue declarations).
+`lowdiff keys` prints this table.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import typing
 from typing import Any
 
 from lowdiff import config as config_module
+from lowdiff.architectures import OPTION_MEANINGS
+from lowdiff.catalogue import ARCHITECTURES, SAMPLERS
 
 __all__ = ["KEY_MEANINGS", "key_rows"]
 
@@ -28,16 +32,6 @@ KEY_MEANINGS = {
     "experiment.max_models_per_batch": "models trained together as one batched computation",
     "experiment.device": "auto (cuda when available), cpu or cuda",
     "model.arch": "the denoiser architecture",
-    "model.embedding_dim": "size of each sinusoidal embedding (x0, x1 and t)",
-    "model.hidden_dim": "width of the hidden layers",
-    "model.hidden_layers": "number of residual blocks",
-    "model.input_scale": "scale of the coordinates inside their sinusoidal embedding",
-    "model.time_scale": "scale of the timestep inside its sinusoidal embedding",
-    "model.weighting": "how the two branches are weighted: fixed 0.5, learned, learned_deep",
-    "model.upscale": "how the local branch magnifies its input: learned or a fixed zoom",
-    "model.zoom": "magnification of the local branch's input",
-    "model.gate": "the gate network mixing the two experts",
-    "model.larger_experts": "experts with twice the hidden width",
     "train.num_steps": "optimiser steps per model",
     "train.batch_size": "training points per step and model",
     "train.learning_rate": "AdamW learning rate at the start (cosine-annealed to 0)",
@@ -51,8 +45,8 @@ KEY_MEANINGS = {
     "schedule.beta_start": "noise variance beta at t = 0",
     "schedule.beta_end": "noise variance beta at t = T - 1",
     "eval.num_samples": "points sampled from each trained model",
-    "eval.knn_k": "k of the k-nearest-neighbour KL estimate",
-    "eval.sampler": "how samples are drawn: ancestral, ddim or dpm_solver_pp",
+    "eval.knn_k": "k of the k-nearest-neighbour metrics (KL, precision/recall, density/coverage)",
+    "eval.sampler": "how samples are drawn",
     "eval.sampling_steps": "sampler steps (0: every timestep)",
     "eval.eta": "DDIM's eta: 0 deterministic, 1 as noisy as ancestral sampling",
     "eval.process_snapshots": "snapshots of the reverse process kept per model",
@@ -82,24 +76,28 @@ def _default_text(field: dataclasses.Field[Any]) -> str:
 
 def key_rows() -> list[tuple[str, str, str]]:
     """(key, default, meaning) of every setting, in the order of the config dataclasses."""
-    from lowdiff.architectures import ARCHITECTURES
-
     users = {
-        option: [name for name, info in ARCHITECTURES.items() if option in info.options]
+        f"model.{option}": [name for name, info in ARCHITECTURES.items() if option in info.options]
         for info in ARCHITECTURES.values()
         for option in info.options
     }
+    users |= {  # the sampler options, from their declarations
+        f"eval.{option}": [name for name, info in SAMPLERS.items() if option in info.options]
+        for info in SAMPLERS.values()
+        for option in info.options
+    }
+    meanings = KEY_MEANINGS | {f"model.{o}": text for o, text in OPTION_MEANINGS.items()}
     sections = {"experiment": config_module.ExperimentSettings, **config_module.SECTIONS}
     rows = []
     for section, cls in sections.items():
         comments, hints = _field_comments(cls), typing.get_type_hints(cls)
         for field in dataclasses.fields(cls):
             key = f"{section}.{field.name}"
-            meaning = KEY_MEANINGS.get(key) or comments.get(field.name, "")
+            meaning = meanings.get(key) or comments.get(field.name, "")
             choices = typing.get_args(hints[field.name])
             if typing.get_origin(hints[field.name]) is typing.Literal:
                 meaning += f" (one of: {', '.join(map(str, choices))})"
-            if section == "model" and field.name in users:
-                meaning += f" [{', '.join(users[field.name])} only]"
+            if key in users:
+                meaning += f" [{', '.join(users[key])} only]"
             rows.append((key, _default_text(field), meaning))
     return rows
