@@ -135,11 +135,11 @@ TINY = {
 }  # fmt: skip
 
 
-def test_gate_figures_follow_the_series_dataset_option(tmp_path):
+def test_gate_figures_follow_the_figure_dataset_option(tmp_path):
     root = tmp_path / "tiny"
     write_fake_results(root, TINY)
-    assert options.default_series_datasets(["line", "moons"]) == ("moons",)  # multi-modal first
-    assert options.default_series_datasets(["line", "dino"]) == ("dino",)
+    assert options.default_figure_datasets(["line", "moons"]) == ("moons",)  # multi-modal first
+    assert options.default_figure_datasets(["line", "dino"]) == ("dino",)
     report.write_report(root)
     names = set(re.findall(r"figures/([^)]+)\)", (root / "report.md").read_text()))
     assert {"moons_generated_samples.png", "moons_gating_weights_histogram.png"} <= names

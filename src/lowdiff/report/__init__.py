@@ -10,7 +10,7 @@ training, no model objects and no torch:
 
 The report is a pure function of those files: rebuilding it gives the same bytes. Its parts, in
 order: the summary table (runs × datasets, headline metrics, ★ where the corrected test says
-better; `overview`), the setup and how to read it (`sections`), the claims of the series'
+better; `overview`), the setup and how to read it (`sections`), the claims of the experiment's
 write-up when the experiment has a claims file (`claims`), one section per group of identical
 runs (`sections`), the figures (`figures`, `mixing_figures`, `process_figures`), and the
 analysis in words (`analysis`). `write_comparison` (`compare`) builds one report over several

@@ -2,11 +2,12 @@
 
 The summary: per metric a `tally` of the verdicts against the baseline, and per run and dataset
 the KL and modes-captured verdicts with their numbers (`summary_items`). Runs are chosen by the
-mixing their architecture declares (`lowdiff.architectures`): branch weights (Series A: where the
+mixing their architecture declares (`lowdiff.architectures`): branch weights (where the
 seed-mean first branch weight shifts during sampling, `weight_shift`, and KL against the
-baseline and the fixed-weight run) and gates (Series B: modes and KL against the baseline and,
-per seed, whether the experts specialise, `gate_stats`, `classify_gate`, by the thresholds
-defined here and stated in the report's text). Units come from the metric catalogue.
+baseline and against the run whose declaration says its weights are constant, if any) and gates
+(modes and KL against the baseline and, per seed, whether the experts specialise, `gate_stats`,
+`classify_gate`, by the thresholds defined here and stated in the report's text). Units come
+from the metric catalogue.
 """
 
 from __future__ import annotations
@@ -17,19 +18,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from lowdiff import stats
+from lowdiff.architectures import constant_mixing
 from lowdiff.report.document import Block, Bullets, Heading, Paragraph, comma_list
 from lowdiff.report.load import CellResult, ExperimentResults
 from lowdiff.report.options import representatives, runs_by_kind, weight_cells
 from lowdiff.report.tables import MetricTable, compare_runs, metric_values
 from lowdiff.report.text import describe_comparison, format_number, num_modes, with_unit
 
-# Series B: how the last-step gate is classified (stated in the report's text).
+# Gates: how the last-step gate is classified (stated in the report's text).
 GATE_STUCK_STD = 0.05  # std below this and mean in GATE_MIDDLE: no specialisation
 GATE_MIDDLE = (0.4, 0.6)
 GATE_EXTREME = 0.05  # g < 0.05 or g > 0.95 counts as "at 0" / "at 1"
 GATE_ONE_EXPERT = 0.9  # more than this fraction at one end: one expert does all the work
 GATE_SMALL_VARIATION = 0.1  # region spread and timestep change both below: little variation
-# Series A: a change of w_global below this from start to end is "barely changes".
+# Branch weights: a change of the first weight below this from start to end is "barely changes".
 WEIGHT_SMALL_CHANGE = 0.05
 
 
@@ -110,12 +112,13 @@ def weight_shift(trace: np.ndarray, names: Sequence[str] = ("w_global", "w_local
 
 
 def _fixed_run(loaded: ExperimentResults) -> str | None:
-    """The first dual-scale run with fixed 0.5/0.5 weights, the adaptive runs' second reference."""
+    """The first branch-weight run whose weights are constant by its architecture's declaration
+    (`Mixing.constant_when`): the learned-weight runs' second reference."""
     return next(
         (
             run
-            for run in representatives(loaded)
-            if getattr(loaded.config.run(run).model, "weighting", None) == "fixed"
+            for run in runs_by_kind(loaded, "branches")
+            if constant_mixing(loaded.config.run(run).model.arch, loaded.config.run(run).model)
         ),
         None,
     )
@@ -137,7 +140,7 @@ def _kl_verdicts(
     return text + f"; so it is not shown to beat both the baseline and {fixed_name} on KL."
 
 
-def _series_a_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable]) -> list[Block]:
+def _branch_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable]) -> list[Block]:
     adaptive = [run for run in runs_by_kind(loaded, "branches") if run != _fixed_run(loaded)]
     names = loaded.mixing(adaptive[0]).names if adaptive else ("w_global", "w_local")
     fixed = _fixed_run(loaded)
@@ -276,7 +279,7 @@ def _versus_baseline(
     return f"{label} {means} (baseline): {described}"
 
 
-SERIES_B_INTRO = (
+GATE_INTRO = (
     "For each gated run: modes captured and KL against the baseline, and whether the experts "
     "specialise, judged per seed from the gate g at the last sampling step (t = 0): std < "
     "{stuck} with mean in [{low}, {high}] is no specialisation; more than {one:.0%} of the "
@@ -287,8 +290,8 @@ SERIES_B_INTRO = (
 )
 
 
-def _series_b_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable]) -> list[Block]:
-    intro = SERIES_B_INTRO.format(
+def _gate_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable]) -> list[Block]:
+    intro = GATE_INTRO.format(
         stuck=GATE_STUCK_STD,
         low=GATE_MIDDLE[0],
         high=GATE_MIDDLE[1],
@@ -323,7 +326,7 @@ def analysis_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable]
         blocks.append(Paragraph(" ".join(tallies)))
         blocks.append(Bullets(tuple(summary_items(comparisons, candidates, loaded.datasets))))
     if runs_by_kind(loaded, "branches"):
-        blocks += _series_a_blocks(loaded, tables)
+        blocks += _branch_blocks(loaded, tables)
     if runs_by_kind(loaded, "gate"):
-        blocks += _series_b_blocks(loaded, tables)
+        blocks += _gate_blocks(loaded, tables)
     return blocks

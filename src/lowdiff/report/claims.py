@@ -1,10 +1,10 @@
-"""The claims of a series' write-up, checked against our seeds: the report's claims section.
+"""The claims of an experiment's write-up, checked against our seeds: the report's claims section.
 
 Claims live in a data file next to the experiment files, `experiments/<name>.claims.toml`
 (`<name>` is the experiment's name in experiment.json). `find_claims` looks, in order, for an
 explicit path (`ReportOptions.claims`), for `claims.toml` inside the results directory, and for
 `experiments/<name>.claims.toml` in the results directory or any folder above it (so
-`results/dual_scale/` and `runs/dual_scale/` of a checkout both find the repository's file).
+`results/NAME/` and `runs/NAME/` of a checkout both find the repository's file).
 No file: no section.
 
 A claim (one `[[claim]]` table) has an `id`, its `text`, a `kind`, the `candidates` (runs) and

@@ -4,7 +4,7 @@
 that draws it, or None with the reason it is skipped): the common ones (training loss, samples
 with the data as ground truth, bars of every headline metric and of modes captured), the
 figures of mixing weights chosen from the architecture registry (kind "branches": the weight
-evolution; kind "gate": gated samples, loss, gate histograms and gate fields of the series
+evolution; kind "gate": gated samples, loss, gate histograms and gate fields of the figure
 datasets; `mixing_figures`), and the reverse process of each dataset (`process_figures`).
 Identical runs are drawn once. `write_figures` draws and saves them into <root>/figures/.
 """

@@ -1,10 +1,10 @@
 """Figures of mixing weights, chosen from the architecture registry (`lowdiff.architectures`).
 
 Runs whose architecture declares mixing of kind "branches" get the weight-evolution figure
-(protocol §2), with the branch names of the declaration. Runs of kind "gate" get, for each series
+(protocol §2), with the branch names of the declaration. Runs of kind "gate" get, for each figure
 dataset (a report option; default dino), the samples coloured by the gate, the training loss and
 the gate histograms (protocol §3), and one expert-specialisation view per run (gate over the plane
-at several timesteps, for the series datasets). No figure is chosen from an array's width.
+at several timesteps, for the figure datasets). No figure is chosen from an array's width.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from lowdiff.report.figures import (
     truth_points,
 )
 from lowdiff.report.options import (
+    figure_datasets,
     representatives,
     runs_by_kind,
-    series_datasets,
     weight_cells,
 )
 
@@ -137,12 +137,12 @@ def _field_plan(ctx: Context, run: str, index: int, datasets, label: str) -> Fig
 
 
 def gate_plans(ctx: Context) -> list[FigurePlan]:
-    """The gate figures of every series dataset and each gated run's specialisation view."""
+    """The gate figures of every figure dataset and each gated run's specialisation view."""
     runs = runs_by_kind(ctx.loaded, "gate")
     if not runs:
         return []
     label = ctx.loaded.mixing(runs[0]).names[0]
-    datasets = series_datasets(ctx.loaded, ctx.options)
+    datasets = figure_datasets(ctx.loaded, ctx.options)
     plans = [plan for d in datasets for plan in _gate_dataset_plans(ctx, d, label)]
     plans += [_field_plan(ctx, run, i, datasets, label) for i, run in enumerate(runs)]
     return plans

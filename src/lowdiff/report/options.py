@@ -1,6 +1,6 @@
 """What a report shows, and the facts about runs and cells that every section shares.
 
-`ReportOptions` are the report's settings: which datasets the series figures show (default:
+`ReportOptions` are the report's settings: which datasets the per-dataset figures show (default:
 dino if the experiment has it, else its first multi-modal dataset, else its first dataset),
 whether to draw the reverse process and to animate it, the figure format, and an explicit
 claims file. The helpers answer, from the files and the architecture registry alone: which runs
@@ -25,14 +25,14 @@ from lowdiff.report.load import CellResult, ExperimentResults
 class ReportOptions:
     """Settings of one report; the defaults suit every experiment."""
 
-    datasets: tuple[str, ...] | None = None  # series figures; None: `default_series_datasets`
+    datasets: tuple[str, ...] | None = None  # per-dataset figures; None: `default_figure_datasets`
     process: bool = True  # reverse-process figures from process.npz (absent: skipped quietly)
     animate: bool = False  # one GIF of the reverse process per run (first seed)
     figure_format: str = ".png"  # ".png" (palette), ".webp" or ".jpg"
     claims: Path | None = None  # a claims file; None: found by `claims.find_claims`
 
 
-def default_series_datasets(datasets: list[str]) -> tuple[str, ...]:
+def default_figure_datasets(datasets: list[str]) -> tuple[str, ...]:
     """dino if present, else the first multi-modal dataset, else the first dataset."""
     if "dino" in datasets:
         return ("dino",)
@@ -40,10 +40,10 @@ def default_series_datasets(datasets: list[str]) -> tuple[str, ...]:
     return tuple((multimodal or datasets)[:1])
 
 
-def series_datasets(loaded: ExperimentResults, options: ReportOptions) -> tuple[str, ...]:
-    """The datasets of the series figures: the option's (those the experiment has), or default."""
+def figure_datasets(loaded: ExperimentResults, options: ReportOptions) -> tuple[str, ...]:
+    """The datasets of the per-dataset figures: the option's (of this experiment) or default."""
     if options.datasets is None:
-        return default_series_datasets(loaded.datasets)
+        return default_figure_datasets(loaded.datasets)
     unknown = [d for d in options.datasets if d not in loaded.datasets]
     if unknown:
         raise ValueError(

@@ -4,7 +4,7 @@
 `process_plans`: one figure per dataset, reverse_process_<dataset>, rows = runs (identical runs
 once), columns = the recorded timesteps from noise to samples, from the first seed that has a
 process. `animation_blocks` (only with `ReportOptions.animate`): one GIF per run of the reverse
-process on the first series dataset, first seed, written with matplotlib's PillowWriter.
+process on the first figure dataset, first seed, written with matplotlib's PillowWriter.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from lowdiff import plots
 from lowdiff.report.document import Block, Heading, Image
 from lowdiff.report.figures import FIRST_SEED_NOTE, Context, FigurePlan
-from lowdiff.report.options import series_datasets
+from lowdiff.report.options import figure_datasets
 
 PROCESS_DPI = 64  # many small panels of scattered points: the report's heaviest figures
 
@@ -55,8 +55,8 @@ def process_plans(ctx: Context) -> list[FigurePlan]:
 
 
 def animation_blocks(ctx: Context) -> list[Block]:
-    """One GIF per run of its reverse process on the first series dataset (first seed)."""
-    datasets = series_datasets(ctx.loaded, ctx.options)
+    """One GIF per run of its reverse process on the first figure dataset (first seed)."""
+    datasets = figure_datasets(ctx.loaded, ctx.options)
     if not datasets:
         return []
     dataset, blocks = datasets[0], []

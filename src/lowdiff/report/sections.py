@@ -31,7 +31,7 @@ from lowdiff.report.text import (
     num_modes,
 )
 
-TIME_METRICS = ("training_time", "inference_time")
+TIME_METRICS = tuple(name for name, info in METRICS.items() if info.unit == "s")  # wall clocks
 
 # --- setup and how to read ---------------------------------------------------------------------
 

@@ -18,26 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lowdiff import stats
+from lowdiff.catalogue import table_metrics
 from lowdiff.metrics import METRICS
 from lowdiff.report.load import ExperimentResults
 
-# The columns of every run table, in order, and the number format of each.
-TABLE_METRICS: tuple[str, ...] = (
-    "kl_divergence",
-    "eval_loss",
-    "modes_captured",
-    "modes_covered",
-    "high_quality_fraction",
-    "mode_tv_distance",
-    "precision",
-    "recall",
-    "density",
-    "coverage",
-    "w2",
-    "sliced_w2",
-    "training_time",
-    "inference_time",
-)
+# The columns of every run table, in order: the catalogue's metrics declared `table=True`.
+TABLE_METRICS: tuple[str, ...] = table_metrics()
 # the metrics judged against their oracle floor (catalogue goal "oracle")
 ORACLE_METRICS = tuple(m for m in TABLE_METRICS if METRICS[m].goal == "oracle")
 ALPHA = 0.05
