@@ -1,7 +1,9 @@
 """Sample quality against network evaluations (NFE) for every sampler: the figure to choose by.
 
 For the baseline denoiser on each dataset, draws samples with every sampler of
-`lowdiff.samplers.SAMPLERS` at 10, 20, 50 and 100 network evaluations, and prints a Markdown
+`lowdiff.catalogue.SAMPLERS` at (at most) 10, 20, 50 and 100 network evaluations: the most steps
+whose evaluations fit, from each sampler's declared evaluations per step (Heun: 2 per step but
+the last, so 10 evaluations are 5 steps and 9 evaluations). It prints a Markdown
 table of KL (bits), W2 and coverage (those of `lowdiff.metrics.measure`'s keys that exist) and
 the sampling wall time per model, then writes `samplers.png` (each metric against NFE, one line
 per sampler, one column per dataset) and `samplers.json` under --out.
@@ -23,7 +25,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from lowdiff import results
+from lowdiff import catalogue, results
 from lowdiff.engine import Member, TrainConfig, Trainer, resolve_device, stream_generators
 from lowdiff.metrics import METRICS, Reference, load_reference, measure
 from lowdiff.models import Denoiser, ModelConfig, build_model
@@ -81,7 +83,10 @@ def measure_all(
     """One row per dataset x sampler x NFE: the shown metrics and the wall time per model."""
     datasets, rows = list(references), []
     for name in SAMPLERS:
-        for nfe in args.nfe:
+        for budget in args.nfe:
+            steps = steps_within(name, budget)
+            if steps < 1:
+                continue
             generators = [
                 stream_generators(Member(d, args.seed), device)["sample"] for d in datasets
             ]
@@ -92,7 +97,7 @@ def measure_all(
                 device,
                 num_samples=args.num_samples,
                 sampler=name,
-                num_steps=nfe,
+                sampling_steps=steps,
             )
             for m, dataset in enumerate(datasets):
                 measured = measure(drawn.points[m], references[dataset], args.knn_k)
@@ -101,12 +106,19 @@ def measure_all(
                     {
                         "dataset": dataset,
                         "sampler": name,
-                        "nfe": nfe,
+                        "steps": steps,
+                        "nfe": catalogue.SAMPLERS[name].evaluations(steps),
                         **shown,
                         "seconds": drawn.inference_time / len(datasets),
                     }
                 )
     return rows
+
+
+def steps_within(sampler: str, evaluations: int) -> int:
+    """The most steps of `sampler` whose network evaluations do not exceed `evaluations`."""
+    info = catalogue.SAMPLERS[sampler]
+    return (evaluations - info.last_step_evaluations) // info.evaluations_per_step + 1
 
 
 def label(key: str) -> str:
@@ -121,10 +133,10 @@ def label(key: str) -> str:
 def markdown_table(rows: list[dict]) -> str:
     keys = [key for key in SHOWN if key in rows[0]]
     labels = [label(key) for key in [*keys, "seconds"]]
-    lines = ["| dataset | sampler | NFE | " + " | ".join(labels) + " |"]
-    lines.append("|---|---|---:|" + "---:|" * len(keys) + "---:|")
+    lines = ["| dataset | sampler | steps | NFE | " + " | ".join(labels) + " |"]
+    lines.append("|---|---|---:|---:|" + "---:|" * len(keys) + "---:|")
     for row in rows:
-        cells = [row["dataset"], row["sampler"], str(row["nfe"])]
+        cells = [row["dataset"], row["sampler"], str(row["steps"]), str(row["nfe"])]
         cells += [f"{row[key]:.3f}" for key in keys] + [f"{row['seconds']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
