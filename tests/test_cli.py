@@ -262,12 +262,22 @@ def test_sample_writes_csv_or_npy(finished, tmp_path, capsys):
         (["--out", "x.txt"], "--out: unknown file type '.txt'; valid: .csv, .npy"),
         (["--out", "x.csv", "--sampler", "ancestrl"], "--sampler: unknown sampler 'ancestrl'"),
         (["--out", "x.csv", "--n", "0"], "--n must be >= 1"),
+        (["--out", "x.csv", "--sampling-steps", "-1"], "--sampling-steps >= 0"),
+        (["--out", "x.csv", "--sampling-steps", "500"], "--sampling-steps 500: the number"),
     ],
 )
 def test_sample_bad_input(finished, tmp_path, capsys, arguments, message):
     cell = finished / "mlp" / "moons" / "seed_0"
     assert main(["sample", str(cell), *arguments]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_sample_takes_any_catalogue_sampler_and_its_step_count(finished, tmp_path, capsys):
+    cell, out = finished / "mlp" / "moons" / "seed_0", tmp_path / "x.npy"
+    arguments = ["--n", "30", "--sampler", "heun", "--sampling-steps", "5", "--out", str(out)]
+    assert main(["sample", str(cell), *arguments]) == 0
+    assert "(heun, 5 steps" in capsys.readouterr().out
+    assert np.isfinite(np.load(out, allow_pickle=False)).all()
 
 
 def test_export_is_a_tidy_csv_of_finished_cells(finished, tmp_path, capsys):
