@@ -17,13 +17,32 @@ so a declaration without code, or code without a declaration, fails at import wi
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from lowdiff.architectures import ARCHITECTURES, ArchInfo
-from lowdiff.data import DATASETS, DatasetSpec
-from lowdiff.metrics import METRICS, MetricInfo
+
+if TYPE_CHECKING:
+    from lowdiff.data import DATASETS, DatasetSpec
+    from lowdiff.metrics import METRICS, MetricInfo
+
+# Gathered on first use (PEP 562): the metrics and datasets need SciPy and the data files,
+# which the settings (and so every command) would otherwise load just to check a sampler name.
+_GATHERED = {
+    "METRICS": "lowdiff.metrics",
+    "MetricInfo": "lowdiff.metrics",
+    "DATASETS": "lowdiff.data",
+    "DatasetSpec": "lowdiff.data",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _GATHERED:
+        return getattr(importlib.import_module(_GATHERED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ARCHITECTURES",
@@ -109,6 +128,8 @@ BetaSchedule = Literal[tuple(SCHEDULES)]  # type: ignore[valid-type]
 
 def table_metrics() -> tuple[str, ...]:
     """The columns of the report's run tables, in catalogue order (`MetricInfo.table`)."""
+    from lowdiff.metrics import METRICS
+
     return tuple(name for name, info in METRICS.items() if info.table)
 
 
