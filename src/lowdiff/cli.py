@@ -10,7 +10,6 @@ package when it is installed (`eval "$(register-python-argcomplete lowdiff)"`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import io
 import logging
@@ -87,7 +86,7 @@ def _csv(text: str) -> list[str]:
 
 def _check_overrides(assignments: Sequence[str]) -> None:
     """Each `--set KEY=VALUE` names a real key (checked before any file is read)."""
-    sections = {"experiment": config_module.ExperimentSettings, **config_module.SECTIONS}
+    sections = config_module.TABLES
     for assignment in assignments:
         path, _ = config_module.parse_override(assignment)
         where = f"--set {assignment}"
@@ -97,7 +96,7 @@ def _check_overrides(assignments: Sequence[str]) -> None:
                 continue
         check_choice(path[0], [*sections, "runs"], "table", where)
         if len(path) > 1 and path[0] in sections:
-            fields = [f.name for f in dataclasses.fields(sections[path[0]])]
+            fields = [f.name for f in config_module.table_fields(path[0])]
             check_choice(path[1], fields, "key", where)
 
 

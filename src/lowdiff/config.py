@@ -97,6 +97,17 @@ class ExperimentConfig:
         return next(run for run in self.runs if run.name == name)
 
 
+# The tables `--set` and `lowdiff keys` know. executor.kind is no key of its own: it is
+# experiment.executor (written once, so the two cannot disagree).
+TABLES: dict[str, type] = {"experiment": ExperimentSettings, **SECTIONS, "executor": ExecutorConfig}
+NOT_KEYS = frozenset({"executor.kind"})
+
+
+def table_fields(table: str) -> list[dataclasses.Field[Any]]:
+    """The fields of one of TABLES that are settable keys."""
+    return [f for f in dataclasses.fields(TABLES[table]) if f"{table}.{f.name}" not in NOT_KEYS]
+
+
 # --- type checking of plain TOML values against dataclass fields ---------------------------
 
 
