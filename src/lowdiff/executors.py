@@ -55,9 +55,7 @@ class ExecutorConfig:
     slurm_array_parallelism: int = 16  # jobs of the array running at once
     slurm_cluster: SlurmCluster = "slurm"  # "local": submitit runs the jobs as local processes
     folder: str = ""  # submitit's logs and pickles; "": <results directory>/.submitit
-    # seconds a Slurm job may stay unseen (no state in sacct or squeue, no result) before it
-    # counts as a failed attempt
-    slurm_state_timeout_s: int = 300
+    slurm_state_timeout_s: int = 300  # s a job may be in neither sacct nor squeue, no result
 
     def __post_init__(self) -> None:
         _check_choice("kind", self.kind, EXECUTORS)
