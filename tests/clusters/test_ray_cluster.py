@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SCRIPTS, cell_metrics, exports, start_lowdiff, wait_until
+from cluster_support import SCRIPTS, cell_metrics, exports, start_lowdiff, wait_until
 
 RAY = str(Path(sys.executable).with_name("ray"))
 

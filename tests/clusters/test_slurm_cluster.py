@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import SCRIPTS, cell_metrics, exports, start_lowdiff, wait_until
+from cluster_support import SCRIPTS, cell_metrics, exports, start_lowdiff, wait_until
 
 
 @pytest.fixture(scope="module")
