@@ -385,8 +385,9 @@ def execute(
     """
     root = Path(root)
     check_resources(config)  # device and memory, before anything is written
-    if executor is not None:
-        executor.check()  # the cluster answers and accepts the settings, before any write
+    check_cluster = getattr(executor, "check", None)  # an executor without one asks nothing
+    if check_cluster is not None:
+        check_cluster()  # the cluster answers and accepts the settings, before any write
     root.mkdir(parents=True, exist_ok=True)
     with RunLock(root):  # one run per results directory; readers need no lock
         return _execute(config, root, force=force, progress=progress, executor=executor)

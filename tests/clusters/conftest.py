@@ -8,6 +8,7 @@ runs it (executor.cpus_per_task = 1).
 """
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -31,5 +32,7 @@ def local_cells(experiment_file) -> dict:
     from lowdiff.experiments import execute
 
     root = experiment_file.parent / "local"
+    started = time.monotonic()
     execute(load_experiment(experiment_file), root, progress=False)
+    print(f"local run: {time.monotonic() - started:.1f} s")  # docs/scale.md, Measured
     return cell_metrics(root)
