@@ -354,6 +354,12 @@ def test_ray_retries_reports_and_keeps_the_rest(tmp_path, ray_cluster):
 
 
 @needs_ray
+def test_a_cluster_started_here_is_on_the_loopback_interface(ray_cluster):
+    addresses = [node["NodeManagerAddress"] for node in ray_cluster.nodes()]
+    assert addresses and all(address.startswith("127.") for address in addresses)
+
+
+@needs_ray
 def test_ray_worker_killed_mid_task_is_retried(tmp_path, ray_cluster):
     executor = RayExecutor(ExecutorConfig(kind="ray", max_retries=1))
     outcomes = run_toys(executor, tmp_path, {"a": "ok", "killed": "crash", "c": "ok"})
