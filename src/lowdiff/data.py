@@ -359,6 +359,7 @@ def register_file(name: str, path: str | Path) -> DatasetSpec:
     """Add the point file at `path` to the registry as dataset `name` (validated; a built-in
     name is refused). Its law is its smoothed bootstrap (`lowdiff.point_files`)."""
     from lowdiff.point_files import PointFile  # imported here: point_files needs SciPy
+
     if name in BUILT_IN:
         raise ValueError(
             f"point file {str(path)!r} would be named {name!r}, a built-in dataset; rename the file"

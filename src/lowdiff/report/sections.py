@@ -160,7 +160,8 @@ def option_differences(run: RunConfig, baseline: RunConfig) -> list[str]:
     for section in ("model", "train", "schedule", "eval"):
         for key, value in own[section].items():
             line = f"{section}.{key} = {value}"
-            if value != reference[section].get(key) and line not in changes and key not in ("arch", "plugin_root"):
+            skip = key in ("arch", "plugin_root")  # plugin_root: where the file lies, no option
+            if value != reference[section].get(key) and line not in changes and not skip:
                 changes.append(line)
     return changes
 
