@@ -53,6 +53,7 @@ from .test_conformance import VARIANTS, load_reference
 CPU = torch.device("cpu")
 PLUGIN = Path(__file__).parents[2] / "examples" / "plugin" / "mlp.py"
 E, H = 16, 32
+EMA_WARMUP = 20  # the EMA averages over the last 100 steps, so it differs from the weights
 STEPS, BATCH, NUM_POINTS, NUM_SAMPLES, EVAL_CHUNK = 120, 32, 600, 300, 256
 WIDTHS = f"embedding_dim = {E}, hidden_dim = {H}"
 EXPERIMENT = f"""
@@ -66,6 +67,7 @@ device = "cpu"
 [train]
 num_steps = {STEPS}
 batch_size = {BATCH}
+ema_warmup_steps = {EMA_WARMUP}
 [eval]
 num_samples = {NUM_SAMPLES}
 chunk_size = {EVAL_CHUNK}
@@ -129,7 +131,12 @@ def reference_cell(config, run_name: str, dataset: str, seed: int) -> dict[str, 
     g = stream_generators(member, CPU)
     stream = ref.batches(points, g["data"], g["noise"], BATCH, 100, STEPS, CHUNK_STEPS)
     losses, ema = ref.train(
-        model, ref.Schedule(), stream, STEPS, diversity_weight=run.train.diversity_weight
+        model,
+        ref.Schedule(),
+        stream,
+        STEPS,
+        diversity_weight=run.train.diversity_weight,
+        ema_warmup_steps=EMA_WARMUP,
     )
     eval_loss = ref.eval_loss(model, ref.Schedule(), points, g["eval"], EVAL_CHUNK)
     samples, _, _ = ref.sample(ema.ema_model, ref.Schedule(), NUM_SAMPLES, g["sample"])
