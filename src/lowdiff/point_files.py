@@ -67,6 +67,8 @@ def read_points(path: Path) -> np.ndarray:
             points = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
         else:
             points = _read_csv(path)
+    except PluginError:
+        raise
     except (OSError, ValueError, UnicodeDecodeError) as error:
         raise PluginError(f"{path}: not a readable point file ({error})") from None
     if points.ndim != 2 or points.shape[1] != 2:
