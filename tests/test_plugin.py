@@ -9,6 +9,7 @@ steps; float rounding of the different summation orders gives ~2e-7).
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -248,3 +249,30 @@ def test_built_in_options_do_not_apply_to_a_plugin_nor_plugin_options_to_a_built
         ModelConfig(arch="mlp.py:MLP", hidden_dim=64)
     with pytest.raises(ValueError, match="does not apply"):
         ModelConfig(arch="mlp", options={"hidden_dim": 64})
+
+
+def test_the_shipped_plugin_example_runs_end_to_end(tmp_path):
+    """examples/plugin/: a plain nn.Module and a CSV of points through `lowdiff run`, tiny."""
+    from lowdiff.cli import main
+
+    tiny = [
+        "train.num_steps=20",
+        "train.batch_size=32",
+        "eval.num_samples=64",
+        "eval.process_snapshots=0",
+        "experiment.num_points=200",
+        "experiment.seeds=[0]",
+        "experiment.oracle_draws=1",
+        "runs.mine.model.options.hidden_dim=16",
+        "runs.baseline.model.hidden_dim=16",
+    ]
+    example = EXAMPLE.parent / "experiment.toml"
+    arguments = [f"--set={assignment}" for assignment in tiny]
+    assert main(["run", str(example), "--out", str(tmp_path), "--quiet", *arguments]) == 0
+    for run in ("baseline", "mine"):
+        for dataset in ("hexagon", "moons"):
+            record = json.loads((tmp_path / run / dataset / "seed_0" / "cell.json").read_text())
+            assert record["metrics"]["num_modes"] == (6 if dataset == "hexagon" else 2)
+    report = (tmp_path / "report.md").read_text()
+    assert "mlp.py:MLP" in report and "smoothed bootstrap" in report
+    assert (tmp_path / "figures" / "generated_images.png").exists()
