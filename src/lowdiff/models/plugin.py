@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -213,8 +212,3 @@ def _check_batched(
             f"torch.func.vmap ({type(error).__name__}: {str(error).splitlines()[0]})"
         ) from error
     _probe_output(output[0], config.arch, "the batched forward")
-
-
-def plugin_file(config: ModelConfig) -> Path:
-    """The file that defines a plugin model's class."""
-    return plugin_source(config.arch, config.plugin_root or ".")
