@@ -15,7 +15,8 @@ from torch import nn
 def sinusoidal(values: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
     """[sin(s v f), cos(s v f)], f_i = exp(-ln(10000) i / (half - 1)): (B,) -> (B, dim)."""
     half = dim // 2
-    frequencies = torch.exp(-math.log(10000.0) / (half - 1) * torch.arange(half))
+    steps = torch.arange(half, device=values.device)
+    frequencies = torch.exp(-math.log(10000.0) / (half - 1) * steps)
     angles = (values.float() * scale).unsqueeze(-1) * frequencies
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
