@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lowdiff import catalogue, keys, metrics, schedule
+from lowdiff.architectures import ArchName
 from lowdiff.catalogue import check_registry
 from lowdiff.cli import build_parser
 from lowdiff.models import ARCHITECTURES as MODEL_CLASSES
@@ -31,7 +32,9 @@ def test_literal_types_keys_help_and_tables_are_derived():
     hints = typing.get_type_hints
     assert typing.get_args(hints(EvalConfig)["sampler"]) == tuple(catalogue.SAMPLERS)
     assert typing.get_args(hints(ScheduleConfig)["beta_schedule"]) == tuple(catalogue.SCHEDULES)
-    assert typing.get_args(hints(ModelConfig)["arch"]) == tuple(catalogue.ARCHITECTURES)
+    assert typing.get_args(ArchName) == tuple(catalogue.ARCHITECTURES)
+    with pytest.raises(ValueError, match="unknown model arch 'mpl'"):
+        ModelConfig(arch="mpl")
     rows = {key: meaning for key, _, meaning in keys.key_rows()}
     assert all(name in rows["eval.sampler"] for name in catalogue.SAMPLERS)
     assert rows["eval.eta"].endswith("[ddim only]")

@@ -21,6 +21,7 @@ __all__ = [
     "OPTION_MEANINGS",
     "ArchName",
     "Mixing",
+    "arch_info",
     "constant_mixing",
 ]
 
@@ -91,7 +92,7 @@ OPTION_MEANINGS = {
 def constant_mixing(arch: str, model: object) -> bool:
     """Whether a model of `arch` with the options of `model` (a ModelConfig) mixes with
     constant weights (its declaration's `constant_when`), rather than learned ones."""
-    mixing = ARCHITECTURES[arch].mixing
+    mixing = arch_info(arch).mixing
     if mixing is None:
         return False
     return any(getattr(model, option, None) == value for option, value in mixing.constant_when)
@@ -112,3 +113,17 @@ ARCHITECTURE_OPTIONS = {name: info.options for name, info in ARCHITECTURES.items
 
 # The names as a Literal, for ModelConfig.arch (checked values, "one of ..." in config errors).
 ArchName = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]
+
+
+PLUGIN_INFO = ArchInfo(
+    description="your own single-model nn.Module, trained M at a time (lowdiff.models.plugin)",
+    options=("options",),
+)
+
+
+def arch_info(arch: str) -> ArchInfo:
+    """The declaration of a built-in architecture, or the one of every plugin class
+    ("file.py:ClassName", "module:ClassName"): its options are its constructor's arguments."""
+    if ":" in arch:
+        return PLUGIN_INFO
+    return ARCHITECTURES[arch]
