@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from lowdiff.data import DATASETS
 from lowdiff.executors import EXECUTORS, ExecutorConfig
+from lowdiff.metrics import METRICS
 from lowdiff.results import describe_os_error
 from lowdiff.settings import EvalConfig, ModelConfig, ScheduleConfig, TrainConfig
 
@@ -83,6 +84,11 @@ class ExperimentSettings:
     device: str = "auto"
     oracle_draws: int = 5  # fresh draws of the true distribution for each metric's floor
     executor: Literal["local", "ray", "slurm"] = "local"  # where packs run; options in [executor]
+    # equivalence margins per metric ({} : the default from the oracle estimator's spread)
+    margins: dict[str, float] = field(default_factory=dict)
+    until_decided: bool = False  # add rounds of seeds until every comparison is decided
+    max_seeds: int = 0  # the sequential design's seed budget per run (0: fixed sample)
+    round_seeds: int = 5  # seeds per round of --until-decided (looks at 5, 10, 15, ...)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +109,8 @@ class ExperimentConfig:
 def _type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) is Literal:
         return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    if typing.get_origin(annotation) is dict:
+        return "a table of numbers, e.g. { kl_divergence = 0.03 }"
     if typing.get_origin(annotation) is tuple:
         return f"a list of {_type_name(typing.get_args(annotation)[0])}"
     return getattr(annotation, "__name__", str(annotation))
@@ -124,6 +132,12 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is tuple and isinstance(value, list | tuple):
         item = typing.get_args(annotation)[0]
         return tuple(coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict and isinstance(value, dict):
+        key_type, value_type = typing.get_args(annotation)
+        return {
+            coerce(k, key_type, where): coerce(v, value_type, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if origin in (types.UnionType, typing.Union):
         for option in typing.get_args(annotation):
             try:
@@ -233,7 +247,36 @@ def _settings(raw: dict[str, Any]) -> ExperimentSettings:
             "experiment.num_points must be >= 2, max_models_per_batch and oracle_draws >= 1",
             key="experiment",
         )
+    _check_sequential(settings)
     return settings
+
+
+def _check_sequential(settings: ExperimentSettings) -> None:
+    """Margins (a known metric, finite and >= 0) and the seed budget of --until-decided."""
+    for metric, margin in settings.margins.items():
+        if metric not in METRICS:
+            raise ConfigError(
+                f"experiment.margins: unknown metric {metric!r}; valid: {', '.join(METRICS)}",
+                key="experiment.margins",
+            )
+        if not math.isfinite(margin) or margin < 0.0:
+            raise ConfigError(
+                f"experiment.margins.{metric}: must be a finite number >= 0, got {margin}",
+                key="experiment.margins",
+            )
+    if settings.round_seeds < 2:
+        raise ConfigError(
+            f"experiment.round_seeds must be >= 2, got {settings.round_seeds}",
+            key="experiment.round_seeds",
+        )
+    if settings.max_seeds and settings.max_seeds < len(settings.seeds):
+        raise ConfigError(
+            f"experiment.max_seeds ({settings.max_seeds}) is below the {len(settings.seeds)} "
+            "seeds already listed in experiment.seeds; give at least that many",
+            key="experiment.max_seeds",
+        )
+    if settings.max_seeds < 0:
+        raise ConfigError("experiment.max_seeds must be >= 0", key="experiment.max_seeds")
 
 
 def _run(name: str, run_raw: Any, shared: dict[str, dict[str, Any]]) -> RunConfig:

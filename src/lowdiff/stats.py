@@ -9,7 +9,9 @@ What is here (pure functions over per-seed values, numpy/scipy only, no I/O):
   (primary) and the exact Wilcoxon signed-rank test (secondary).
 - ``holm_adjusted_pvalues`` / ``holm_bonferroni`` / ``correct_family``: Holm's step-down
   correction for a family of comparisons.
-- ``verdict``: the only phrase generated text may use to describe a comparison.
+- ``verdict``: the only phrase generated text may use to describe a comparison: better,
+  worse, equivalent (within the margin, by TOST), undecided, or past the oracle value; the
+  equivalence test and the sequential design are ``lowdiff.decisions``'.
 
 Floor-aware comparisons
 -----------------------
@@ -82,6 +84,7 @@ from numpy.typing import ArrayLike
 
 __all__ = [
     "BETTER",
+    "EQUIVALENT",
     "NO_DIFFERENCE",
     "PAST_ORACLE",
     "NOT_TESTED_NO_ORACLE",
@@ -104,7 +107,9 @@ __all__ = [
 # The only phrases ``verdict`` produces.
 BETTER = "better (significant)"
 WORSE = "worse (significant)"
-NO_DIFFERENCE = "no significant difference"
+# not significant and equivalence (within the margin) not shown: more seeds would decide it
+NO_DIFFERENCE = "undecided"
+EQUIVALENT = "equivalent (within the margin)"
 NOT_TESTED_SINGLE_SEED = "single seed: not tested"
 NOT_TESTED_ZERO_VARIANCE = "constant difference across seeds: not tested"
 NOT_TESTED_NO_ORACLE = "no oracle value: not judged"
@@ -165,6 +170,14 @@ class Comparison:
     past_p_value_adjusted: float | None = None
     past_significant: bool = False
     past_wording: str | None = None  # what being past o means for this metric
+    # four verdicts (``lowdiff.decisions.decide_family``): equivalence and the seeds' power
+    margin: float | None = None  # equivalence margin of the tested difference; None: no TOST
+    equivalence_p: float | None = None  # TOST p (Schuirmann 1987) at the deciding look
+    equivalent: bool = False  # |tested difference| < margin shown (Holm, at the look's level)
+    decided_at: int | None = None  # seeds of the look that decided it (None: undecided)
+    nominal_alpha: float | None = None  # two-sided level of the current look (sequential)
+    max_seeds: int | None = None  # the sequential design's maximum (None: fixed sample)
+    power: object | None = None  # decisions.PowerStatement of an undecided comparison
 
     @property
     def goal(self) -> Literal["lower", "higher", "oracle"]:
@@ -544,6 +557,8 @@ def verdict(comparison: Comparison, lower_is_better: bool | None = None) -> str:
     difference = comparison.tested_difference
     if comparison.p_value is None:
         return NO_DIFFERENCE if difference == 0.0 else NOT_TESTED_ZERO_VARIANCE
+    if comparison.equivalent and not comparison.significant:
+        return EQUIVALENT
     if not comparison.significant or difference == 0.0:
         return NO_DIFFERENCE
     if comparison.oracle is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from lowdiff import cells, oracle, results, stats
+from lowdiff import cells, decisions, oracle, results, stats
 from lowdiff.architectures import ARCHITECTURES, Mixing
 from lowdiff.config import ConfigError, ExperimentConfig, resolve
 
@@ -141,6 +141,27 @@ class ExperimentResults:
     def oracle_mean(self, dataset: str, metric: str, run: str | None = None) -> float | None:
         entry = self.oracle_for(run or self.baseline).get(dataset, {}).get(metric)
         return None if entry is None else float(entry["mean"])
+
+    def oracle_sd(self, dataset: str, metric: str, run: str | None = None) -> float | None:
+        entry = self.oracle_for(run or self.baseline).get(dataset, {}).get(metric)
+        return None if entry is None or entry.get("std") is None else float(entry["std"])
+
+    def margin(self, dataset: str, metric: str) -> float | None:
+        """The equivalence margin of `metric` on `dataset`: experiment.margins if set, else
+        the default from the oracle estimator's spread (`decisions.default_margin`)."""
+        margins = self.config.experiment.margins
+        if metric in margins:
+            return float(margins[metric])
+        return decisions.default_margin(self.oracle_sd(dataset, metric))
+
+    @property
+    def design(self) -> decisions.Design:
+        """The sequential design of --until-decided, or a fixed-sample test (max_seeds 0)."""
+        settings = self.config.experiment
+        maximum = settings.max_seeds or None
+        if maximum is not None:
+            maximum = max(maximum, settings.round_seeds)
+        return decisions.Design(max_seeds=maximum, round_seeds=settings.round_seeds)
 
     def mixing(self, run: str) -> Mixing | None:
         """The mixing weights `run`'s architecture records (None: it records none)."""
