@@ -372,20 +372,30 @@ class Decision:
 
 
 def _t_p_value(differences: np.ndarray) -> float | None:
-    if differences.size < 2 or float(differences.std(ddof=1)) == 0.0:
+    """Two-sided one-sample t-test of mean 0: t = mean / (sd / sqrt(n)), n - 1 df."""
+    if differences.size < 2:
         return None
-    return float(scipy.stats.ttest_1samp(differences, 0.0).pvalue)
+    sd = float(differences.std(ddof=1))
+    if sd == 0.0:
+        return None
+    t = float(differences.mean()) / (sd / math.sqrt(differences.size))
+    return float(2.0 * scipy.stats.t.sf(abs(t), differences.size - 1))
 
 
 def decide_family(
-    differences: Sequence[np.ndarray], margins: Sequence[float | None], design: Design
+    differences: Sequence[np.ndarray],
+    margins: Sequence[float | None],
+    design: Design,
+    *,
+    power: bool = True,
 ) -> list[Decision]:
     """Decide every comparison of a family, look by look (``design.looks``), on the first
     n_k of its paired differences (in seed order): at each look the two-sided t-tests and the
     TOST p's each go through ``holm_sequential``; the first look at which a comparison is
     significant or equivalent decides it for good (a later look cannot undo it -- that is
     what keeps the error rates under optional stopping). Differences are tested - reference;
-    a fixed-sample design has one look, and then this is Holm's t-test and Holm's TOST."""
+    a fixed-sample design has one look, and then this is Holm's t-test and Holm's TOST.
+    ``power=False`` skips the power statements (simulations; the decisions are the same)."""
     arrays = [np.asarray(d, dtype=np.float64) for d in differences]
     schedules = [design.looks(d.size) for d in arrays]
     state: list[dict] = [{"decided_at": None} for _ in arrays]
@@ -407,11 +417,15 @@ def decide_family(
                 "p_value": p_values[i],
                 "equivalence_p": tost[i],
             }
-    return [_decision(d, m, s, design) for d, m, s in zip(arrays, margins, state, strict=True)]
+    return [
+        _decision(d, m, s, design, power) for d, m, s in zip(arrays, margins, state, strict=True)
+    ]
 
 
-def _decision(differences: np.ndarray, margin: float | None, state: dict, design: Design):
-    undecided = state["decided_at"] is None
+def _decision(
+    differences: np.ndarray, margin: float | None, state: dict, design: Design, power: bool
+) -> Decision:
+    undecided = power and state["decided_at"] is None
     return Decision(
         significant=bool(state.get("significant", False)),
         equivalent=bool(state.get("equivalent", False)),

@@ -70,6 +70,7 @@ def compare_runs(
     alpha: float = ALPHA,
     margins: Mapping[str, float | None] | None = None,
     design: decisions.Design | None = None,
+    power: bool = True,
 ) -> dict[tuple[str, str], stats.Comparison]:
     """Each candidate vs `reference` per dataset, paired on their common seeds; one Holm family.
 
@@ -79,7 +80,8 @@ def compare_runs(
     Returns {(candidate, dataset): Comparison} for every pair that shares at least one seed.
     Each is decided by `decisions.decide_family` (four verdicts): `margins[dataset]` is the
     equivalence margin of the tested difference (None: no equivalence test), `design` the
-    sequential design (None: a fixed-sample test at `alpha`).
+    sequential design (None: a fixed-sample test at `alpha`); `power=False` skips the power
+    statements of undecided comparisons (simulations).
     """
     judge = _judge(metric, lower_is_better)
     keys, comparisons, tested = [], [], []
@@ -93,7 +95,8 @@ def compare_runs(
             comparisons.append(judge(candidate, baseline, floor, alpha))
             tested.append(tested_differences(candidate, baseline, floor, metric))
     margin_of = [None if margins is None else margins.get(dataset) for _, dataset in keys]
-    decided = decide(comparisons, tested, margin_of, design or decisions.Design(alpha=alpha))
+    design = design or decisions.Design(alpha=alpha)
+    decided = decide(comparisons, tested, margin_of, design, power=power)
     return dict(zip(keys, decided, strict=True))
 
 
@@ -102,6 +105,8 @@ def decide(
     tested: Sequence[np.ndarray],
     margins: Sequence[float | None],
     design: decisions.Design,
+    *,
+    power: bool = True,
 ) -> list[stats.Comparison]:
     """One family: Holm-corrected (`stats.correct_family`, for the adjusted p's shown) and
     decided by `decisions.decide_family` (better / worse / equivalent / undecided, at the
@@ -109,7 +114,7 @@ def decide(
     if not comparisons:
         return []
     corrected = stats.correct_family(comparisons, alpha=design.alpha)
-    decided = decisions.decide_family(tested, margins, design)
+    decided = decisions.decide_family(tested, margins, design, power=power)
     return [
         _with_decision(comparison, decision, margin, design)
         for comparison, decision, margin in zip(corrected, decided, margins, strict=True)
