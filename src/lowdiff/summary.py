@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from lowdiff import cells, decisions, oracle, results, stats
+from lowdiff import cells, decisions, headline, oracle, results, stats
 from lowdiff.architectures import ARCHITECTURES, Mixing
 from lowdiff.config import ConfigError, ExperimentConfig, resolve
 
@@ -281,7 +281,45 @@ def final_info(loaded: ExperimentResults, run: str) -> dict[str, Any]:
         if diverged:
             entry["diverged"] = {str(seed): step for seed, step in diverged.items()}
         info[dataset] = entry
+    _add_headline(loaded, run, info)
     return info
+
+
+HEADLINE_METRIC = "kl_divergence"
+
+
+def run_headline(
+    loaded: ExperimentResults, run: str, metric: str = HEADLINE_METRIC
+) -> headline.Headline | None:
+    """`run` against the baseline across datasets (`lowdiff.headline`), on paired seeds."""
+    if run == loaded.baseline:
+        return None
+    pairs, floors = {}, {}
+    for dataset in loaded.datasets:
+        ours = loaded.values(metric, run, dataset)
+        theirs = loaded.values(metric, loaded.baseline, dataset)
+        common = sorted(seed for seed in ours if seed in theirs)
+        pairs[dataset] = ([ours[s] for s in common], [theirs[s] for s in common])
+        floors[dataset] = loaded.oracle_mean(dataset, metric)
+    return headline.headline(pairs, floors)
+
+
+def _add_headline(loaded: ExperimentResults, run: str, info: dict[str, Any]) -> None:
+    """Per dataset entry, "versus_baseline": the dataset's gap closed and P(improvement), and
+    the aggregate across datasets (repeated in each entry, so every top-level key stays a
+    dataset, as the template's readers expect)."""
+    found = run_headline(loaded, run)
+    if found is None:
+        return
+    shared = found.to_json()
+    for dataset, entry in info.items():
+        if dataset in found.gap_closed:
+            entry["versus_baseline"] = {
+                "metric": HEADLINE_METRIC,
+                "gap_closed": found.gap_closed[dataset],
+                "probability_of_improvement": found.probability_of_improvement[dataset],
+                "aggregate": shared["aggregate"],
+            }
 
 
 def write_final_info(
