@@ -88,15 +88,17 @@ class Pack:
 
 
 def _work(
-    config: ExperimentConfig, root: Path, force: bool
+    config: ExperimentConfig, root: Path, force: bool, only: Collection[tuple[str, str]] | None
 ) -> tuple[list[Cell], list[tuple[Cell, Cell]]]:
     """The cells to train and the (source, target) copies between cells of one config.
 
     Cells with one hash (a run repeating another run's settings) are trained once: the first
     done one, else the first one, is the source of the others that are not done (all, if
-    `force`)."""
+    `force`). `only`: just the cells of these (run, dataset) pairs (None: all)."""
     groups: dict[str, list[Cell]] = {}
     for cell in plan(config, root):
+        if only is not None and (cell.run, cell.dataset) not in only:
+            continue
         groups.setdefault(cell.config_hash, []).append(cell)
     to_train, copies = [], []
     for group in groups.values():
@@ -129,7 +131,7 @@ def _packs(config: ExperimentConfig, to_train: Sequence[Cell], root: Path) -> li
     wanted = set(to_train)
     resumed = [
         Pack(pack.run, pack.cells, tuple(c for c in pack.cells if c not in wanted))
-        for pack in _chunks(config, _work(config, root, True)[0])
+        for pack in _chunks(config, _work(config, root, True, None)[0])
         if wanted.intersection(pack.cells) and checkpoint_path(root, pack).is_file()
     ]
     taken = {cell for pack in resumed for cell in pack.cells}
@@ -376,8 +378,10 @@ def execute(
     force: bool = False,
     progress: bool = True,
     executor: Executor | None = None,
+    only: Collection[tuple[str, str]] | None = None,
 ) -> Executed:
-    """Make every cell of `config` under `root` that is not done (every cell, if `force`).
+    """Make every cell of `config` under `root` that is not done (every cell, if `force`);
+    with `only`, just the cells of those (run, dataset) pairs (a round of --until-decided).
 
     Packs run in this process, one after another, when `executor` is None, else through
     `executor.map(run_pack for this experiment, packs, names=...)`. Cells whose config repeats
@@ -387,7 +391,7 @@ def execute(
     check_resources(config)  # device and memory, before anything is written
     root.mkdir(parents=True, exist_ok=True)
     with RunLock(root):  # one run per results directory; readers need no lock
-        return _execute(config, root, force=force, progress=progress, executor=executor)
+        return _execute(config, root, force=force, progress=progress, executor=executor, only=only)
 
 
 def _execute(
@@ -397,9 +401,10 @@ def _execute(
     force: bool,
     progress: bool,
     executor: Executor | None,
+    only: Collection[tuple[str, str]] | None = None,
 ) -> Executed:
     cells.write_configs(config, root)
-    to_train, copies = _work(config, root, force)
+    to_train, copies = _work(config, root, force, only)
     packs = _packs(config, to_train, root)
     total = len(config.runs) * len(config.experiment.datasets) * len(config.experiment.seeds)
     log.info("%d cells to train, %d to copy, of %d", len(to_train), len(copies), total)

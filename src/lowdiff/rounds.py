@@ -1,0 +1,109 @@
+"""Seeds until decided: the rounds of `lowdiff run FILE --until-decided` (torch-free part).
+
+Each round adds `experiment.round_seeds` new seeds (the next unused seed numbers) to the
+(run, dataset) pairs whose comparisons of interest are still undecided, retrains nothing that is
+finished (a round's cells are ordinary cells: a seed's cell is the same whether a round or an
+explicit seed list made it), re-reads the results and decides again, until every comparison of
+interest is decided or `experiment.max_seeds` is reached. The comparisons of interest are the
+difference claims of the experiment's claims file (`report.claims`), or else every run against
+the baseline on the headline metric. Their verdicts come from the report's own code
+(`report.tables` -> `lowdiff.decisions`) under the group-sequential design stored in
+experiment.json (`experiment.until_decided`, `max_seeds`, `round_seeds`), which is what keeps
+the error rates valid under this optional stopping (docs/protocol.md).
+
+A run restricted to some datasets (`--set 'experiment.datasets=["dino"]'`) on an existing
+results directory keeps the directory's other datasets and seeds listed (`merged_config`), so
+its report still shows them; only the requested datasets get new seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+from lowdiff import cells, stats, summary
+from lowdiff.config import ConfigError, ExperimentConfig
+
+DEFAULT_MAX_SEEDS = 15  # three rounds of five
+Pair = tuple[str, str]  # (run, dataset)
+
+
+def sequential_settings(config: ExperimentConfig) -> ExperimentConfig:
+    """`config` with until_decided on and a seed budget (default DEFAULT_MAX_SEEDS)."""
+    settings = config.experiment
+    maximum = settings.max_seeds or max(DEFAULT_MAX_SEEDS, len(settings.seeds))
+    return dataclasses.replace(
+        config,
+        experiment=dataclasses.replace(settings, until_decided=True, max_seeds=maximum),
+    )
+
+
+def merged_config(config: ExperimentConfig, root: Path) -> ExperimentConfig:
+    """`config` with the datasets and seeds already listed in root/experiment.json kept."""
+    if not (Path(root) / cells.EXPERIMENT_FILE).is_file():
+        return config
+    before = summary.read_config(root).experiment
+    datasets = tuple(dict.fromkeys((*before.datasets, *config.experiment.datasets)))
+    seeds = tuple(sorted(set(before.seeds) | set(config.experiment.seeds)))
+    return dataclasses.replace(
+        config,
+        experiment=dataclasses.replace(config.experiment, datasets=datasets, seeds=seeds),
+    )
+
+
+def check_until_decided(config: ExperimentConfig, root: Path) -> None:
+    """Bad input before any work: no baseline to compare with, or a budget below the seeds
+    already run."""
+    if len(config.runs) < 2:
+        raise ConfigError(
+            "--until-decided needs a baseline and at least one other run to compare with; "
+            f"the experiment has only {config.runs[0].name!r}",
+            key="experiment.until_decided",
+        )
+    seeds = merged_config(config, root).experiment.seeds
+    maximum = config.experiment.max_seeds
+    if maximum and maximum < len(seeds):
+        raise ConfigError(
+            f"--max-seeds {maximum} is below the {len(seeds)} seeds already run or listed "
+            f"({', '.join(map(str, seeds))}); give at least {len(seeds)}",
+            key="experiment.max_seeds",
+        )
+
+
+def undecided_pairs(loaded: summary.ExperimentResults, requested: Sequence[str]) -> set[Pair]:
+    """The (run, dataset) pairs, both sides of each comparison, that still need seeds."""
+    from lowdiff.report import claims as claims_module  # the report's verdicts, torch-free
+    from lowdiff.report.tables import metric_tables
+
+    path = claims_module.find_claims(loaded.root, loaded.config.experiment.name)
+    rows: list[tuple[str, str, str, stats.Comparison | None]] = []
+    if path is not None:
+        found = claims_module.difference_rows(claims_module.load_claims(path), loaded)
+        rows = [(r.run, r.reference, r.dataset, r.comparison) for r in found]
+    if not rows:
+        comparisons = metric_tables(loaded)[summary.HEADLINE_METRIC].comparisons
+        rows = [(run, loaded.baseline, d, c) for (run, d), c in comparisons.items()]
+    needing: set[Pair] = set()
+    for run, reference, dataset, comparison in rows:
+        if dataset not in requested:
+            continue
+        if comparison is None or stats.verdict(comparison) in _UNDECIDED:
+            needing |= {(run, dataset), (reference, dataset)}
+    return needing
+
+
+_UNDECIDED = (stats.NO_DIFFERENCE, stats.NOT_TESTED_SINGLE_SEED, stats.NOT_TESTED_ZERO_VARIANCE)
+
+
+def next_seeds(seeds: Sequence[int], round_seeds: int, max_seeds: int) -> tuple[int, ...]:
+    """The seeds after one more round: the next unused numbers, up to max_seeds in all."""
+    count = min(round_seeds, max_seeds - len(seeds))
+    start = max(seeds) + 1 if seeds else 0
+    return tuple(seeds) + tuple(range(start, start + max(count, 0)))
+
+
+def with_seeds(config: ExperimentConfig, seeds: Sequence[int]) -> ExperimentConfig:
+    return dataclasses.replace(
+        config, experiment=dataclasses.replace(config.experiment, seeds=tuple(seeds))
+    )

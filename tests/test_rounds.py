@@ -1,0 +1,76 @@
+"""--until-decided: the rounds' seed arithmetic, merging with a results directory, bad input,
+and one tiny end-to-end run that resumes and stops at its budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lowdiff import rounds
+from lowdiff.cli import main
+from lowdiff.config import ConfigError, load_experiment
+
+TINY = """
+[experiment]
+name = "tiny"
+datasets = ["moons", "line"]
+seeds = [0, 1]
+num_points = 1000
+oracle_draws = 1
+round_seeds = 2
+[train]
+num_steps = 10
+batch_size = 32
+[eval]
+num_samples = 150
+[model]
+hidden_dim = 16
+embedding_dim = 8
+[runs.baseline]
+model = { arch = "mlp" }
+"""
+WIDE = '[runs.wide]\nmodel = { arch = "mlp", hidden_dim = 24 }\n'
+
+
+def test_next_seeds_adds_one_round_up_to_the_budget():
+    assert rounds.next_seeds((0, 1, 2, 3, 4), 5, 15) == tuple(range(10))
+    assert rounds.next_seeds(tuple(range(10)), 5, 12) == tuple(range(12))
+    assert rounds.next_seeds((0, 3), 2, 10) == (0, 3, 4, 5)
+
+
+def test_bad_input_one_line_errors(tmp_path):
+    (tmp_path / "one.toml").write_text(TINY)
+    single = load_experiment(tmp_path / "one.toml", ["experiment.until_decided=true"])
+    with pytest.raises(ConfigError, match="needs a baseline and at least one other run"):
+        rounds.check_until_decided(single, tmp_path / "out")
+    (tmp_path / "two.toml").write_text(TINY + WIDE)
+    with pytest.raises(ConfigError, match="max_seeds \\(1\\) is below the 2 seeds"):
+        load_experiment(tmp_path / "two.toml", ["experiment.max_seeds=1"])
+    with pytest.raises(ConfigError, match="unknown metric 'kl'"):
+        load_experiment(tmp_path / "two.toml", ["experiment.margins={kl=0.1}"])
+    with pytest.raises(ConfigError, match="finite number >= 0"):
+        load_experiment(tmp_path / "two.toml", ["experiment.margins={kl_divergence=-0.1}"])
+
+
+def test_until_decided_end_to_end_keeps_other_datasets_and_resumes(tmp_path, capsys):
+    (tmp_path / "two.toml").write_text(TINY + WIDE)
+    out = tmp_path / "out"
+    common = [str(tmp_path / "two.toml"), "--out", str(out), "--quiet", "--threads", "1"]
+    assert main(["run", *common]) == 0  # seeds 0, 1 on both datasets
+    restricted = ["--until-decided", "--max-seeds", "4", "--set", 'experiment.datasets=["moons"]']
+    assert main(["run", *common, *restricted]) == 0
+    said = capsys.readouterr().out
+    assert "until-decided:" in said
+    settings = json.loads((out / "experiment.json").read_text())["experiment"]
+    assert settings["datasets"] == ["moons", "line"]  # line kept, with its two seeds
+    assert settings["until_decided"] and settings["max_seeds"] == 4
+    assert not (out / "wide" / "line" / "seed_2").exists()
+    if "budget of 4 seeds is spent" in said:
+        assert (out / "wide" / "moons" / "seed_3" / "cell.json").is_file()
+    # again: every cell is found finished, nothing is trained, the same decision comes out
+    assert main(["run", *common, *restricted]) == 0
+    assert "nothing to run" in capsys.readouterr().out
+    assert "Group-sequential design" in (out / "report.md").read_text()
+    assert main(["run", *common, "--until-decided", "--max-seeds", "3"]) != 0
+    assert "below the 4 seeds" in capsys.readouterr().err
