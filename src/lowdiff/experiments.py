@@ -20,7 +20,7 @@ import functools
 import logging
 import re
 import shutil
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,14 @@ import torch
 from lowdiff import cells, oracle, results, summary
 from lowdiff.cells import Cell, cell_hash, plan
 from lowdiff.config import ExperimentConfig, RunConfig, check_resources
-from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
+from lowdiff.engine import (
+    DivergenceError,
+    Member,
+    Trainer,
+    TrainResult,
+    repeat_generator,
+    resolve_device,
+)
 from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
 from lowdiff.executors import Executor
 from lowdiff.lock import RunLock
@@ -200,7 +207,12 @@ def _batch_record(outputs: BatchOutputs) -> dict[str, Any]:
 
 
 def write_model_cell(
-    outputs: BatchOutputs, m: int, cell: Cell, run: RunConfig, truth: Reference
+    outputs: BatchOutputs,
+    m: int,
+    cell: Cell,
+    run: RunConfig,
+    truth: Reference,
+    repeats: Sequence[np.ndarray] = (),
 ) -> None:
     """Measure model m of the batch and write its finished cell (cell.json last)."""
     result, drawn, num_models = outputs.result, outputs.samples, len(outputs.eval_losses)
@@ -217,6 +229,7 @@ def write_model_cell(
         "weights.npz": _weight_arrays(outputs, m, run.eval.field_extent),
         "process.npz": _process_arrays(drawn, m),
         "model_ema.npz": _model_arrays(result.ema_model, m),
+        "repeats.npz": _repeat_metrics(measured, repeats, m, truth, run.eval.knn_k),
     }
     cells.write_finished(cell, arrays, measured, _batch_record(outputs))
 
@@ -275,6 +288,7 @@ def evaluate_batch(
     for m in range(len(batch)):
         if m not in diverged and not np.isfinite(outputs.samples.points[m]).all():
             diverged[m] = run.train.num_steps  # trained, but sampling left the finite numbers
+    repeats = sample_repeats(result, run, batch, schedule, device)
     metrics_bar = tqdm(batch, desc=f"{run.name}: metrics", unit="cell", disable=not progress)
     for m, cell in enumerate(metrics_bar):
         if cell in keep:
@@ -283,8 +297,48 @@ def evaluate_batch(
             log.warning("%s diverged at step %d", cell.label(), diverged[m])
             cells.write_diverged(cell, diverged[m], _batch_record(outputs))
         else:
-            write_model_cell(outputs, m, cell, run, truths[m])
+            write_model_cell(outputs, m, cell, run, truths[m], repeats)
     return diverged
+
+
+def sample_repeats(
+    result: TrainResult,
+    run: RunConfig,
+    batch: Sequence[Cell],
+    schedule: NoiseSchedule,
+    device: torch.device,
+) -> list[np.ndarray]:
+    """eval.sample_repeats > 1: the batch's EMA models sampled again, once per repeat seed
+    1..K-1 (`engine.repeat_generator`), each (M, N, 2); [] with one repeat."""
+    drawn = []
+    for repeat in range(1, run.eval.sample_repeats):
+        generators = [repeat_generator(Member(c.dataset, c.seed), repeat, device) for c in batch]
+        points = sample(
+            result.ema_model,
+            schedule,
+            generators,
+            device,
+            num_samples=run.eval.num_samples,
+            sampler=run.eval.sampler,
+            num_steps=run.eval.sampling_steps,
+            eta=run.eval.eta,
+        ).points
+        drawn.append(points)
+    return drawn
+
+
+def _repeat_metrics(
+    own: Mapping[str, float], repeats: Sequence[np.ndarray], m: int, truth: Reference, k: int
+) -> dict[str, np.ndarray] | None:
+    """repeats.npz of model m: per metric, its value for every repeat (K,), repeat 0 first."""
+    if not repeats:
+        return None
+    measured = [measure(points[m], truth, k) for points in repeats]
+    return {
+        name: np.array([own[name], *(values[name] for values in measured)])
+        for name in measured[0]
+        if name in own
+    }
 
 
 def _divergence_steps(error: DivergenceError, count: int) -> dict[int, int]:

@@ -100,6 +100,8 @@ __all__ = [
     "is_past_oracle",
     "paired_comparison",
     "summarize",
+    "variance_split",
+    "VarianceSplit",
     "verdict",
     "wilcoxon_smallest_p_value",
 ]
@@ -570,3 +572,37 @@ def verdict(comparison: Comparison, lower_is_better: bool | None = None) -> str:
 def is_past_oracle(phrase: str) -> bool:
     """Whether a ``verdict`` phrase says the candidate is past the oracle value."""
     return phrase.startswith(PAST_ORACLE)
+
+
+# --- measurement noise apart from training noise ------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class VarianceSplit:
+    """One-way random-effects split of a metric over seeds (training) and sampling repeats."""
+
+    seeds: int
+    repeats: int
+    between_seeds: float  # variance of the models' true values across training seeds
+    within_model: float  # variance of one model's measurement across sampling repeats
+
+    @property
+    def within_share(self) -> float:
+        """Share of one measurement's variance that is sampling and estimator noise."""
+        total = self.between_seeds + self.within_model
+        return self.within_model / total if total > 0.0 else 0.0
+
+
+def variance_split(table: ArrayLike) -> VarianceSplit:
+    """Method-of-moments variance components of a (seeds S, repeats K) table (one-way ANOVA):
+    within = mean over seeds of the repeats' variance (ddof 1); between = variance of the seed
+    means (ddof 1) - within / K, floored at 0. Needs S >= 2 and K >= 2."""
+    values = np.asarray(table, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] < 2 or values.shape[1] < 2:
+        raise ValueError(f"need a (seeds >= 2, repeats >= 2) table, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("variance_split: values must be finite")
+    seeds, repeats = values.shape
+    within = float(values.var(axis=1, ddof=1).mean())
+    between = max(0.0, float(values.mean(axis=1).var(ddof=1)) - within / repeats)
+    return VarianceSplit(seeds=seeds, repeats=repeats, between_seeds=between, within_model=within)

@@ -78,6 +78,11 @@ class CellResult:
         return self._npy("samples.npy")
 
     @cached_property
+    def repeats(self) -> dict[str, np.ndarray] | None:
+        """repeats.npz: per metric, its value for each sampling repeat (K,); None if absent."""
+        return self._npz("repeats.npz")
+
+    @cached_property
     def weights(self) -> dict[str, np.ndarray] | None:
         """weights.npz: trace (S, K), final (N, K), field (n_t, G, G, K), ...; None if absent."""
         return self._npz("weights.npz")
@@ -198,6 +203,18 @@ class ExperimentResults:
             for cell in self.finished(run, dataset)
             if metric in cell.metrics
         }
+
+
+def repeat_values(
+    loaded: ExperimentResults, metric: str, run: str, dataset: str
+) -> dict[int, np.ndarray]:
+    """{seed: the metric of every sampling repeat (K,)} of the cells that recorded repeats."""
+    found = {}
+    for cell in loaded.finished(run, dataset):
+        table = cell.repeats
+        if table is not None and metric in table:
+            found[cell.seed] = np.asarray(table[metric], dtype=np.float64)
+    return found
 
 
 def read_config(root: Path) -> ExperimentConfig:

@@ -167,11 +167,60 @@ def effects_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable])
             ),
             headline,
         ]
+    blocks += _noise_blocks(loaded)
     shown = set(representatives(loaded))
     blocks += _power_blocks(
         {key: c for key, c in table.comparisons.items() if key[0] in shown}, EFFECTS_METRIC
     )
     return blocks
+
+
+def _noise_row(loaded: ExperimentResults, run: str, dataset: str) -> tuple[str, ...] | None:
+    by_seed = summary.repeat_values(loaded, EFFECTS_METRIC, run, dataset)
+    sizes = {values.size for values in by_seed.values()}
+    if len(by_seed) < 2 or len(sizes) != 1 or sizes.pop() < 2:
+        return None
+    split = stats.variance_split([by_seed[seed] for seed in sorted(by_seed)])
+    mean_variance = split.between_seeds + split.within_model / split.repeats
+    from_sampling = (split.within_model / split.repeats) / mean_variance if mean_variance else 0.0
+    advice = (
+        "more seeds" if from_sampling < 0.5 else "more samples per model (cheaper than training)"
+    )
+    number = lambda v: format_number(v, EFFECTS_METRIC)  # noqa: E731
+    return (
+        run,
+        dataset,
+        f"{split.seeds} × {split.repeats}",
+        number(split.between_seeds**0.5),
+        number(split.within_model**0.5),
+        f"{from_sampling:.0%}",
+        advice,
+    )
+
+
+def _noise_blocks(loaded: ExperimentResults) -> list[Block]:
+    """The variance split between seeds and within a model (eval.sample_repeats > 1)."""
+    rows = [
+        row
+        for run in representatives(loaded)
+        for dataset in loaded.datasets
+        if (row := _noise_row(loaded, run, dataset)) is not None
+    ]
+    if not rows:
+        return []
+    header = (
+        "run", "dataset", "seeds × repeats", "sd between seeds", "sd within model",
+        "share of the mean's variance from sampling", "shrinks the interval more",
+    )  # fmt: skip
+    lead = (
+        f"Measurement noise apart from training noise ({METRICS[EFFECTS_METRIC].label}): each "
+        "model was sampled eval.sample_repeats times with different sampling seeds. One-way "
+        "random-effects split (method of moments): within = the mean variance over a model's "
+        "repeats, between = the variance of the seed means − within / repeats (floored at 0). "
+        "The variance of a run's mean over S seeds is between / S + within / (S × repeats): "
+        "more seeds shrink both parts, more samples only the second."
+    )
+    return [Paragraph(lead), Table(header, tuple(rows))]
 
 
 def _power_blocks(
