@@ -24,7 +24,8 @@ Pure numpy/scipy, no I/O. Based on:
 - Holm across a family with group-sequential boundaries (Maurer & Bretz 2013): the j-th
   smallest p is compared with the nominal level of a design spending alpha / (m - j + 1).
 
-Power (`power_statement`) uses the noncentral t distribution of a fixed-sample paired t-test;
+Power (`power_statement`) uses the noncentral t distribution of a fixed-sample paired t-test
+at Holm's strictest level alpha / m (m tested comparisons of the family: a conservative count);
 TOST power uses the usual approximation P(T1 > t) + P(T2 > t) - 1.
 """
 
@@ -305,6 +306,7 @@ class PowerStatement:
     """What the seeds so far can detect, and what deciding would take (80 % power)."""
 
     n: int
+    alpha: float  # the level the power is computed at (alpha / family size)
     sd: float  # paired standard deviation of the tested differences
     sd_low: float  # 95 % chi-square interval of that sd
     sd_high: float
@@ -342,6 +344,7 @@ def power_statement(
     favours = "equivalence" if margin is not None and abs(effect) < margin else "difference"
     return PowerStatement(
         n=n,
+        alpha=alpha,
         sd=sd,
         sd_low=sd_low,
         sd_high=sd_high,
@@ -417,15 +420,23 @@ def decide_family(
                 "p_value": p_values[i],
                 "equivalence_p": tost[i],
             }
+    # power at Holm's strictest level alpha / m (m tested comparisons): a conservative count
+    tested = max(1, sum(s.get("p_value") is not None for s in state))
+    level = design.alpha / tested
     return [
-        _decision(d, m, s, design, power) for d, m, s in zip(arrays, margins, state, strict=True)
+        _decision(d, m, s, design, level if power else None)
+        for d, m, s in zip(arrays, margins, state, strict=True)
     ]
 
 
 def _decision(
-    differences: np.ndarray, margin: float | None, state: dict, design: Design, power: bool
+    differences: np.ndarray,
+    margin: float | None,
+    state: dict,
+    design: Design,
+    power_level: float | None,
 ) -> Decision:
-    undecided = power and state["decided_at"] is None
+    undecided = power_level is not None and state["decided_at"] is None
     return Decision(
         significant=bool(state.get("significant", False)),
         equivalent=bool(state.get("equivalent", False)),
@@ -434,5 +445,5 @@ def _decision(
         p_value=state.get("p_value"),
         equivalence_p=state.get("equivalence_p"),
         nominal_alpha=nominal_level(design, max(differences.size, 1), two_sided=True),
-        power=power_statement(differences, design.alpha, margin) if undecided else None,
+        power=power_statement(differences, power_level, margin) if undecided else None,
     )

@@ -95,7 +95,10 @@ class Pack:
 
 
 def _work(
-    config: ExperimentConfig, root: Path, force: bool, only: Collection[tuple[str, str]] | None
+    config: ExperimentConfig,
+    root: Path,
+    force: bool,
+    only: Collection[tuple[str, str]] | None = None,
 ) -> tuple[list[Cell], list[tuple[Cell, Cell]]]:
     """The cells to train and the (source, target) copies between cells of one config.
 
@@ -153,7 +156,7 @@ def checkpoint_path(root: Path, pack: Pack) -> Path:
 
 def plan_packs(config: ExperimentConfig, root: Path, *, force: bool = False) -> list[Pack]:
     """The packs that train every cell not done yet (every cell, if `force`), run by run."""
-    return _packs(config, _work(config, root, force)[0], Path(root))
+    return _packs(config, _work(config, root, force, None)[0], Path(root))
 
 
 # --- one pack: train, evaluate, write -----------------------------------------------------

@@ -235,7 +235,9 @@ def _power_blocks(
         return []
     lead = (
         "Undecided comparisons, with the smallest effect their seeds detect at 80% power and "
-        "the seeds (in all) that would decide them. These use the observed paired sd, itself "
+        "the seeds (in all) that would decide them, at Holm's strictest level α / m (m tested "
+        "comparisons in the family; a conservative count). These use the observed paired sd, "
+        "itself "
         "uncertain with few seeds: the range over its 95% interval is given, and the observed "
         "difference may be far from the true one."
     )

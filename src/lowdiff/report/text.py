@@ -177,7 +177,7 @@ def power_text(comparison: stats.Comparison, metric: str) -> str:
         else _with_unit_number(power.minimum_detectable, metric=metric)
     )
     return (
-        f"{power.n} seeds detect {detectable} with 80% power (paired sd "
+        f"{power.n} seeds detect {detectable} with 80% power at α = {power.alpha:.2g} (paired sd "
         f"{_with_unit_number(power.sd, metric=metric)}, 95% interval "
         f"{format_number(power.sd_low, metric)}–{format_number(power.sd_high, metric)}); "
         + seeds_needed_text(comparison)
