@@ -84,8 +84,7 @@ class ExperimentSettings:
     device: str = "auto"
     oracle_draws: int = 5  # fresh draws of the true distribution for each metric's floor
     executor: Literal["local", "ray", "slurm"] = "local"  # where packs run; options in [executor]
-    # equivalence margins per metric ({} : the default from the oracle estimator's spread)
-    margins: dict[str, float] = field(default_factory=dict)
+    margins: dict[str, float] = field(default_factory=dict)  # equivalence margin per metric
     until_decided: bool = False  # add rounds of seeds until every comparison is decided
     max_seeds: int = 0  # the sequential design's seed budget per run (0: fixed sample)
     round_seeds: int = 5  # seeds per round of --until-decided (looks at 5, 10, 15, ...)

@@ -133,9 +133,8 @@ class EvalConfig:
     eta: float = 0.0  # DDIM's eta in [0, 1] (ddim only)
     process_snapshots: int = 6  # states kept for the reverse-process figure: 0 or >= 2
     process_points: int = 2000  # points per snapshot
-    # samples drawn and measured per trained model, each with its own sampling seed; repeat 0
-    # is the cell's own sample (samples.npy), the others are measured into repeats.npz
-    sample_repeats: int = 1
+    # repeat 0 is the cell's own sample (samples.npy); the others go to repeats.npz
+    sample_repeats: int = 1  # samples drawn and measured per model, each its own sampling seed
 
     def __post_init__(self) -> None:
         positive = (
