@@ -57,7 +57,7 @@ def _sections(markdown: str) -> list[str]:
 def test_summary_table_is_first_and_identical_runs_are_collapsed(series_a):
     markdown = (series_a / "report.md").read_text()
     sections = _sections(markdown)
-    assert sections[0] == "Summary"
+    assert sections[:2] == ["Verdicts", "Summary"]  # the answer first: effects.png
     group = "learned = weight_analysis = weight_visualisation"
     assert f"Runs 2, 3, 4: {group}" in sections
     assert not any(s.startswith(("Run 3:", "Run 4:")) for s in sections)

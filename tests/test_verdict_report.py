@@ -114,4 +114,10 @@ def test_sample_repeats_keep_repeat_zero_and_report_the_split(tmp_path):
     assert "Measurement noise apart from training noise" in markdown
     assert (tmp_path / "three" / "figures" / "effects.png").is_file()
     info = json.loads((tmp_path / "three" / "wide" / "final_info.json").read_text())
-    assert "aggregate" in info["moons"]["versus_baseline"]
+    versus = info["moons"]["versus_baseline"]
+    assert "aggregate" in versus and versus["verdict"] in (
+        stats.BETTER,
+        stats.WORSE,
+        stats.EQUIVALENT,
+        stats.NO_DIFFERENCE,
+    )

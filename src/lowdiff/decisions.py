@@ -277,12 +277,16 @@ def tost_power(effect: float, sd: float, n: int, margin: float, alpha: float) ->
 
 
 def minimum_detectable_effect(sd: float, n: int, alpha: float) -> float | None:
-    """The smallest |effect| the paired t-test detects with 80 % power at n seeds."""
+    """The smallest |effect| the paired t-test detects with 80 % power at n seeds (None: not
+    within 10,000 paired sd, e.g. 2 seeds at a strict level)."""
     if n < 2 or sd <= 0.0:
+        return None
+    upper = 1e4 * sd
+    if paired_power(upper, sd, n, alpha) < TARGET_POWER:
         return None
     return float(
         scipy.optimize.brentq(
-            lambda e: paired_power(e, sd, n, alpha) - TARGET_POWER, 1e-12 * sd, 100.0 * sd
+            lambda e: paired_power(e, sd, n, alpha) - TARGET_POWER, 1e-12 * sd, upper
         )
     )
 

@@ -329,14 +329,42 @@ def _add_headline(loaded: ExperimentResults, run: str, info: dict[str, Any]) -> 
     if found is None:
         return
     shared = found.to_json()
+    verdicts = _headline_verdicts(loaded, run)
     for dataset, entry in info.items():
         if dataset in found.gap_closed:
             entry["versus_baseline"] = {
                 "metric": HEADLINE_METRIC,
+                **verdicts.get(dataset, {}),
                 "gap_closed": found.gap_closed[dataset],
                 "probability_of_improvement": found.probability_of_improvement[dataset],
                 "aggregate": shared["aggregate"],
             }
+
+
+def _headline_verdicts(loaded: ExperimentResults, run: str) -> dict[str, dict[str, Any]]:
+    """{dataset: verdict, margin, seeds, seeds needed} of `run` on the headline metric: the
+    report's own family (`report.tables`: every run x dataset, four verdicts)."""
+    from lowdiff.report.tables import metric_tables  # torch-free; the report reads this module
+
+    comparisons = metric_tables(loaded, [HEADLINE_METRIC])[HEADLINE_METRIC].comparisons
+    found = {}
+    for (name, dataset), comparison in comparisons.items():
+        if name != run:
+            continue
+        power = comparison.power
+        found[dataset] = {
+            "verdict": stats.verdict(comparison),
+            "margin": comparison.margin,
+            "paired_seeds": comparison.n,
+            "seeds_needed": None
+            if power is None
+            else (
+                power.seeds_for_equivalence
+                if power.kind == "equivalence"
+                else power.seeds_for_effect
+            ),
+        }
+    return found
 
 
 def write_final_info(

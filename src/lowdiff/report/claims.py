@@ -315,6 +315,8 @@ def _verdict_text(comparison: stats.Comparison | None, expected: str) -> str:
         verdict += f" ({stats.verdict(comparison)})"
     if verdict == UNDECIDED and comparison is not None:
         verdict += f" ({seeds_needed_text(comparison)})"
+    if comparison is not None and comparison.margin is not None:
+        verdict += f"; δ = ±{comparison.margin:.3g}"
     return f"{expected}: {verdict}"
 
 

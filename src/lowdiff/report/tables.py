@@ -214,10 +214,13 @@ def metric_values(loaded: ExperimentResults, metric: str) -> dict[str, dict[str,
     }
 
 
-def metric_tables(loaded: ExperimentResults) -> dict[str, MetricTable]:
-    """Every table metric: summaries of each (run, dataset), comparisons with the baseline."""
+def metric_tables(
+    loaded: ExperimentResults, metrics: Sequence[str] = TABLE_METRICS
+) -> dict[str, MetricTable]:
+    """Every table metric (or `metrics`): summaries of each (run, dataset), comparisons with
+    the baseline."""
     tables = {}
-    for metric in TABLE_METRICS:
+    for metric in metrics:
         values = metric_values(loaded, metric)
         summaries = {
             (run, dataset): stats.summarize(list(by_seed.values()))
