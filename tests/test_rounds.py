@@ -74,3 +74,15 @@ def test_until_decided_end_to_end_keeps_other_datasets_and_resumes(tmp_path, cap
     assert "Group-sequential design" in (out / "report.md").read_text()
     assert main(["run", *common, "--until-decided", "--max-seeds", "3"]) != 0
     assert "below the 4 seeds" in capsys.readouterr().err
+
+
+def test_api_runs_the_same_rounds(tmp_path):
+    import lowdiff
+
+    (tmp_path / "two.toml").write_text(TINY + WIDE)
+    settings = ["experiment.until_decided=true", "experiment.max_seeds=4", "train.num_steps=5"]
+    table = lowdiff.run_experiment(tmp_path / "two.toml", tmp_path / "api", settings)
+    assert table is not None
+    listed = json.loads((tmp_path / "api" / "experiment.json").read_text())["experiment"]
+    seeds_of_moons = sorted(p.name for p in (tmp_path / "api" / "wide" / "moons").iterdir())
+    assert len(listed["seeds"]) in (2, 4) and len(seeds_of_moons) <= 4

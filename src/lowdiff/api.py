@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,11 +171,20 @@ def _execute(
 ) -> ResultsTable:
     from lowdiff.experiments import execute
 
-    execute(config, out, force=force, progress=progress)
-    if report:
-        from lowdiff.report import write_report
+    def once(config: ExperimentConfig, only: Collection[tuple[str, str]] | None = None) -> int:
+        execute(config, out, force=force, progress=progress, only=only)
+        if report:
+            from lowdiff.report import write_report
 
-        write_report(out)
+            write_report(out)
+        return 0
+
+    if config.experiment.until_decided:
+        from lowdiff import rounds
+
+        rounds.until_decided(config, out, once, log.info)
+    else:
+        once(config)
     return ResultsTable.from_dirs([out])
 
 
@@ -216,7 +225,9 @@ def run_experiment(
 
     Like `lowdiff run`: finished cells are kept, so calling it again resumes. `overrides` are
     `--set` strings. Results go to `out` (default runs/<experiment name>); `report=True` also
-    writes report.md / report.html. Returns the metrics of every finished cell.
+    writes report.md / report.html. With `experiment.until_decided` it adds rounds of seeds
+    until decided, as `lowdiff run --until-decided` (`lowdiff.rounds`). Returns the metrics of
+    every finished cell.
     """
     config = _as_config(path_or_config, overrides)
     root = Path(out) if out is not None else Path("runs") / config.experiment.name

@@ -237,35 +237,12 @@ def _run_until_decided(
     experiment: config_module.ExperimentConfig, out: Path, args: argparse.Namespace
 ) -> int:
     """Rounds of seeds until every comparison of interest is decided (`lowdiff.rounds`)."""
-    from lowdiff import rounds, summary
+    from lowdiff import rounds
 
-    rounds.check_until_decided(experiment, out)  # before any work
-    requested = experiment.experiment.datasets
-    config = rounds.merged_config(rounds.sequential_settings(experiment), out)
-    maximum = config.experiment.max_seeds
-    only = {(run.name, dataset) for run in config.runs for dataset in requested}
-    while True:
-        code = _run(config, out, args, only)
-        if code != 0:
-            return code
-        needing = rounds.undecided_pairs(summary.load(out), requested)
-        seeds = config.experiment.seeds
-        if not needing or len(seeds) >= maximum:
-            left = "every comparison of interest is decided" if not needing else (
-                f"the budget of {maximum} seeds is spent; undecided: "
-                + ", ".join(sorted(f"{run} on {dataset}" for run, dataset in needing))
-            )  # fmt: skip
-            print(f"until-decided: {left}", flush=True)
-            return 0
-        config = rounds.with_seeds(
-            config, rounds.next_seeds(seeds, config.experiment.round_seeds, maximum)
-        )
-        only = needing
-        print(
-            f"until-decided: round with seeds {', '.join(map(str, config.experiment.seeds))} "
-            f"for {len(needing)} undecided run x dataset pair(s)",
-            flush=True,
-        )
+    def once(config: config_module.ExperimentConfig, only: Collection[tuple[str, str]]) -> int:
+        return _run(config, out, args, only)
+
+    return rounds.until_decided(experiment, out, once, lambda line: print(line, flush=True))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

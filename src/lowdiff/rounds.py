@@ -19,7 +19,7 @@ its report still shows them; only the requested datasets get new seeds.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from lowdiff import cells, stats, summary
@@ -107,3 +107,39 @@ def with_seeds(config: ExperimentConfig, seeds: Sequence[int]) -> ExperimentConf
     return dataclasses.replace(
         config, experiment=dataclasses.replace(config.experiment, seeds=tuple(seeds))
     )
+
+
+RunOnce = Callable[[ExperimentConfig, Collection[Pair]], int]  # one pass; its exit status
+
+
+def until_decided(
+    config: ExperimentConfig, root: Path, run_once: RunOnce, say: Callable[[str], None]
+) -> int:
+    """Run `config` (only the requested datasets), decide, add a round of seeds to the pairs
+    still undecided, and again, until all are decided or the budget is spent. `run_once`
+    makes the missing cells of the given pairs (and writes the report); a non-zero status
+    stops the rounds and is returned."""
+    check_until_decided(config, root)  # before any work
+    requested = config.experiment.datasets
+    config = merged_config(sequential_settings(config), root)
+    maximum = config.experiment.max_seeds
+    only: set[Pair] = {(run.name, dataset) for run in config.runs for dataset in requested}
+    while True:
+        status = run_once(config, only)
+        if status != 0:
+            return status
+        needing = undecided_pairs(summary.load(root), requested)
+        seeds = config.experiment.seeds
+        if not needing:
+            say("until-decided: every comparison of interest is decided")
+            return 0
+        if len(seeds) >= maximum:
+            pairs = ", ".join(sorted(f"{run} on {dataset}" for run, dataset in needing))
+            say(f"until-decided: the budget of {maximum} seeds is spent; undecided: {pairs}")
+            return 0
+        config = with_seeds(config, next_seeds(seeds, config.experiment.round_seeds, maximum))
+        only = needing
+        say(
+            f"until-decided: round with seeds {', '.join(map(str, config.experiment.seeds))} "
+            f"for {len(needing)} undecided run x dataset pair(s)"
+        )
