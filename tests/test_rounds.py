@@ -6,31 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from fake_results import TINY_EXPERIMENT, TINY_SECOND_RUN
 
 from lowdiff import rounds
 from lowdiff.cli import main
 from lowdiff.config import ConfigError, load_experiment
 
-TINY = """
-[experiment]
-name = "tiny"
-datasets = ["moons", "line"]
-seeds = [0, 1]
-num_points = 1000
-oracle_draws = 1
-round_seeds = 2
-[train]
-num_steps = 10
-batch_size = 32
-[eval]
-num_samples = 150
-[model]
-hidden_dim = 16
-embedding_dim = 8
-[runs.baseline]
-model = { arch = "mlp" }
-"""
-WIDE = '[runs.wide]\nmodel = { arch = "mlp", hidden_dim = 24 }\n'
+TINY, WIDE = TINY_EXPERIMENT, TINY_SECOND_RUN
 
 
 def test_next_seeds_adds_one_round_up_to_the_budget():

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from fake_results import TINY_EXPERIMENT, TINY_SECOND_RUN
 
 from lowdiff import headline, plots, stats
 from lowdiff.cli import main
@@ -73,31 +74,13 @@ def test_forest_plot_draws_one_row_per_comparison():
         plots.forest_plot([], xlabel="Δ", title="t")
 
 
-TINY = """
-[experiment]
-name = "rep"
-datasets = ["moons"]
-seeds = [0, 1]
-num_points = 1000
-oracle_draws = 1
-[train]
-num_steps = 10
-batch_size = 32
-[eval]
-num_samples = 150
-[model]
-hidden_dim = 16
-embedding_dim = 8
-[runs.baseline]
-model = { arch = "mlp" }
-[runs.wide]
-model = { arch = "mlp", hidden_dim = 24 }
-"""
+TINY = TINY_EXPERIMENT + TINY_SECOND_RUN
 
 
 def test_sample_repeats_keep_repeat_zero_and_report_the_split(tmp_path):
     (tmp_path / "rep.toml").write_text(TINY)
     common = [str(tmp_path / "rep.toml"), "--quiet", "--threads", "1"]
+    common += ["--set", 'experiment.datasets=["moons"]']
     assert main(["run", *common, "--out", str(tmp_path / "one")]) == 0
     repeated = ["--out", str(tmp_path / "three"), "--set", "eval.sample_repeats=3"]
     assert main(["run", *common, *repeated]) == 0
