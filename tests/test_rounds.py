@@ -68,3 +68,21 @@ def test_api_runs_the_same_rounds(tmp_path):
     listed = json.loads((tmp_path / "api" / "experiment.json").read_text())["experiment"]
     seeds_of_moons = sorted(p.name for p in (tmp_path / "api" / "wide" / "moons").iterdir())
     assert len(listed["seeds"]) in (2, 4) and len(seeds_of_moons) <= 4
+
+
+def test_design_scope_sequential_only_where_rounds_may_add_seeds(tmp_path):
+    from lowdiff import summary
+
+    (tmp_path / "two.toml").write_text(TINY + WIDE)
+    scoped = [
+        "experiment.until_decided=true",
+        "experiment.max_seeds=6",
+        'experiment.sequential_datasets=["moons"]',
+        'experiment.sequential_runs=["baseline", "wide"]',
+    ]
+    loaded = summary.read(load_experiment(tmp_path / "two.toml", scoped), tmp_path)
+    assert loaded.design_for("wide", "baseline", "moons").max_seeds == 6
+    assert not loaded.design_for("wide", "baseline", "line").sequential
+    narrowed = [*scoped[:3], 'experiment.sequential_runs=["wide"]']
+    loaded = summary.read(load_experiment(tmp_path / "two.toml", narrowed), tmp_path)
+    assert not loaded.design_for("wide", "baseline", "moons").sequential

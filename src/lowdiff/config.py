@@ -19,6 +19,7 @@ it can be found) the line, and lists what is valid, before any training starts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -88,6 +89,10 @@ class ExperimentSettings:
     until_decided: bool = False  # add rounds of seeds until every comparison is decided
     max_seeds: int = 0  # the sequential design's seed budget per run (0: fixed sample)
     round_seeds: int = 5  # seeds per round of --until-decided (looks at 5, 10, 15, ...)
+    decide_claims: tuple[str, ...] = ()  # claim ids --until-decided works on (empty: all)
+    # written by --until-decided: where its rounds may add seeds (the sequential design's scope)
+    sequential_datasets: tuple[str, ...] = ()  # datasets the rounds work on
+    sequential_runs: tuple[str, ...] = ()  # runs the rounds may extend (empty: every run)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -509,6 +514,16 @@ def to_dict(config: Any) -> Any:
     if isinstance(config, tuple | list):
         return [to_dict(v) for v in config]
     return config
+
+
+def identical_runs(config: ExperimentConfig) -> list[list[str]]:
+    """Runs grouped by identical resolved configuration (name and description aside), in order:
+    identical runs have the same cells, so they are the same models."""
+    groups: dict[str, list[str]] = {}
+    for run in config.runs:
+        settings = {k: v for k, v in to_dict(run).items() if k not in ("name", "description")}
+        groups.setdefault(json.dumps(settings, sort_keys=True), []).append(run.name)
+    return list(groups.values())
 
 
 def from_json(raw: dict[str, Any], where: str = "<json>") -> ExperimentConfig:

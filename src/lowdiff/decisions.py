@@ -200,25 +200,31 @@ def nominal_level(design: Design, n: int, two_sided: bool, alpha: float | None =
     return float(2.0 * scipy.stats.norm.sf(c) if two_sided else scipy.stats.norm.sf(c))
 
 
+def _per_hypothesis(design: Design | Sequence[Design], count: int) -> list[Design]:
+    return [design] * count if isinstance(design, Design) else list(design)
+
+
 def holm_sequential(
     p_values: Sequence[float | None],
     seeds: Sequence[int],
-    design: Design,
+    design: Design | Sequence[Design],
     two_sided: bool,
 ) -> list[bool]:
     """Holm's step-down at the current look of each hypothesis (Maurer & Bretz 2013).
 
-    The j-th smallest p is compared with the nominal level of a design spending
-    alpha / (m - j + 1) at that hypothesis' own look (``seeds``: its paired seeds); None is
-    untested and does not count. With a fixed-sample design this is exactly Holm (1979).
+    The j-th smallest p is compared with the nominal level of its design (one for all, or one
+    per hypothesis) spending alpha / (m - j + 1) at that hypothesis' own look (``seeds``: its
+    paired seeds); None is untested and does not count. With fixed-sample designs this is
+    exactly Holm (1979).
     """
+    designs = _per_hypothesis(design, len(p_values))
     tested = [i for i, p in enumerate(p_values) if p is not None]
     order = sorted(tested, key=lambda i: p_values[i])
     rejected = [False] * len(p_values)
     m = len(order)
     for j, index in enumerate(order):
-        level = design.alpha / (m - j)
-        if p_values[index] > nominal_level(design, seeds[index], two_sided, level):
+        level = designs[index].alpha / (m - j)
+        if p_values[index] > nominal_level(designs[index], seeds[index], two_sided, level):
             break
         rejected[index] = True
     return rejected
@@ -392,7 +398,7 @@ def _t_p_value(differences: np.ndarray) -> float | None:
 def decide_family(
     differences: Sequence[np.ndarray],
     margins: Sequence[float | None],
-    design: Design,
+    design: Design | Sequence[Design],
     *,
     power: bool = True,
 ) -> list[Decision]:
@@ -402,17 +408,20 @@ def decide_family(
     significant or equivalent decides it for good (a later look cannot undo it -- that is
     what keeps the error rates under optional stopping). Differences are tested - reference;
     a fixed-sample design has one look, and then this is Holm's t-test and Holm's TOST.
+    ``design`` is one for all or one per comparison (sequential for those that rounds of
+    seeds could extend, fixed-sample for the others).
     ``power=False`` skips the power statements (simulations; the decisions are the same)."""
     arrays = [np.asarray(d, dtype=np.float64) for d in differences]
-    schedules = [design.looks(d.size) for d in arrays]
+    designs = _per_hypothesis(design, len(arrays))
+    schedules = [d.looks(a.size) for d, a in zip(designs, arrays, strict=True)]
     state: list[dict] = [{"decided_at": None} for _ in arrays]
     for k in range(max(len(s) for s in schedules) if schedules else 0):
         looks = [s[min(k, len(s) - 1)] for s in schedules]
         heads = [d[:look] for d, look in zip(arrays, looks, strict=True)]
         p_values = [_t_p_value(head) for head in heads]
         tost = [tost_p_value(h, m) for h, m in zip(heads, margins, strict=True)]
-        rejected = holm_sequential(p_values, looks, design, two_sided=True)
-        equivalent = holm_sequential(tost, looks, design, two_sided=False)
+        rejected = holm_sequential(p_values, looks, designs, two_sided=True)
+        equivalent = holm_sequential(tost, looks, designs, two_sided=False)
         for i, head in enumerate(heads):
             if state[i]["decided_at"] is not None:
                 continue
@@ -426,10 +435,9 @@ def decide_family(
             }
     # power at Holm's strictest level alpha / m (m tested comparisons): a conservative count
     tested = max(1, sum(s.get("p_value") is not None for s in state))
-    level = design.alpha / tested
     return [
-        _decision(d, m, s, design, level if power else None)
-        for d, m, s in zip(arrays, margins, state, strict=True)
+        _decision(a, m, s, d, d.alpha / tested if power else None)
+        for a, m, s, d in zip(arrays, margins, state, designs, strict=True)
     ]
 
 

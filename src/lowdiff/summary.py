@@ -168,6 +168,21 @@ class ExperimentResults:
             maximum = max(maximum, settings.round_seeds)
         return decisions.Design(max_seeds=maximum, round_seeds=settings.round_seeds)
 
+    def design_for(self, run: str, reference: str, dataset: str) -> decisions.Design:
+        """The design of one comparison: sequential when rounds of seeds could extend it (its
+        dataset among experiment.sequential_datasets and both runs among the runs of interest,
+        `sequential_runs`), else a fixed-sample test."""
+        settings = self.config.experiment
+        sequential = dataset in settings.sequential_datasets and {run, reference} <= set(
+            self.sequential_runs
+        )
+        return self.design if sequential else decisions.Design(alpha=self.design.alpha)
+
+    @property
+    def sequential_runs(self) -> list[str]:
+        """Runs that rounds of seeds may extend: experiment.sequential_runs, or every run."""
+        return list(self.config.experiment.sequential_runs) or self.run_names
+
     def mixing(self, run: str) -> Mixing | None:
         """The mixing weights `run`'s architecture records (None: it records none)."""
         return ARCHITECTURES[self.config.run(run).model.arch].mixing

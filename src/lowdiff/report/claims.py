@@ -248,7 +248,7 @@ def difference_rows(claims: Sequence[Claim], loaded: ExperimentResults) -> list[
         [row.comparison for row, _ in tested],
         [differences for _, differences in tested],
         margins,
-        loaded.design,
+        [loaded.design_for(row.run, row.reference, row.dataset) for row, _ in tested],
     )
     fixed = {id(row): c for (row, _), c in zip(tested, decided, strict=True)}
     return [replace(row, comparison=fixed.get(id(row))) for row in rows]

@@ -69,7 +69,7 @@ def compare_runs(
     oracle: Mapping[str, float | None] | None = None,
     alpha: float = ALPHA,
     margins: Mapping[str, float | None] | None = None,
-    design: decisions.Design | None = None,
+    design: decisions.Design | Callable[[str, str], decisions.Design] | None = None,
     power: bool = True,
 ) -> dict[tuple[str, str], stats.Comparison]:
     """Each candidate vs `reference` per dataset, paired on their common seeds; one Holm family.
@@ -80,8 +80,8 @@ def compare_runs(
     Returns {(candidate, dataset): Comparison} for every pair that shares at least one seed.
     Each is decided by `decisions.decide_family` (four verdicts): `margins[dataset]` is the
     equivalence margin of the tested difference (None: no equivalence test), `design` the
-    sequential design (None: a fixed-sample test at `alpha`); `power=False` skips the power
-    statements of undecided comparisons (simulations).
+    sequential design, for all or per (candidate, dataset) (None: a fixed-sample test at
+    `alpha`); `power=False` skips the power statements of undecided comparisons (simulations).
     """
     judge = _judge(metric, lower_is_better)
     keys, comparisons, tested = [], [], []
@@ -96,7 +96,8 @@ def compare_runs(
             tested.append(tested_differences(candidate, baseline, floor, metric))
     margin_of = [None if margins is None else margins.get(dataset) for _, dataset in keys]
     design = design or decisions.Design(alpha=alpha)
-    decided = decide(comparisons, tested, margin_of, design, power=power)
+    designs = [design if isinstance(design, decisions.Design) else design(*key) for key in keys]
+    decided = decide(comparisons, tested, margin_of, designs, power=power)
     return dict(zip(keys, decided, strict=True))
 
 
@@ -104,7 +105,7 @@ def decide(
     comparisons: Sequence[stats.Comparison],
     tested: Sequence[np.ndarray],
     margins: Sequence[float | None],
-    design: decisions.Design,
+    designs: Sequence[decisions.Design],
     *,
     power: bool = True,
 ) -> list[stats.Comparison]:
@@ -113,11 +114,13 @@ def decide(
     design's looks); `tested` holds each comparison's per-seed tested differences."""
     if not comparisons:
         return []
-    corrected = stats.correct_family(comparisons, alpha=design.alpha)
-    decided = decisions.decide_family(tested, margins, design, power=power)
+    corrected = stats.correct_family(comparisons, alpha=designs[0].alpha)
+    decided = decisions.decide_family(tested, margins, designs, power=power)
     return [
         _with_decision(comparison, decision, margin, design)
-        for comparison, decision, margin in zip(corrected, decided, margins, strict=True)
+        for comparison, decision, margin, design in zip(
+            corrected, decided, margins, designs, strict=True
+        )
     ]
 
 
@@ -236,7 +239,7 @@ def metric_tables(
             metric=metric,
             oracle=floors,
             margins={dataset: loaded.margin(dataset, metric) for dataset in loaded.datasets},
-            design=loaded.design,
+            design=lambda run, dataset: loaded.design_for(run, loaded.baseline, dataset),
         )
         tables[metric] = MetricTable(metric, summaries, comparisons)
     return tables
