@@ -132,8 +132,16 @@ def _design_text(loaded: ExperimentResults) -> str:
         f"{design.max_seeds}): O'Brien-Fleming-type alpha spending (Lan & DeMets 1983) at "
         f"α = {design.alpha}, Holm across the family at each look, equivalence by two "
         "one-sided tests at the same looks; a comparison decided at a look stays decided "
-        "(docs/protocol.md)."
+        f"(docs/protocol.md). Its scope: {_scope(loaded)}; comparisons outside it are "
+        "fixed-sample tests."
     )
+
+
+def _scope(loaded: ExperimentResults) -> str:
+    settings = loaded.config.experiment
+    datasets = ", ".join(settings.sequential_datasets) or "none"
+    runs = ", ".join(settings.sequential_runs) or "every run"
+    return f"datasets {datasets}; runs {runs}"
 
 
 def effects_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable]) -> list[Block]:
