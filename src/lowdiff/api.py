@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,15 +172,23 @@ def _execute(
     from lowdiff.executors import make_executor
     from lowdiff.experiments import execute
 
-    local = (
-        config.executor.kind == "local"
-    )  # as `lowdiff run`: packs where experiment.executor says
+    local = config.executor.kind == "local"  # as `lowdiff run`: where experiment.executor says
     executor = None if local else make_executor(config.executor, root=out)
-    execute(config, out, force=force, progress=progress, executor=executor)
-    if report:
-        from lowdiff.report import write_report
 
-        write_report(out)
+    def once(config: ExperimentConfig, only: Collection[tuple[str, str]] | None = None) -> int:
+        execute(config, out, force=force, progress=progress, executor=executor, only=only)
+        if report:
+            from lowdiff.report import write_report
+
+            write_report(out)
+        return 0
+
+    if config.experiment.until_decided:
+        from lowdiff import rounds
+
+        rounds.until_decided(config, out, once, log.info)
+    else:
+        once(config)
     return ResultsTable.from_dirs([out])
 
 
@@ -221,7 +229,9 @@ def run_experiment(
 
     Like `lowdiff run`: finished cells are kept, so calling it again resumes. `overrides` are
     `--set` strings. Results go to `out` (default runs/<experiment name>); `report=True` also
-    writes report.md / report.html. Returns the metrics of every finished cell.
+    writes report.md / report.html. With `experiment.until_decided` it adds rounds of seeds
+    until decided, as `lowdiff run --until-decided` (`lowdiff.rounds`). Returns the metrics of
+    every finished cell.
     """
     config = _as_config(path_or_config, overrides)
     root = Path(out) if out is not None else Path("runs") / config.experiment.name

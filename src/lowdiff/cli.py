@@ -16,7 +16,7 @@ import logging
 import re
 import sys
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,18 +153,43 @@ def _train_config(args: argparse.Namespace) -> config_module.ExperimentConfig:
     )
 
 
+def _sequential_overrides(args: argparse.Namespace) -> list[str]:
+    """--until-decided, --max-seeds and --round-seeds as experiment settings."""
+    extra = []
+    if getattr(args, "until_decided", False):
+        extra.append("experiment.until_decided=true")
+    if getattr(args, "max_seeds", None) is not None:
+        extra.append(f"experiment.max_seeds={args.max_seeds}")
+    if getattr(args, "round_seeds", None) is not None:
+        extra.append(f"experiment.round_seeds={args.round_seeds}")
+    return extra
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
     """The --set overrides, with the flags that are shorthands for a setting."""
     executor = [f'experiment.executor="{args.executor}"'] if args.executor else []
-    return [*args.set, *executor]
+    return [*args.set, *executor, *_sequential_overrides(args)]
 
 
-def _finished_cells(experiment: config_module.ExperimentConfig, out: Path) -> tuple[int, int]:
-    planned = cells.plan(experiment, out)
+def _finished_cells(
+    experiment: config_module.ExperimentConfig,
+    out: Path,
+    only: Collection[tuple[str, str]] | None = None,
+) -> tuple[int, int]:
+    planned = [
+        cell
+        for cell in cells.plan(experiment, out)
+        if only is None or (cell.run, cell.dataset) in only
+    ]
     return sum(cells.is_done(cell) for cell in planned), len(planned)
 
 
-def _run(experiment: config_module.ExperimentConfig, out: Path, args: argparse.Namespace) -> int:
+def _run(
+    experiment: config_module.ExperimentConfig,
+    out: Path,
+    args: argparse.Namespace,
+    only: Collection[tuple[str, str]] | None = None,
+) -> int:
     from lowdiff import runtime
 
     config_module.check_threads(args.threads)  # before anything is written
@@ -174,12 +199,12 @@ def _run(experiment: config_module.ExperimentConfig, out: Path, args: argparse.N
     from lowdiff.report import write_report
 
     runtime.configure_cpu(args.threads)
-    finished, total = _finished_cells(experiment, out)
+    finished, total = _finished_cells(experiment, out, only)
     print(f"{out}: {resume_line(0 if args.force else finished, total)}", flush=True)
     local = experiment.executor.kind == "local"
     executor = None if local else make_executor(experiment.executor, root=out)
     executed = execute(
-        experiment, out, force=args.force, progress=not args.quiet, executor=executor
+        experiment, out, force=args.force, progress=not args.quiet, executor=executor, only=only
     )
     with phase("report and figures", disable=args.quiet):
         path = write_report(out)
@@ -207,7 +232,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_overrides(args.set)
     experiment = config_module.load_experiment(args.experiment, _overrides(args))
     out = Path(args.out) if args.out else Path("runs") / experiment.experiment.name
+    if experiment.experiment.until_decided:
+        return _run_until_decided(experiment, out, args)
     return _run(experiment, out, args)
+
+
+def _run_until_decided(
+    experiment: config_module.ExperimentConfig, out: Path, args: argparse.Namespace
+) -> int:
+    """Rounds of seeds until every comparison of interest is decided (`lowdiff.rounds`)."""
+    from lowdiff import rounds
+
+    def once(config: config_module.ExperimentConfig, only: Collection[tuple[str, str]]) -> int:
+        return _run(config, out, args, only)
+
+    return rounds.until_decided(experiment, out, once, lambda line: print(line, flush=True))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -373,6 +412,16 @@ def _add_run_commands(commands: Any) -> None:
     )
     run.add_argument("experiment", help="path to an experiment TOML file")
     run.add_argument("--out", help="results directory (default: runs/<experiment name>)")
+    run.add_argument(
+        "--until-decided",
+        action="store_true",
+        help="add rounds of seeds to undecided comparisons until decided or --max-seeds "
+        "(sets experiment.until_decided; a group-sequential design keeps the error rates)",
+    )
+    run.add_argument(
+        "--max-seeds", type=int, help="seed budget per run for --until-decided (default 15)"
+    )
+    run.add_argument("--round-seeds", type=int, help="seeds per round (default 5)")
     _add_run_options(run)
 
     train = _command(

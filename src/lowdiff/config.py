@@ -19,6 +19,7 @@ it can be found) the line, and lists what is valid, before any training starts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -32,6 +33,7 @@ from typing import Any, Literal
 from lowdiff import data
 from lowdiff.data import DATASETS
 from lowdiff.executors import EXECUTORS, ExecutorConfig
+from lowdiff.metrics import METRICS
 from lowdiff.plugins import (
     FILE_PREFIX,
     PluginError,
@@ -95,6 +97,14 @@ class ExperimentSettings:
     executor: Literal["local", "ray", "slurm"] = "local"  # where packs run; options in [executor]
     # filled in from `file:` datasets: name -> {"path": absolute path, "sha256": content hash}
     data_files: dict[str, Any] | None = None
+    margins: dict[str, float] = field(default_factory=dict)  # equivalence margin per metric
+    until_decided: bool = False  # add rounds of seeds until every comparison is decided
+    max_seeds: int = 0  # the sequential design's seed budget per run (0: fixed sample)
+    round_seeds: int = 5  # seeds per round of --until-decided (looks at 5, 10, 15, ...)
+    decide_claims: tuple[str, ...] = ()  # claim ids --until-decided works on (empty: all)
+    # written by --until-decided: where its rounds may add seeds (the sequential design's scope)
+    sequential_datasets: tuple[str, ...] = ()  # datasets the rounds work on
+    sequential_runs: tuple[str, ...] = ()  # runs the rounds may extend (empty: every run)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +136,8 @@ def table_fields(table: str) -> list[dataclasses.Field[Any]]:
 def _type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) is Literal:
         return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    if typing.get_origin(annotation) is dict:
+        return "a table of numbers, e.g. { kl_divergence = 0.03 }"
     if typing.get_origin(annotation) is tuple:
         return f"a list of {_type_name(typing.get_args(annotation)[0])}"
     return getattr(annotation, "__name__", str(annotation))
@@ -147,6 +159,12 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is tuple and isinstance(value, list | tuple):
         item = typing.get_args(annotation)[0]
         return tuple(coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict and isinstance(value, dict):
+        key_type, value_type = typing.get_args(annotation)
+        return {
+            coerce(k, key_type, where): coerce(v, value_type, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if origin in (types.UnionType, typing.Union):
         for option in typing.get_args(annotation):
             try:
@@ -292,6 +310,7 @@ def _settings(raw: dict[str, Any], base: Path | None = None) -> ExperimentSettin
             "experiment.num_points must be >= 2, max_models_per_batch and oracle_draws >= 1",
             key="experiment",
         )
+    _check_sequential(settings)
     return settings
 
 
@@ -306,6 +325,34 @@ def _plugin_model(model: ModelConfig, base: Path | None, where: str) -> ModelCon
     except PluginError as error:
         raise ConfigError(f"{where}.model.arch: {error}", key=f"{where}.model.arch") from error
     return dataclasses.replace(model, plugin_root=root, plugin_hash=digest)
+
+
+def _check_sequential(settings: ExperimentSettings) -> None:
+    """Margins (a known metric, finite and >= 0) and the seed budget of --until-decided."""
+    for metric, margin in settings.margins.items():
+        if metric not in METRICS:
+            raise ConfigError(
+                f"experiment.margins: unknown metric {metric!r}; valid: {', '.join(METRICS)}",
+                key="experiment.margins",
+            )
+        if not math.isfinite(margin) or margin < 0.0:
+            raise ConfigError(
+                f"experiment.margins.{metric}: must be a finite number >= 0, got {margin}",
+                key="experiment.margins",
+            )
+    if settings.round_seeds < 2:
+        raise ConfigError(
+            f"experiment.round_seeds must be >= 2, got {settings.round_seeds}",
+            key="experiment.round_seeds",
+        )
+    if settings.max_seeds and settings.max_seeds < len(settings.seeds):
+        raise ConfigError(
+            f"experiment.max_seeds ({settings.max_seeds}) is below the {len(settings.seeds)} "
+            "seeds already listed in experiment.seeds; give at least that many",
+            key="experiment.max_seeds",
+        )
+    if settings.max_seeds < 0:
+        raise ConfigError("experiment.max_seeds must be >= 0", key="experiment.max_seeds")
 
 
 def _run(
@@ -565,6 +612,16 @@ def to_dict(config: Any) -> Any:
     if isinstance(config, tuple | list):
         return [to_dict(v) for v in config]
     return config
+
+
+def identical_runs(config: ExperimentConfig) -> list[list[str]]:
+    """Runs grouped by identical resolved configuration (name and description aside), in order:
+    identical runs have the same cells, so they are the same models."""
+    groups: dict[str, list[str]] = {}
+    for run in config.runs:
+        settings = {k: v for k, v in to_dict(run).items() if k not in ("name", "description")}
+        groups.setdefault(json.dumps(settings, sort_keys=True), []).append(run.name)
+    return list(groups.values())
 
 
 def from_json(raw: dict[str, Any], where: str = "<json>") -> ExperimentConfig:

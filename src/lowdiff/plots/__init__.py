@@ -8,16 +8,20 @@ concern per module:
 - `common`: `loss_curves`, `sample_grid` (with a ground-truth row), `metric_bars`,
   `mode_bars`, `hanning_smooth`;
 - `mixing`: `weight_evolution`, `gated_samples`, `gate_histograms`, `gate_field`;
+- `effects`: `forest_plot`, the paired effects with their verdicts (`effects.png`);
 - `process`: `process_grid` and `save_process_animation` (the reverse process).
 """
 
 from lowdiff.plots.common import hanning_smooth, loss_curves, metric_bars, mode_bars, sample_grid
+from lowdiff.plots.effects import EffectRow, forest_plot
 from lowdiff.plots.mixing import gate_field, gate_histograms, gated_samples, weight_evolution
 from lowdiff.plots.process import process_grid, save_process_animation, step_label
 from lowdiff.plots.style import BASELINE_COLOR, run_colors, save_figure
 
 __all__ = [
     "BASELINE_COLOR",
+    "EffectRow",
+    "forest_plot",
     "gate_field",
     "gate_histograms",
     "gated_samples",

@@ -9,18 +9,19 @@ training, no model objects and no torch:
     <root>/figures/*            the figures of protocol §2-§3 and the reverse process (`plots`)
 
 The report is a pure function of those files: rebuilding it gives the same bytes. Its parts, in
-order: the summary table (runs × datasets, headline metrics, ★ where the corrected test says
-better; `overview`), the setup and how to read it (`sections`), the claims of the series'
-write-up when the experiment has a claims file (`claims`), one section per group of identical
-runs (`sections`), the figures (`figures`, `mixing_figures`, `process_figures`), and the
-analysis in words (`analysis`). `write_comparison` (`compare`) builds one report over several
-results directories. Both pages are written to temporaries first and then renamed together, so
-they never disagree.
+order: the verdicts (`effects`: the forest plot figures/effects.png, the headline per run, the
+margins and the seeds undecided comparisons would take), the summary table (runs × datasets,
+headline metrics, ★ better, ▼ worse, ≈ equivalent by the corrected test; `overview`), the setup and
+how to read it (`sections`), the claims of the series' write-up when the experiment has a claims
+file (`claims`), one section per group of identical runs (`sections`), the figures (`figures`,
+`mixing_figures`, `process_figures`), and the analysis in words (`analysis`). `write_comparison`
+(`compare`) builds one report over several results directories. Both pages are written to
+temporaries first and then renamed together, so they never disagree.
 
 Modules, each using only those listed before it: `document` (blocks, Markdown, HTML, writing),
 `load` (files -> `ExperimentResults`), `tables` (summaries, Holm-corrected comparisons),
-`options`, `text`, `overview`, `sections`, `figures`, `mixing_figures`, `process_figures`,
-`claims`, `analysis`, `compare`.
+`options`, `text`, `overview`, `effects`, `sections`, `figures`, `mixing_figures`,
+`process_figures`, `claims`, `analysis`, `compare`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from lowdiff.report.document import (
     render_markdown,
     write_pages,
 )
+from lowdiff.report.effects import effects_blocks
 from lowdiff.report.figures import Context, common_plans, write_figures
 from lowdiff.report.load import ExperimentResults, load_results
 from lowdiff.report.mixing_figures import branch_plans, gate_plans
@@ -69,6 +71,7 @@ def build_blocks(loaded: ExperimentResults, options: ReportOptions | None = None
     blocks: list[Block] = [Heading(1, f"lowdiff report: {settings.name}")]
     if settings.question:
         blocks.append(Paragraph(f"Question: {settings.question}"))
+    blocks += effects_blocks(loaded, tables)  # the answer first: effects.png and the verdicts
     blocks += summary_blocks(loaded, tables) + header_blocks(loaded) + _claims(loaded, options)
     for group in run_groups(loaded):
         blocks += run_blocks(loaded, tables, group)
