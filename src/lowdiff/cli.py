@@ -201,7 +201,7 @@ def _run(experiment: config_module.ExperimentConfig, out: Path, args: argparse.N
 
 def cmd_run(args: argparse.Namespace) -> int:
     _check_overrides(args.set)
-    experiment = config_module.load_experiment(args.experiment, _overrides(args))
+    experiment = config_module.load_experiment(args.experiment, _overrides(args), args.sweep)
     out = Path(args.out) if args.out else Path("runs") / experiment.experiment.name
     return _run(experiment, out, args)
 
@@ -364,11 +364,20 @@ def _add_run_commands(commands: Any) -> None:
         "run an experiment file (resuming a finished part) and write its report",
         "  lowdiff run experiments/quickstart.toml\n"
         "  lowdiff run experiments/dual_expert.toml --set train.num_steps=2000 --out runs/short\n"
-        "  lowdiff run experiments/quickstart.toml --force     # redo every cell\n",
+        "  lowdiff run experiments/quickstart.toml --force     # redo every cell\n"
+        "  lowdiff run experiments/quickstart.toml --sweep train.diversity_weight=0,0.05\n",
         cmd_run,
     )
     run.add_argument("experiment", help="path to an experiment TOML file")
     run.add_argument("--out", help="results directory (default: runs/<experiment name>)")
+    run.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="one run per value for each run, named RUN-LEAF=VALUE, e.g. "
+        "train.diversity_weight=0,0.02,0.05 (repeatable: a grid; adds to the file's [sweep])",
+    )
     _add_run_options(run)
 
     train = _command(
