@@ -623,7 +623,8 @@ def from_json(raw: dict[str, Any], where: str = "<json>") -> ExperimentConfig:
             named[run["name"]] = {key: value for key, value in run.items() if key != "name"}
         runs = named
     swept = raw.get("sweep", [])  # written expanded: the runs are already the sweep's points
-    config = resolve({**{k: v for k, v in raw.items() if k != "sweep"}, "runs": runs}, where)
+    settings = {k: v for k, v in raw.items() if k not in ("sweep", "provenance")}
+    config = resolve({**settings, "runs": runs}, where)
     return dataclasses.replace(config, sweep=swept_from_json(swept, list(runs), where))
 
 

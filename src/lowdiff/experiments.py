@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lowdiff import cells, oracle, results, summary
+from lowdiff import cells, oracle, provenance, results, summary
 from lowdiff.cells import Cell, cell_hash, plan
 from lowdiff.config import ExperimentConfig, RunConfig, check_resources
 from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
@@ -398,7 +398,8 @@ def _execute(
     progress: bool,
     executor: Executor | None,
 ) -> Executed:
-    cells.write_configs(config, root)
+    device = str(resolve_device(config.experiment.device))
+    cells.write_configs(config, root, provenance.record(device))
     to_train, copies = _work(config, root, force)
     packs = _packs(config, to_train, root)
     total = len(config.runs) * len(config.experiment.datasets) * len(config.experiment.seeds)
