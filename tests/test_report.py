@@ -29,7 +29,7 @@ from lowdiff.report.text import STAR
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-HTML_LIMIT = 300_000  # bytes, the whole self-contained page
+HTML_LIMIT = 1_500_000  # bytes, the whole self-contained page (full-colour PNGs at 150 dpi)
 
 
 def _series(name: str, **experiment) -> dict:
