@@ -12,7 +12,6 @@ import os
 import platform
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,11 @@ import numpy as np
 SOURCE = Path(__file__).resolve().parent
 
 
-def lowdiff_version() -> str | None:
-    try:
-        return metadata.version("lowdiff")
-    except metadata.PackageNotFoundError:
-        return None
+def lowdiff_version() -> str:
+    """The running lowdiff's version (the source's own, even where another copy is installed)."""
+    from lowdiff import __version__
+
+    return __version__
 
 
 def _git(*args: str) -> str | None:

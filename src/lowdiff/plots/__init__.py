@@ -8,7 +8,8 @@ concern per module:
 - `common`: `loss_curves`, `loss_differences` (paired by seed), `sample_grid` (with a
   ground-truth row), `metric_bars`, `mode_bars`, `hanning_smooth`;
 - `mixing`: `weight_evolution`, `gated_samples`, `gate_histograms`, `gate_field`;
-- `process`: `process_grid` and `save_process_animation` (the reverse process).
+- `process`: `process_grid` and `save_process_animation` (the reverse process);
+- `sweep`: `response_curves` (each metric against a swept setting).
 """
 
 from lowdiff.plots.common import (
@@ -22,9 +23,11 @@ from lowdiff.plots.common import (
 from lowdiff.plots.mixing import gate_field, gate_histograms, gated_samples, weight_evolution
 from lowdiff.plots.process import process_grid, save_process_animation, step_label
 from lowdiff.plots.style import BASELINE_COLOR, run_colors, save_figure
+from lowdiff.plots.sweep import Point, response_curves
 
 __all__ = [
     "BASELINE_COLOR",
+    "Point",
     "gate_field",
     "gate_histograms",
     "gated_samples",
@@ -34,6 +37,7 @@ __all__ = [
     "metric_bars",
     "mode_bars",
     "process_grid",
+    "response_curves",
     "run_colors",
     "sample_grid",
     "save_figure",

@@ -18,6 +18,7 @@ from lowdiff.metrics import METRICS
 from lowdiff.report.load import CellResult
 
 STAR = "★"  # better by the corrected, floor-aware test
+WORSE_MARK = "▼"  # significantly worse than the baseline (the summary marks both)
 
 
 def num_modes(dataset: str) -> int:
