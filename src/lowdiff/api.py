@@ -168,10 +168,22 @@ def _as_config(path_or_config: Any, overrides: Sequence[str]) -> ExperimentConfi
 
 
 def _execute(
-    config: ExperimentConfig, out: Path, *, force: bool, progress: bool, report: bool
+    config: ExperimentConfig,
+    out: Path,
+    *,
+    force: bool,
+    progress: bool,
+    report: bool,
+    threads: int = 0,
 ) -> ResultsTable:
+    from lowdiff import runtime
+    from lowdiff.config import check_threads
+
+    check_threads(threads)
+    runtime.share_cpu_environment()  # effective only if torch is not imported yet
     from lowdiff.experiments import execute
 
+    runtime.configure_cpu(threads)  # the command line's policy: CPUs shared among busy jobs
     execute(config, out, force=force, progress=progress)
     if report:
         from lowdiff.report import write_report
@@ -191,6 +203,7 @@ def train(
     force: bool = False,
     progress: bool = False,
     report: bool = False,
+    threads: int = 0,
     **settings: Any,
 ) -> ResultsTable:
     """Train and measure `model` on every dataset x seed (resumable); returns its metrics.
@@ -198,10 +211,11 @@ def train(
     Any setting is a keyword: `num_steps=2000`, `hidden_dim=64`, or `train__num_steps=2000`
     where a name belongs to several sections (`lowdiff keys` lists them). Results go to `out`
     (default runs/<name>); `lowdiff.load(table.root / model / dataset / "seed_0")` reloads one.
+    `threads`: torch's CPU threads, as `--threads` (0: shared among busy processes).
     """
     config = train_config(model, datasets, seeds, name=name, device=device, settings=settings)
     root = Path(out) if out is not None else Path("runs") / config.experiment.name
-    return _execute(config, root, force=force, progress=progress, report=report)
+    return _execute(config, root, force=force, progress=progress, report=report, threads=threads)
 
 
 def run_experiment(
@@ -212,16 +226,18 @@ def run_experiment(
     force: bool = False,
     progress: bool = False,
     report: bool = False,
+    threads: int = 0,
 ) -> ResultsTable:
     """Run an experiment (a TOML or experiment.json path, a dict or an ExperimentConfig).
 
     Like `lowdiff run`: finished cells are kept, so calling it again resumes. `overrides` are
     `--set` strings. Results go to `out` (default runs/<experiment name>); `report=True` also
-    writes report.md / report.html. Returns the metrics of every finished cell.
+    writes report.md / report.html; `threads` as `--threads` (0: shared among busy
+    processes, the command line's policy). Returns the metrics of every finished cell.
     """
     config = _as_config(path_or_config, overrides)
     root = Path(out) if out is not None else Path("runs") / config.experiment.name
-    return _execute(config, root, force=force, progress=progress, report=report)
+    return _execute(config, root, force=force, progress=progress, report=report, threads=threads)
 
 
 def evaluate(
