@@ -139,3 +139,22 @@ def test_report_without_an_answer_figure_keeps_the_summary_first(tmp_path, sweep
     report.write_report(root, ReportOptions(process=False))
     summary = (root / "report.md").read_text().split("## Summary")[1].split("\n## ")[0]
     assert "effects.png" not in summary
+
+
+def test_a_copied_folder_gets_its_claims_from_the_claims_flag(tmp_path, sweep, capsys):
+    from lowdiff.cli import main
+
+    root = tmp_path / "copy"
+    shutil.copytree(sweep, root)
+    claims = tmp_path / "mine.claims.toml"
+    claims.write_text(
+        '[[claim]]\nid = "L1"\ntext = "lambda 0.2 costs circle"\n'
+        'candidates = ["larger_experts-diversity_weight=0.2"]\n'
+        'comparison = "larger_experts-diversity_weight=0"\n'
+    )
+    assert main(["report", str(root)]) == 0
+    assert "## Claims" not in (root / "report.md").read_text()  # a copy far from experiments/
+    assert main(["report", str(root), "--claims", str(claims)]) == 0
+    assert "lambda 0.2 costs circle" in (root / "report.md").read_text()
+    assert main(["report", str(root), "--claims", str(tmp_path / "none.toml")]) == 2
+    assert "--claims" in capsys.readouterr().err

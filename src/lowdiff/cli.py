@@ -213,9 +213,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lowdiff.report import write_report
+    from lowdiff.report import ReportOptions, write_report
 
-    print(f"report: {write_report(Path(args.run_dir))}")
+    claims = Path(args.claims) if args.claims else None
+    if claims is not None and not claims.is_file():
+        raise ConfigError(f"--claims {claims}: no such file; give a NAME.claims.toml file")
+    print(f"report: {write_report(Path(args.run_dir), ReportOptions(claims=claims))}")
     return 0
 
 
@@ -506,10 +509,17 @@ def _add_result_commands(commands: Any) -> None:
         commands,
         "report",
         "(re)build report.md and report.html from a results directory",
-        "  lowdiff report runs/quickstart\n",
+        "  lowdiff report runs/quickstart\n"
+        "  lowdiff report /tmp/copy --claims experiments/dual_expert.claims.toml\n",
         cmd_report,
     )
     report.add_argument("run_dir", help="a results directory written by `lowdiff run`")
+    report.add_argument(
+        "--claims",
+        metavar="FILE",
+        help="the write-up's claims file (default: RESULTS/claims.toml, else "
+        "experiments/NAME.claims.toml in a folder above; give it for a copied results folder)",
+    )
 
     sample = _command(
         commands,
