@@ -197,3 +197,16 @@ def test_sweep_survives_experiment_json(tmp_path):
     again = from_json(to_dict(config))
     assert again.sweep == config.sweep
     assert [r.name for r in again.runs] == [r.name for r in config.runs]
+
+
+def test_run_command_passes_its_sweeps(tmp_path, monkeypatch):
+    from lowdiff import cli
+
+    seen = {}
+    monkeypatch.setattr(
+        cli, "_run", lambda experiment, out, args: seen.setdefault("c", experiment) and 0
+    )
+    path = write(tmp_path, GOOD)
+    assert cli.main(["run", str(path), "--sweep", "train.diversity_weight=0,0.05"]) == 0
+    names = [run.name for run in seen["c"].runs]
+    assert names[:2] == ["baseline-diversity_weight=0", "baseline-diversity_weight=0.05"]
