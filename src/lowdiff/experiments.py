@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lowdiff import cells, data, oracle, results, summary
+from lowdiff import cells, data, oracle, provenance, results, summary
 from lowdiff.cells import Cell, cell_hash, plan
 from lowdiff.config import ExperimentConfig, RunConfig, check_resources
 from lowdiff.engine import (
@@ -472,7 +472,8 @@ def _execute(
     executor: Executor | None,
     only: Collection[tuple[str, str]] | None = None,
 ) -> Executed:
-    cells.write_configs(config, root)
+    device = str(resolve_device(config.experiment.device))
+    cells.write_configs(config, root, provenance.record(device))
     to_train, copies = _work(config, root, force, only)
     packs = _packs(config, to_train, root)
     total = len(config.runs) * len(config.experiment.datasets) * len(config.experiment.seeds)

@@ -12,7 +12,7 @@ never guessed. A diverged cell is a `MissingCell` too, with the step it diverged
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 
 from lowdiff import cells, decisions, headline, oracle, results, stats
 from lowdiff.architectures import Mixing, arch_info
-from lowdiff.config import ConfigError, ExperimentConfig, resolve
+from lowdiff.config import ConfigError, ExperimentConfig, resolve, swept_from_json
 
 __all__ = [
     "CellResult",
@@ -256,7 +256,8 @@ def read_config(root: Path) -> ExperimentConfig:
         )
     runs = {run["name"]: {k: v for k, v in run.items() if k != "name"} for run in raw["runs"]}
     try:
-        return resolve({"experiment": raw["experiment"], "runs": runs}, str(path))
+        config = resolve({"experiment": raw["experiment"], "runs": runs}, str(path))
+        return replace(config, sweep=swept_from_json(raw.get("sweep", []), list(runs), str(path)))
     except ConfigError as error:
         raise results.ResultsError(f"{path}: not a valid lowdiff experiment: {error}") from error
 

@@ -27,7 +27,7 @@ class ReportOptions:
     datasets: tuple[str, ...] | None = None  # series figures; None: `default_series_datasets`
     process: bool = True  # reverse-process figures from process.npz (absent: skipped quietly)
     animate: bool = False  # one GIF of the reverse process per run (first seed)
-    figure_format: str = ".png"  # ".png" (palette), ".webp" or ".jpg"
+    figure_format: str = ".png"  # ".png" (full colour), ".webp" or ".jpg"
     claims: Path | None = None  # a claims file; None: found by `claims.find_claims`
 
 

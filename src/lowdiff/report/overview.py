@@ -3,7 +3,8 @@
 Rows are the groups of identical runs (named by all their runs), columns the datasets, and each
 entry gives KL and, where the results hold them, coverage, precision and W2 (mean ± 95% CI,
 clipped to the metric's range), with ★ where the corrected, floor-aware test of
-`report.tables` calls the run better than the baseline. A diverged cell says where it stopped.
+`report.tables` calls the run better than the baseline and ▼ where it calls it worse. A
+diverged cell says where it stopped.
 The last row is the oracle floor: what a perfect generator gets.
 """
 
