@@ -95,7 +95,7 @@ def test_every_sampler_runs_a_plugin_model_per_model(sampler):
         CPU,
         num_samples=64,
         sampler=sampler,
-        num_steps=10,
+        sampling_steps=10,
     )
     assert drawn.points.shape == (2, 64, 2) and np.isfinite(drawn.points).all()
     single = build_model(plugin_config(), 1, 100)
@@ -107,7 +107,7 @@ def test_every_sampler_runs_a_plugin_model_per_model(sampler):
         CPU,
         num_samples=64,
         sampler=sampler,
-        num_steps=10,
+        sampling_steps=10,
     )
     np.testing.assert_allclose(drawn.points[1], alone.points[0], atol=1e-5)
 
