@@ -12,8 +12,9 @@ from lowdiff import data, truth
 # dino stands for the other twelve Datasaurus shapes (same code path)
 LAWS = ["circle", "dino", "line", "moons", "ring8", "grid25", "swissroll"]
 # (box, spacing) of the midpoint grid: spacing <= the smallest noise std (the midpoint rule's
-# relative error on a Gaussian is then below 2·exp(−2π²) ≈ 5e−9), or aligned to the edges (line); circle: polar midpoints around each of SPEC's 17 centres (its 1/r
-# singularity defeats a square grid)
+# relative error on a Gaussian is then below 2·exp(−2π²) ≈ 5e−9), or aligned to the edges
+# (line); circle: polar midpoints around each of SPEC's 17 centres (its 1/r singularity
+# defeats a square grid)
 GRIDS = {
     "dino": (4.6, 0.01),
     "line": (5.0, 0.02),

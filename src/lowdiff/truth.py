@@ -17,10 +17,10 @@ The laws, in final units:
 - Noise around a curve (moons: two half circles, make_moons' angle uniform on [0, π], stds
   0.03·(2, 3); swissroll: make_swiss_roll's t uniform on [1.5π, 4.5π], std 0.5·4/(4.5π)): the
   curve integral by the midpoint rule with `MOON_NODES` nodes per moon and `ROLL_NODES` along
-  the roll, i.e. a mixture of that many Gaussians. The node spacing is below 0.4 × the noise std, where the midpoint rule's
-  relative error on a Gaussian kernel is below 2·exp(−2π²·(std/spacing)²) < 1e−50; what remains
-  is the O(spacing²) end effect at the curves' two ends (`tests/test_truth.py` bounds the total
-  against a finer rule).
+  the roll, i.e. a mixture of that many Gaussians. The node spacing is below 0.4 × the noise
+  std, where the midpoint rule's relative error on a Gaussian kernel is below
+  2·exp(−2π²·(std/spacing)²) < 1e−50; what remains is the O(spacing²) end effect at the
+  curves' two ends (`tests/test_truth.py` bounds the total against a finer rule).
 - `circle`: 17 disks of radius R = 0.09 (SPEC: r ~ U(0, 0.03), θ ~ U(0, 2π), then ×3), so the
   density inside disk k is w_k / (2π R r) (r the distance to its centre): uniform in (r, θ),
   not in area. Exact log_prob and entropy (h_disk = ln(2π R²) − 1 nats). The noised law uses the
@@ -223,7 +223,8 @@ class Rectangle(Law):
         _check_level(alpha, sigma)
         x = checked_points(points)
         a, b = self._bounds(x, alpha, sigma)
-        # truncated-normal mean: E[z] = (phi(a) − phi(b)) / (Phi(b) − Phi(a)), z = (x0 − x_t/α)/(σ/α)
+        # truncated-normal mean E[z] = (phi(a) − phi(b)) / (Phi(b) − Phi(a)),
+        # z = (x0 − x_t/α)/(σ/α)
         log_mass = _log_diff_ndtr(a, b)
         log_phi_a, log_phi_b = -0.5 * a**2, -0.5 * b**2
         mean_z = (np.exp(log_phi_a - log_mass) - np.exp(log_phi_b - log_mass)) / math.sqrt(
