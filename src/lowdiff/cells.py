@@ -57,7 +57,9 @@ __all__ = [
 HASH_VERSION = 2  # bump when the protocol's defaults or the cell contents change meaning
 
 # Fields that change how a result is computed but not the result itself.
-NOT_IN_HASH = {"eval": {"chunk_size"}, "train": {"checkpoint_every"}}
+# measurement-only settings: the ground truth is measured after training and sampling
+GROUND_TRUTH_SETTINGS = {"ground_truth", "ground_truth_points", "ode_points", "ode_tolerance"}
+NOT_IN_HASH = {"eval": {"chunk_size", *GROUND_TRUTH_SETTINGS}, "train": {"checkpoint_every"}}
 
 Status = Literal["finished", "diverged"]
 FINISHED: Status = "finished"

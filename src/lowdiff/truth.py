@@ -38,9 +38,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.special import log_ndtr, logsumexp
+
+from lowdiff import data
 
 __all__ = [
     "ENTROPY_DRAWS",
@@ -51,6 +54,10 @@ __all__ = [
     "checked_points",
     "entropy_bits",
     "law_of",
+    "level_zero",
+    "sample_log_density",
+    "timestep_draws",
+    "TimestepDraws",
 ]
 
 TRUTH_SEED = 900  # fresh true draws for ground truth (never a training or oracle seed)
@@ -256,8 +263,6 @@ def _moons_law() -> Mixture:
 
 
 def _swissroll_law() -> Mixture:
-    from lowdiff import data
-
     low, high = 1.5 * math.pi, 4.5 * math.pi  # make_swiss_roll: t = 1.5π(1 + 2U)
     t = low + (np.arange(ROLL_NODES) + 0.5) / ROLL_NODES * (high - low)
     factor = 4 / high
@@ -266,8 +271,6 @@ def _swissroll_law() -> Mixture:
 
 
 def _law_for(name: str) -> Law:
-    from lowdiff import data
-
     spec = data.get_dataset(name)
     components = spec.components
     if name == "circle":
@@ -311,8 +314,6 @@ _ENTROPIES: dict[str, Entropy] = {}
 def entropy_bits(name: str, draws: int = ENTROPY_DRAWS) -> Entropy:
     """The true differential entropy of a dataset in bits: exact, or the Monte-Carlo mean of
     −log2 p over `draws` fresh draws (seed TRUTH_SEED) with its standard error."""
-    from lowdiff import data
-
     key = f"{name}:{draws}"
     if key not in _ENTROPIES:
         law = law_of(name)
@@ -324,3 +325,97 @@ def entropy_bits(name: str, draws: int = ENTROPY_DRAWS) -> Entropy:
             error = float(minus_log.std(ddof=1) / math.sqrt(draws))
             _ENTROPIES[key] = Entropy(float(minus_log.mean()), error)
     return _ENTROPIES[key]
+
+
+# --- the diffusion's view of the law: every timestep, the level of t = 0 ---------------------
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class TimestepDraws:
+    """Fresh true draws at every timestep and their Bayes-optimal eps (float64, t-major)."""
+
+    xt: np.ndarray  # (T, P, 2) noisy points
+    eps: np.ndarray  # (T, P, 2) the noise that made them
+    eps_star: np.ndarray  # (T, P, 2) E[eps | x_t] under the true law
+
+    @property
+    def floor(self) -> np.ndarray:
+        """(T,) the Bayes loss floor at each t: mean over draws and coordinates."""
+        return ((self.eps_star - self.eps) ** 2).mean(axis=(1, 2))
+
+
+@lru_cache(maxsize=16)
+def _timestep_draws(name: str, alpha_bar: tuple[float, ...], points: int) -> TimestepDraws:
+    law = law_of(name)
+    count = len(alpha_bar)
+    x0 = data.load(name, count * points, seed=TRUTH_SEED + 1).astype(np.float64)
+    eps = np.random.default_rng(TRUTH_SEED + 1).normal(size=(count, points, 2))
+    alpha = np.sqrt(np.array(alpha_bar))[:, None, None]
+    sigma = np.sqrt(1.0 - np.array(alpha_bar))[:, None, None]
+    xt = alpha * x0.reshape(count, points, 2) + sigma * eps  # Ho et al. 2020, eq. 4
+    eps_star = np.stack(
+        [
+            law.eps_posterior(xt[t], float(alpha[t, 0, 0]), float(sigma[t, 0, 0]))
+            for t in range(count)
+        ]
+    )
+    return TimestepDraws(xt, eps, eps_star)
+
+
+def timestep_draws(name: str, alpha_bar: np.ndarray, points: int) -> TimestepDraws:
+    """`points` true draws of `name` noised at every timestep of `alpha_bar` (cached)."""
+    return _timestep_draws(name, tuple(float(a) for a in alpha_bar), int(points))
+
+
+def level_zero(alpha_bar: np.ndarray) -> tuple[float, float]:
+    """(α, σ) of the t = 0 level, where the ODE model's density is defined."""
+    return math.sqrt(alpha_bar[0]), math.sqrt(1.0 - alpha_bar[0])
+
+
+def sample_log_density(name: str, samples: np.ndarray, alpha_bar: np.ndarray) -> float:
+    """Mean log2 density of `samples` under the true law at the level of t = 0 (finite
+    everywhere, unlike the line's or circle's own density outside their support)."""
+    alpha, sigma = level_zero(alpha_bar)
+    return float(law_of(name).noised_log_prob(samples, alpha, sigma).mean() / LN2)
+
+
+ORACLE_DRAWS = 20_000  # fresh draws behind the oracle values of the ground-truth metrics
+
+
+def _mean_and_error(values: np.ndarray) -> dict[str, float]:
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1) / math.sqrt(len(values)))}
+
+
+def prior_mismatch_bits(name: str, alpha_bar: np.ndarray, draws: int = ORACLE_DRAWS) -> dict:
+    """KL(q_{T−1} || N(0, I)) in bits by Monte Carlo: the ODE KL of the exact denoiser (a flow
+    keeps KL, and the sampler starts from N(0, I), not from the true q_{T−1})."""
+    law = law_of(name)
+    alpha, sigma = math.sqrt(alpha_bar[-1]), math.sqrt(1.0 - alpha_bar[-1])
+    x0 = data.load(name, draws, seed=TRUTH_SEED + 3).astype(np.float64)
+    noise = np.random.default_rng(TRUTH_SEED + 3).normal(size=x0.shape)
+    x = alpha * x0 + sigma * noise
+    log_prior = -0.5 * (x**2).sum(1) - math.log(2 * math.pi)
+    return _mean_and_error((law.noised_log_prob(x, alpha, sigma) - log_prior) / LN2)
+
+
+def dataset_truth(name: str, alpha_bar: np.ndarray, points: int) -> dict:
+    """Everything oracle.json keeps about one dataset's ground truth under one schedule."""
+    floor = timestep_draws(name, alpha_bar, points).floor
+    entropy = entropy_bits(name)
+    alpha, sigma = level_zero(alpha_bar)
+    clean = data.load(name, ORACLE_DRAWS, seed=TRUTH_SEED + 4)
+    perfect = law_of(name).noised_log_prob(clean, alpha, sigma) / LN2
+    zero = {"mean": 0.0, "std": 0.0}
+    return {
+        "entropy_bits": entropy.bits,
+        "entropy_error": entropy.error,
+        "eval_loss_floor": float(floor.mean()),  # t uniform, as in the eval loss
+        "loss_floor_by_timestep": [float(v) for v in floor],
+        "oracle": {
+            "excess_eval_loss": zero,
+            "ode_kl_bits": prior_mismatch_bits(name, alpha_bar),
+            "sample_log_density": _mean_and_error(perfect),
+        },
+    }
