@@ -201,7 +201,7 @@ def _ode_draws(name: str, count: int, alpha_bar: np.ndarray) -> np.ndarray:
     """`count` fresh true draws at the level of t = 0 (seed TRUTH_SEED + 2)."""
     alpha, sigma = truth.level_zero(alpha_bar)
     x0 = data.load(name, count, seed=truth.TRUTH_SEED + 2).astype(np.float64)
-    return alpha * x0 + sigma * np.random.default_rng(truth.TRUTH_SEED + 2).normal(size=x0.shape)
+    return alpha * x0 + sigma * truth.noise_generator(truth.TRUTH_SEED + 2).normal(size=x0.shape)
 
 
 def measure_batch(

@@ -54,6 +54,7 @@ __all__ = [
     "checked_points",
     "entropy_bits",
     "law_of",
+    "noise_generator",
     "level_zero",
     "sample_log_density",
     "timestep_draws",
@@ -66,6 +67,12 @@ MOON_NODES = 500  # per moon: spacing <= 3π/500 ≈ 0.019 = 0.31 × the smaller
 ROLL_NODES = 1000  # spacing <= 4.0 · 3π/1000 ≈ 0.038 = 0.27 × the std 0.141
 DISK_RADIAL, DISK_ANGULAR = 24, 48
 CHUNK = 2048  # points per block of a (points x components) computation
+
+
+def noise_generator(seed: int) -> np.random.Generator:
+    """The diffusion noise's generator for draws made with `data.load(..., seed)`: a stream
+    apart from the samplers' own `default_rng(seed)`, so that x0 and eps are independent."""
+    return np.random.default_rng([seed, 1])
 
 
 class NoLawError(ValueError):
@@ -351,7 +358,7 @@ def _timestep_draws(name: str, alpha_bar: tuple[float, ...], points: int) -> Tim
     law = law_of(name)
     count = len(alpha_bar)
     x0 = data.load(name, count * points, seed=TRUTH_SEED + 1).astype(np.float64)
-    eps = np.random.default_rng(TRUTH_SEED + 1).normal(size=(count, points, 2))
+    eps = noise_generator(TRUTH_SEED + 1).normal(size=(count, points, 2))
     alpha = np.sqrt(np.array(alpha_bar))[:, None, None]
     sigma = np.sqrt(1.0 - np.array(alpha_bar))[:, None, None]
     xt = alpha * x0.reshape(count, points, 2) + sigma * eps  # Ho et al. 2020, eq. 4
@@ -394,7 +401,7 @@ def prior_mismatch_bits(name: str, alpha_bar: np.ndarray, draws: int = ORACLE_DR
     law = law_of(name)
     alpha, sigma = math.sqrt(alpha_bar[-1]), math.sqrt(1.0 - alpha_bar[-1])
     x0 = data.load(name, draws, seed=TRUTH_SEED + 3).astype(np.float64)
-    noise = np.random.default_rng(TRUTH_SEED + 3).normal(size=x0.shape)
+    noise = noise_generator(TRUTH_SEED + 3).normal(size=x0.shape)
     x = alpha * x0 + sigma * noise
     log_prior = -0.5 * (x**2).sum(1) - math.log(2 * math.pi)
     return _mean_and_error((law.noised_log_prob(x, alpha, sigma) - log_prior) / LN2)
