@@ -37,6 +37,7 @@ from lowdiff.metrics import METRICS, Reference, measure
 __all__ = [
     "FORMAT",
     "Floors",
+    "keep_ground_truth",
     "pair_of",
     "read_floors",
     "read_ground_truth",
@@ -199,6 +200,14 @@ def _raw_ground_truth(path: Path) -> dict[str, Any] | None:
         return None
     block = raw.get(GROUND_TRUTH) if isinstance(raw, dict) else None
     return block if isinstance(block, dict) else None
+
+
+def keep_ground_truth(source: Path, target: Path) -> None:
+    """Copy the ground-truth block of source's oracle.json into target's (floors rewritten)."""
+    kept = _raw_ground_truth(Path(source) / ORACLE_FILE)
+    path = Path(target) / ORACLE_FILE
+    if kept and path.is_file():
+        results.write_json(path, results.read_json(path) | {GROUND_TRUTH: kept})
 
 
 def write_ground_truth(config: ExperimentConfig, root: Path) -> dict[str, dict[str, Any]]:
