@@ -15,9 +15,11 @@ from lowdiff.plots.common import hanning_smooth, loss_curves, metric_bars, mode_
 from lowdiff.plots.mixing import gate_field, gate_histograms, gated_samples, weight_evolution
 from lowdiff.plots.process import process_grid, save_process_animation, step_label
 from lowdiff.plots.style import BASELINE_COLOR, run_colors, save_figure
+from lowdiff.plots.truth import excess_by_timestep
 
 __all__ = [
     "BASELINE_COLOR",
+    "excess_by_timestep",
     "gate_field",
     "gate_histograms",
     "gated_samples",

@@ -47,6 +47,7 @@ from lowdiff.report.overview import summary_blocks
 from lowdiff.report.process_figures import animation_blocks, process_plans
 from lowdiff.report.sections import header_blocks, run_blocks
 from lowdiff.report.tables import metric_tables
+from lowdiff.report.truth_figures import truth_plans
 
 __all__ = ["ReportOptions", "build_blocks", "write_comparison", "write_report"]
 
@@ -73,6 +74,7 @@ def build_blocks(loaded: ExperimentResults, options: ReportOptions | None = None
     for group in run_groups(loaded):
         blocks += run_blocks(loaded, tables, group)
     plans = common_plans(context) + branch_plans(context) + gate_plans(context)
+    plans += truth_plans(context)
     if options.process:
         plans += process_plans(context)
     blocks += write_figures(context, plans)

@@ -25,6 +25,9 @@ from lowdiff.report.load import ExperimentResults
 TABLE_METRICS: tuple[str, ...] = (
     "kl_divergence",
     "eval_loss",
+    "excess_eval_loss",
+    "ode_kl_bits",
+    "sample_log_density",
     "modes_captured",
     "modes_covered",
     "high_quality_fraction",
