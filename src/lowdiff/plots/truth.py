@@ -32,9 +32,10 @@ def _band(ax: Axes, curves: np.ndarray, color: Color, label: str) -> None:
 
 def excess_by_timestep(curves: Curves, *, baseline: str, colors: Mapping[str, Color]) -> Figure:
     datasets = style.datasets_of(curves)
-    fig, axes = style.new_figure(2, len(datasets))
+    paired = any(run != baseline for run in curves)  # the bottom row needs a second run
+    fig, axes = style.new_figure(2 if paired else 1, len(datasets))
     for column, dataset in enumerate(datasets):
-        top, bottom = axes[0, column], axes[1, column]
+        top, bottom = axes[0, column], axes[-1, column]
         base = curves.get(baseline, {}).get(dataset, {})
         for run, by_dataset in curves.items():
             seeds = by_dataset.get(dataset, {})
@@ -47,6 +48,9 @@ def excess_by_timestep(curves: Curves, *, baseline: str, colors: Mapping[str, Co
                 _band(bottom, paired, colors[run], run)
         top.set_title(dataset)
         top.set_ylabel("excess ε-MSE over the Bayes floor")
+        if not paired:
+            top.set_xlabel("timestep t (0 = data)")
+            continue
         bottom.axhline(0.0, color="0.5", lw=0.8, ls="--")
         bottom.set_ylabel(f"run − {baseline} (paired)")
         bottom.set_xlabel("timestep t (0 = data)")
