@@ -19,7 +19,10 @@ from lowdiff.ground_truth import (
     model_eps,
     ode_log_likelihood,
 )
+from lowdiff.remeasure import remeasure
 from lowdiff.schedule import NoiseSchedule, ScheduleConfig
+
+GROUND_TRUTH_METRICS = ("excess_eval_loss", "ode_nll_bits", "ode_kl_bits", "sample_log_density")
 
 MU, STD = np.array([0.5, -1.0]), 0.3  # the test law: N(MU, STD² I)
 ALPHA_BAR = NoiseSchedule(ScheduleConfig(), torch.device("cpu")).alpha_bar64.numpy()
@@ -138,7 +141,7 @@ model = { arch = "mlp", hidden_dim = 16, embedding_dim = 8, hidden_layers = 1 }
 """
 
 
-def test_a_trained_cell_records_its_ground_truth(tmp_path) -> None:
+def test_a_trained_cell_records_its_ground_truth_and_remeasure_recovers_it(tmp_path) -> None:
     path = tmp_path / "truth.toml"
     path.write_text(TINY)
     execute(load_experiment(path), tmp_path / "out")
@@ -154,3 +157,12 @@ def test_a_trained_cell_records_its_ground_truth(tmp_path) -> None:
     assert record["batch"]["machine"]["cpu_capability"]
     oracle = json.loads((tmp_path / "out" / "oracle.json").read_text())["ground_truth"]
     assert oracle["datasets"]["moons"]["eval_loss_floor"] == pytest.approx(arrays["floor"].mean())
+    # a cell written without the ground truth gets the same numbers from its saved EMA weights
+    stripped = {k: v for k, v in metrics.items() if k not in GROUND_TRUTH_METRICS}
+    files = {k: v for k, v in record["files"].items() if k not in ("loss_by_timestep.npz",)}
+    (cell / "loss_by_timestep.npz").unlink()
+    results.write_json(cell / "cell.json", record | {"metrics": stripped, "files": files})
+    remeasure(tmp_path / "out", ground_truth=True, report=False)
+    again = json.loads((cell / "cell.json").read_text())["metrics"]
+    for name in GROUND_TRUTH_METRICS:
+        assert again[name] == pytest.approx(metrics[name], rel=1e-6, abs=1e-9)
