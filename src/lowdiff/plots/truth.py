@@ -32,8 +32,8 @@ def _band(ax: Axes, curves: np.ndarray, color: Color, label: str) -> None:
 
 def excess_by_timestep(curves: Curves, *, baseline: str, colors: Mapping[str, Color]) -> Figure:
     datasets = style.datasets_of(curves)
-    paired = any(run != baseline for run in curves)  # the bottom row needs a second run
-    fig, axes = style.new_figure(2 if paired else 1, len(datasets))
+    has_pairs = any(run != baseline for run in curves)  # the bottom row needs a second run
+    fig, axes = style.new_figure(2 if has_pairs else 1, len(datasets))
     for column, dataset in enumerate(datasets):
         top, bottom = axes[0, column], axes[-1, column]
         base = curves.get(baseline, {}).get(dataset, {})
@@ -44,11 +44,11 @@ def excess_by_timestep(curves: Curves, *, baseline: str, colors: Mapping[str, Co
             _band(top, np.stack(list(seeds.values())), colors[run], run)
             shared = [seed for seed in seeds if seed in base]
             if run != baseline and shared:
-                paired = np.stack([seeds[s] - base[s] for s in shared])
-                _band(bottom, paired, colors[run], run)
+                differences = np.stack([seeds[s] - base[s] for s in shared])
+                _band(bottom, differences, colors[run], run)
         top.set_title(dataset)
         top.set_ylabel("excess ε-MSE over the Bayes floor")
-        if not paired:
+        if not has_pairs:
             top.set_xlabel("timestep t (0 = data)")
             continue
         bottom.axhline(0.0, color="0.5", lw=0.8, ls="--")
