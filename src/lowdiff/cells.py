@@ -57,8 +57,10 @@ __all__ = [
 HASH_VERSION = 2  # bump when the protocol's defaults or the cell contents change meaning
 
 # Fields that change how a result is computed but not the result itself.
+# measurement-only settings: the ground truth is measured after training and sampling
+GROUND_TRUTH_SETTINGS = {"ground_truth", "ground_truth_points", "ode_points", "ode_tolerance"}
 NOT_IN_HASH = {
-    "eval": {"chunk_size"},
+    "eval": {"chunk_size", *GROUND_TRUTH_SETTINGS},
     "train": {"checkpoint_every"},
     "model": {"plugin_root"},  # where the plugin file lies; its content hash is in the key
 }

@@ -440,7 +440,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_remeasure(args: argparse.Namespace) -> int:
     from lowdiff.remeasure import remeasure
 
-    done = remeasure(Path(args.run_dir), progress=not args.quiet, report=not args.no_report)
+    done = remeasure(
+        Path(args.run_dir),
+        progress=not args.quiet,
+        report=not args.no_report,
+        ground_truth=args.ground_truth,
+    )
     print(f"{args.run_dir}: measured {len(done.measured)} cells again from their samples")
     for line in done.skipped:
         print(f"  skipped {line}")
@@ -672,6 +677,11 @@ def _add_result_commands(commands: Any) -> None:
     )
     remeasure.add_argument("run_dir", help="a results directory written by `lowdiff run`")
     remeasure.add_argument("--no-report", action="store_true", help="do not rebuild the report")
+    remeasure.add_argument(
+        "--ground-truth",
+        action="store_true",
+        help="also measure the ground truth (excess loss, ODE likelihood) from saved EMA weights",
+    )
     remeasure.add_argument("--quiet", action="store_true", help="no progress output")
 
 

@@ -120,6 +120,23 @@ class DatasetSpec:
     sampler: Sampler  # (n, seed) -> (points float32 (n, 2), labels int64 (n,))
     components: Components
 
+    def log_prob(self, points: np.ndarray) -> np.ndarray:
+        """The natural log of the true density at each of `points` (n, 2): (n,) float64.
+
+        Exact, or by a stated quadrature (`lowdiff.truth`); a ValueError for points that are
+        not finite or not (n, 2), and for a dataset whose law lowdiff does not know.
+        """
+        from lowdiff import truth  # the laws import this module
+
+        return truth.law_of(self.name).log_prob(points)
+
+    @property
+    def entropy_bits(self) -> float:
+        """The true differential entropy in bits (exact, or a stated Monte-Carlo mean)."""
+        from lowdiff import truth
+
+        return truth.entropy_bits(self.name).bits
+
 
 # --- the reference protocol (protocol §1), draw for draw ---------------------------------
 
@@ -324,6 +341,10 @@ def _build_registry() -> dict[str, DatasetSpec]:
 
 
 DATASETS: dict[str, DatasetSpec] = _build_registry()
+# the registered names of the Datasaurus shapes (their law: 142 Gaussians)
+DATASAURUS_NAMES = frozenset(
+    "datasaurus_circle" if shape == "circle" else shape for shape in _DATASAURUS
+)
 
 
 def get_dataset(name: str) -> DatasetSpec:

@@ -33,7 +33,9 @@ from lowdiff.config import ExperimentConfig, RunConfig, check_resources
 from lowdiff.engine import Member, Trainer, TrainResult, repeat_generator, resolve_device
 from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
 from lowdiff.executors import Executor
+from lowdiff.ground_truth import BatchTruth, measure_batch
 from lowdiff.lock import RunLock
+from lowdiff.machine import machine
 from lowdiff.metrics import Reference, load_reference, measure
 from lowdiff.progress import bar as tqdm
 from lowdiff.progress import phase
@@ -172,6 +174,7 @@ class BatchOutputs:
     field: np.ndarray | None  # (M, n_t, G, G, K) weights over the plane
     field_timesteps: list[int]
     device: torch.device
+    truth: BatchTruth | None = None  # the ground truth (None: off, or no dataset with a law)
 
 
 def _model_arrays(model: torch.nn.Module, index: int) -> dict[str, np.ndarray]:
@@ -206,6 +209,7 @@ def _batch_record(outputs: BatchOutputs) -> dict[str, Any]:
         "training_time": outputs.result.training_time,
         "inference_time": outputs.samples.inference_time,
         "device": str(outputs.device),
+        "machine": machine(),  # where the bits came from (not part of the metrics or the key)
     }
 
 
@@ -234,6 +238,9 @@ def write_model_cell(
         "model_ema.npz": _model_arrays(result.ema_model, m),
         "repeats.npz": _repeat_metrics(measured, repeats, m, truth, run.eval.knn_k),
     }
+    if outputs.truth is not None:
+        measured |= outputs.truth.metrics(m)
+        arrays |= outputs.truth.arrays(m)
     cells.write_finished(cell, arrays, measured, _batch_record(outputs))
 
 
@@ -244,8 +251,10 @@ def _evaluate(
     schedule: NoiseSchedule,
     device: torch.device,
     progress: bool = False,
+    datasets: Sequence[str] = (),
 ) -> BatchOutputs:
-    """Eval loss on the training points, samples (and weights) and the weight field, batched."""
+    """Eval loss on the training points, samples (and weights), the weight field and (for
+    `datasets`, one per model, when eval.ground_truth) the ground truth, batched."""
     config, generators, quiet = run.eval, result.generators, not progress
     points = torch.stack([torch.from_numpy(truth.points) for truth in truths]).to(device)
     eval_generators = [g["eval"] for g in generators]
@@ -269,7 +278,18 @@ def _evaluate(
     field = weight_field(
         result.ema_model, timesteps, config.field_resolution, config.field_extent, device
     )
-    return BatchOutputs(result, losses, drawn, field, timesteps, device)
+    truth = None
+    if config.ground_truth and datasets:
+        with phase(f"{run.name}: ground truth of {len(truths)} models", disable=quiet):
+            truth = measure_batch(
+                result.ema_model,
+                datasets,
+                schedule.alpha_bar64.numpy(),
+                drawn.points,
+                config,
+                device,
+            )
+    return BatchOutputs(result, losses, drawn, field, timesteps, device, truth)
 
 
 def evaluate_batch(
@@ -287,7 +307,8 @@ def evaluate_batch(
     written); returns {model index: step} of the models diverged (in training, or with samples
     that are not finite)."""
     diverged = {int(m): int(step) for m, step in (getattr(result, "diverged", None) or {}).items()}
-    outputs = _evaluate(result, run, truths, schedule, device, progress)
+    datasets = [cell.dataset for cell in batch]
+    outputs = _evaluate(result, run, truths, schedule, device, progress, datasets)
     for m in range(len(batch)):
         if m not in diverged and not np.isfinite(outputs.samples.points[m]).all():
             diverged[m] = run.train.num_steps  # trained, but sampling left the finite numbers
@@ -453,6 +474,9 @@ def _execute(
     }
     with phase("oracle floors", disable=not progress):
         oracle.write_floors(config, truths, root)
+    if any(run.eval.ground_truth for run in config.runs):
+        with phase("ground truth (true laws)", disable=not progress):
+            oracle.write_ground_truth(config, root)
     failed: list[tuple[str, str]] = []
     if executor is None:
         _run_locally(config, root, packs, progress, total - len(copies))

@@ -15,6 +15,12 @@ content hash of each point file) matches the experiment's; the single-entry file
 versions is read as its one pair. A point-file dataset (`file:points.csv`) has no exact law: its
 floor comes from smoothed-bootstrap draws of the file (`lowdiff.point_files`), and the entry's
 "bootstrap" field says so for each such dataset.
+
+Beside the entries, `"ground_truth": {"key": ..., "datasets": {dataset: ...}}` holds what the
+true laws give (`lowdiff.truth.dataset_truth`): entropy, the Bayes loss floor per timestep and
+its mean `eval_loss_floor`, and the oracle values of the ground-truth metrics, which
+`read_floors` adds to every entry's floors. Its key is the baseline run's schedule and
+`eval.ground_truth_points`; files without the block (earlier versions) are read as before.
 """
 
 from __future__ import annotations
@@ -28,14 +34,24 @@ import numpy as np
 
 from lowdiff import data, results
 from lowdiff.cells import ORACLE_FILE
-from lowdiff.config import ExperimentConfig, RunConfig
+from lowdiff.config import ExperimentConfig, RunConfig, to_dict
 from lowdiff.metrics import METRICS, Reference, measure
 
-__all__ = ["FORMAT", "Floors", "pair_of", "read_floors", "write_floors"]
+__all__ = [
+    "FORMAT",
+    "Floors",
+    "keep_ground_truth",
+    "pair_of",
+    "read_floors",
+    "read_ground_truth",
+    "write_floors",
+    "write_ground_truth",
+]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "lowdiff-oracle/2"
+GROUND_TRUTH = "ground_truth"  # oracle.json's block of what the true laws give
 FIRST_SEED = 1000  # the oracle draws' seeds: 1000, 1001, ... (never a training seed)
 
 Pair = tuple[int, int]  # (num_samples, k)
@@ -88,8 +104,45 @@ def _entries(raw: Any) -> list[Mapping[str, Any]]:
     return [raw] if "datasets" in raw else []  # the single-entry file of earlier versions
 
 
+def _ground_truth_key(config: ExperimentConfig) -> str:
+    baseline = config.run(config.experiment.baseline)
+    return results.config_hash(
+        {
+            "schedule": to_dict(baseline.schedule),
+            "points": baseline.eval.ground_truth_points,
+            "format": "lowdiff-ground-truth/1",
+        }
+    )
+
+
+def read_ground_truth(config: ExperimentConfig, root: Path) -> dict[str, dict[str, Any]]:
+    """dataset -> its ground truth in oracle.json, if current for `config` (else {})."""
+    try:
+        raw = results.read_json(Path(root) / ORACLE_FILE)
+    except results.ResultsError:
+        return {}
+    block = raw.get(GROUND_TRUTH) if isinstance(raw, dict) else None
+    if not isinstance(block, dict) or block.get("key") != _ground_truth_key(config):
+        return {}
+    found = block.get("datasets")
+    return (
+        {k: v for k, v in found.items() if isinstance(v, dict)} if isinstance(found, dict) else {}
+    )
+
+
 def read_floors(config: ExperimentConfig, root: Path) -> dict[Pair, Floors]:
-    """(num_samples, k) -> the floors of oracle.json that are current for `config`."""
+    """(num_samples, k) -> the floors of oracle.json that are current for `config`, with the
+    oracle values of the ground-truth metrics where oracle.json holds them."""
+    floors = _read_sample_floors(config, root)
+    for name, truth in read_ground_truth(config, root).items():
+        values = truth.get("oracle")
+        if isinstance(values, dict):
+            for entry in floors.values():
+                entry.setdefault(name, {}).update(values)
+    return floors
+
+
+def _read_sample_floors(config: ExperimentConfig, root: Path) -> dict[Pair, Floors]:
     try:
         raw = results.read_json(Path(root) / ORACLE_FILE)
     except results.ResultsError:
@@ -130,7 +183,7 @@ def write_floors(
     """Measure the floors of every (num_samples, k) a run uses, for every dataset of
     `references`, keeping the current ones already in oracle.json; returns all of them."""
     path = Path(root) / ORACLE_FILE
-    floors = read_floors(config, root)
+    floors = _read_sample_floors(config, root)
     for pair in sorted({pair_of(run) for run in config.runs}):
         entry = floors.setdefault(pair, {})
         for name, reference in references.items():
@@ -149,4 +202,53 @@ def _write(config: ExperimentConfig, path: Path, floors: Mapping[Pair, Floors]) 
         | {"datasets": datasets}
         for pair, datasets in sorted(floors.items())
     }
-    results.write_json(path, {"format": FORMAT, "entries": entries})
+    kept = _raw_ground_truth(path)
+    results.write_json(
+        path, {"format": FORMAT, "entries": entries} | ({GROUND_TRUTH: kept} if kept else {})
+    )
+
+
+def _raw_ground_truth(path: Path) -> dict[str, Any] | None:
+    try:
+        raw = results.read_json(path)
+    except results.ResultsError:
+        return None
+    block = raw.get(GROUND_TRUTH) if isinstance(raw, dict) else None
+    return block if isinstance(block, dict) else None
+
+
+def keep_ground_truth(source: Path, target: Path) -> None:
+    """Copy the ground-truth block of source's oracle.json into target's (floors rewritten)."""
+    kept = _raw_ground_truth(Path(source) / ORACLE_FILE)
+    path = Path(target) / ORACLE_FILE
+    if kept and path.is_file():
+        results.write_json(path, results.read_json(path) | {GROUND_TRUTH: kept})
+
+
+def write_ground_truth(config: ExperimentConfig, root: Path) -> dict[str, dict[str, Any]]:
+    """Compute the ground truth of every dataset of `config` whose law is known, keeping the
+    current ones in oracle.json; returns dataset -> ground truth."""
+    from lowdiff import truth
+    from lowdiff.schedule import make_betas
+
+    path = Path(root) / ORACLE_FILE
+    found = read_ground_truth(config, root)
+    baseline = config.run(config.experiment.baseline)
+    alpha_bar = np.cumprod(1.0 - make_betas(baseline.schedule).numpy())
+    missing = [name for name in config.experiment.datasets if name not in found]
+    for name in missing:
+        try:
+            truth.law_of(name)
+        except truth.NoLawError as error:
+            log.info("no ground truth: %s", error)
+            continue
+        log.info("ground truth of %s", name)
+        found[name] = truth.dataset_truth(name, alpha_bar, baseline.eval.ground_truth_points)
+    if missing:
+        try:
+            raw = results.read_json(path)
+        except results.ResultsError:  # none yet (or unreadable: the floors rewrite it)
+            raw = {"format": FORMAT, "entries": {}}
+        raw[GROUND_TRUTH] = {"key": _ground_truth_key(config), "datasets": found}
+        results.write_json(path, raw)
+    return found

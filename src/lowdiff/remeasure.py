@@ -4,6 +4,11 @@
 rewrites its cell.json (atomically; the rest of the record, including times and losses, kept),
 then the oracle floors, every run's final_info.json and the report. No training, no sampling.
 Cells without samples (diverged, or written without them) are listed as skipped.
+
+With `ground_truth=True` it also measures the ground truth (`lowdiff.ground_truth`: excess
+loss by timestep, ODE likelihood, sample log-density) of every finished cell that kept its EMA
+weights (model_ema.npz), so cells trained before those metrics existed get them without
+re-training; cells without weights are listed as skipped for it.
 """
 
 from __future__ import annotations
@@ -37,7 +42,38 @@ def _lock(root: Path) -> AbstractContextManager[Any]:
     return RunLock(root)
 
 
-def _remeasure_cells(loaded: Any, references: dict[str, Any], progress: bool) -> Remeasured:
+def _ground_truth(cell: Any, samples: Any) -> tuple[dict[str, float], dict[str, Any], str | None]:
+    """The ground-truth metrics of one cell from its EMA weights and its record's files (the
+    new arrays written), or why not."""
+    import torch
+
+    from lowdiff import api, truth
+    from lowdiff.ground_truth import measure_batch
+
+    if not (cell.directory / "model_ema.npz").is_file():
+        return {}, {}, "no model_ema.npz, no ground truth"
+    model = api.load(cell.directory)
+    try:
+        truth.law_of(cell.dataset)
+    except truth.NoLawError as error:
+        return {}, {}, str(error)
+    measured = measure_batch(
+        model.network,
+        [cell.dataset],
+        model.schedule.alpha_bar64.numpy(),
+        samples[None],
+        model.run.eval,
+        torch.device("cpu"),
+    )
+    files = dict(cell.record.get("files", {}))
+    for name, arrays in measured.arrays(0).items():
+        files[name] = results.write_npz(results.confined(cell.directory, name), arrays)
+    return measured.metrics(0), files, None
+
+
+def _remeasure_cells(
+    loaded: Any, references: dict[str, Any], progress: bool, ground_truth: bool = False
+) -> Remeasured:
     from lowdiff import metrics
 
     done = Remeasured(
@@ -55,13 +91,22 @@ def _remeasure_cells(loaded: Any, references: dict[str, Any], progress: bool) ->
         samples = results.read_npy(cell.directory / "samples.npy")
         k = loaded.config.run(cell.run).eval.knn_k
         measured = metrics.measure(samples, references[cell.dataset], k)
-        record = {**cell.record, "metrics": {**cell.record["metrics"], **measured}}
+        record = dict(cell.record)
+        if ground_truth:
+            found, files, why = _ground_truth(cell, samples)
+            measured |= found
+            record["files"] = files or record.get("files", {})
+            if why:
+                done.skipped.append(f"{label}: {why}")
+        record["metrics"] = {**cell.record["metrics"], **measured}
         results.write_json(cell.directory / "cell.json", record)
         done.measured.append(label)
     return done
 
 
-def remeasure(root: str | Path, *, progress: bool = False, report: bool = True) -> Remeasured:
+def remeasure(
+    root: str | Path, *, progress: bool = False, report: bool = True, ground_truth: bool = False
+) -> Remeasured:
     """Measure every finished cell again from its samples.npy with today's `metrics.measure`.
 
     Rewrites each cell.json (atomically, the rest of the record kept; metrics that `measure`
@@ -79,9 +124,12 @@ def remeasure(root: str | Path, *, progress: bool = False, report: bool = True) 
             name: metrics.load_reference(name, config.experiment.num_points)
             for name in config.experiment.datasets
         }
-        done = _remeasure_cells(loaded, references, progress)
+        done = _remeasure_cells(loaded, references, progress, ground_truth)
         with tempfile.TemporaryDirectory(dir=root) as scratch:  # recomputed, then swapped in
             oracle.write_floors(config, references, Path(scratch))
+            oracle.keep_ground_truth(root, Path(scratch))
+            if ground_truth:
+                oracle.write_ground_truth(config, Path(scratch))
             results.atomic_write_bytes(
                 root / "oracle.json", (Path(scratch) / "oracle.json").read_bytes()
             )

@@ -151,6 +151,11 @@ class EvalConfig:
     process_points: int = 2000  # points per snapshot
     # repeat 0 is the cell's own sample (samples.npy); the others go to repeats.npz
     sample_repeats: int = 1  # samples drawn and measured per model, each its own sampling seed
+    # ground truth (lowdiff.ground_truth): excess loss over the Bayes floor, ODE likelihood
+    ground_truth: bool = True  # measure them (for datasets whose true law is known)
+    ground_truth_points: int = 500  # fresh true draws per timestep for the loss by timestep
+    ode_points: int = 256  # fresh true draws whose ODE likelihood is integrated
+    ode_tolerance: float = 1e-5  # dopri5's rtol = atol
 
     def __post_init__(self) -> None:
         positive = (
@@ -159,6 +164,8 @@ class EvalConfig:
             "knn_k",
             "field_resolution",
             "field_timesteps",
+            "ground_truth_points",
+            "ode_points",
             "sample_repeats",
         )
         for name in (*positive, "process_points"):
@@ -170,6 +177,8 @@ class EvalConfig:
             raise ValueError(
                 f"eval.knn_k ({self.knn_k}) must be < eval.num_samples ({self.num_samples})"
             )
+        if not 0 < self.ode_tolerance < 0.1:
+            raise ValueError(f"eval.ode_tolerance must be in (0, 0.1), got {self.ode_tolerance}")
         if not 0 < self.field_extent < math.inf:
             raise ValueError(
                 f"eval.field_extent must be a finite number > 0, got {self.field_extent}"

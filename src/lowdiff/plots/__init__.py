@@ -26,9 +26,11 @@ from lowdiff.plots.mixing import gate_field, gate_histograms, gated_samples, wei
 from lowdiff.plots.process import process_grid, save_process_animation, step_label
 from lowdiff.plots.style import BASELINE_COLOR, run_colors, save_figure
 from lowdiff.plots.sweep import Point, response_curves
+from lowdiff.plots.truth import excess_by_timestep
 
 __all__ = [
     "BASELINE_COLOR",
+    "excess_by_timestep",
     "EffectRow",
     "forest_plot",
     "Point",

@@ -54,6 +54,7 @@ from lowdiff.report.process_figures import animation_blocks, process_plans
 from lowdiff.report.sections import header_blocks, run_blocks
 from lowdiff.report.sweep_figures import sweep_plans
 from lowdiff.report.tables import metric_tables
+from lowdiff.report.truth_figures import truth_plans
 
 __all__ = ["ReportOptions", "build_blocks", "write_comparison", "write_report"]
 
@@ -89,7 +90,7 @@ def build_blocks(loaded: ExperimentResults, options: ReportOptions | None = None
     colors = plots.run_colors(loaded.run_names, baseline=loaded.baseline)
     context = Context(loaded, tables, colors, options)
     plans = sweep_plans(context) + common_plans(context)
-    plans += branch_plans(context) + gate_plans(context)
+    plans += branch_plans(context) + gate_plans(context) + truth_plans(context)
     if options.process:
         plans += process_plans(context)
     figures = write_figures(context, plans)
