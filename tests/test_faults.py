@@ -440,10 +440,10 @@ def test_out_that_is_a_file_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def failing_writes(monkeypatch, code):
-    def refuse(path, data):
-        raise OSError(code, os.strerror(code), str(path))
+    def refuse(folder, name, data):
+        raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(results, "_atomic_write", refuse)
+    monkeypatch.setattr(results, "_write_in", refuse)
 
 
 @pytest.mark.parametrize(
@@ -485,14 +485,14 @@ def test_a_failed_report_write_leaves_md_and_html_in_step(finished, monkeypatch)
     _, root = finished
     for name in ("report.md", "report.html"):
         (root / name).unlink(missing_ok=True)
-    original = results._atomic_write
+    original = results._write_in
 
-    def html_fails(path, data):  # the disk fills up while the html page is being written
-        if "report.html" in Path(path).name:  # the page or a temporary file of it
-            raise OSError(errno.ENOSPC, "full", str(path))
-        original(path, data)
+    def html_fails(folder, name, data):  # the disk fills up while the html page is written
+        if "report.html" in name:  # the page or a temporary file of it
+            raise OSError(errno.ENOSPC, "full", name)
+        original(folder, name, data)
 
-    monkeypatch.setattr(results, "_atomic_write", html_fails)
+    monkeypatch.setattr(results, "_write_in", html_fails)
     with pytest.raises(results.StorageError):
         write_report(root)
     monkeypatch.undo()

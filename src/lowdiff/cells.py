@@ -86,6 +86,11 @@ class Cell:
     def key(self) -> tuple[str, str, int]:
         return (self.run, self.dataset, self.seed)
 
+    @property
+    def root(self) -> Path:
+        """The results folder the cell belongs to (<root>/<run>/<dataset>/seed_<s>)."""
+        return self.directory.parents[2]
+
     def label(self) -> str:
         return f"{self.run} {self.dataset}/seed {self.seed}"
 
@@ -139,11 +144,12 @@ def plan(config: ExperimentConfig, root: Path) -> list[Cell]:
 
 def write_configs(config: ExperimentConfig, root: Path) -> None:
     """experiment.json and each run's config.json: what the results were asked to be."""
-    results.write_json(root / EXPERIMENT_FILE, to_dict(config))
+    results.write_json(root / EXPERIMENT_FILE, to_dict(config), root=root)
     for run in config.runs:
         results.write_json(
             root / run.name / RUN_CONFIG_FILE,
             {**to_dict(run), "experiment": to_dict(config.experiment)},
+            root=root,
         )
 
 
@@ -195,18 +201,20 @@ def _invalid_metric(metrics: Mapping[str, Any]) -> str | None:
     """
     for name, value in metrics.items():
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or not math.isfinite(value):
+        if not number or not math.isfinite(value) or abs(value) > results.MAX_MAGNITUDE:
             return f"invalid: metric {name} = {value!r} in cell.json (expected a finite number)"
     return None
 
 
 def read(cell: Cell) -> Found:
     """The cell's record if it is complete, current (hash) and this cell's; else the reason."""
-    record = results.read_cell(cell.directory)
+    record, why = results.cell_problem(cell.directory, root=cell.root)
     if record is None:
         if (cell.directory / "cell.json").is_dir():
             return Found(cell, None, "invalid: cell.json is a directory, not a file")
-        return Found(cell, None, NOT_FINISHED)
+        if not (cell.directory / "cell.json").exists():
+            return Found(cell, None, NOT_FINISHED)
+        return Found(cell, None, f"invalid: {why}")
     problem = _problem(record, cell)
     return Found(cell, None, problem) if problem else Found(cell, record)
 
@@ -237,7 +245,7 @@ def write_finished(
 ) -> None:
     """A finished cell: its arrays (None = absent), then cell.json with metrics (last)."""
     record = _record(cell, FINISHED) | {"metrics": dict(metrics), "batch": dict(batch)}
-    results.write_cell(cell.directory, dict(arrays), record)
+    results.write_cell(cell.directory, dict(arrays), record, root=cell.root)
 
 
 def write_diverged(cell: Cell, step: int, batch: Mapping[str, Any]) -> None:
@@ -247,9 +255,9 @@ def write_diverged(cell: Cell, step: int, batch: Mapping[str, Any]) -> None:
         "metrics": {},
         "batch": dict(batch),
     }
-    results.write_cell(cell.directory, {}, record)
+    results.write_cell(cell.directory, {}, record, root=cell.root)
 
 
 def copy(source: Cell, target: Cell) -> None:
     """Copy a done cell to a cell of the same config in another run (cell.json last)."""
-    results.copy_cell(source.directory, target.directory, {"run": target.run})
+    results.copy_cell(source.directory, target.directory, {"run": target.run}, target.root)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import shutil
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,6 +319,8 @@ def run_pack(
     label = f"{run.name}: {len(members)} models" if progress else None
     trainer = Trainer(run.model, members, tensors, schedule, run.train, device)
     checkpoint = checkpoint_path(root, pack)  # a killed pack resumes from its last one
+    with results.confined_directory(root, checkpoint.parent):  # a real folder, not a link
+        pass
     try:
         result = trainer.run(progress=label, checkpoint=checkpoint)
     except DivergenceError as error:
@@ -328,10 +329,10 @@ def run_pack(
             log.warning("%s diverged at step %d (%s)", pack.cells[m].label(), step, error)
             if pack.cells[m] not in pack.done:
                 cells.write_diverged(pack.cells[m], step, batch)
-        checkpoint.unlink(missing_ok=True)
+        results.remove(checkpoint, root=root)
         return
     evaluate_batch(result, run, pack.cells, truths, schedule, device, progress, keep=pack.done)
-    checkpoint.unlink(missing_ok=True)
+    results.remove(checkpoint, root=root)
 
 
 # --- the whole experiment -----------------------------------------------------------------
@@ -424,5 +425,5 @@ def _execute(
     made += [target for source, target in copies if cells.is_done(target)]
     diverged = [cell for cell in made if cells.read(cell).status == cells.DIVERGED]
     if not failed:  # states of packs planned otherwise by a resume are of no use any more
-        shutil.rmtree(root / CHECKPOINTS, ignore_errors=True)
+        results.remove_tree(root / CHECKPOINTS, root=root)
     return Executed(made, diverged, failed)

@@ -17,6 +17,7 @@ the experiment's; the single-entry file of earlier versions is read as its one p
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -89,9 +90,32 @@ def read_floors(config: ExperimentConfig, root: Path) -> dict[Pair, Floors]:
             floors[pair] = {
                 name: metrics
                 for name, metrics in entry["datasets"].items()
-                if isinstance(metrics, dict)
+                if _valid_floor(metrics)
             }
     return floors
+
+
+def _number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) <= results.MAX_MAGNITUDE
+    )
+
+
+def _valid_floor(metrics: Any) -> bool:
+    """A dataset's floors as lowdiff writes them: metric -> {"mean", "std": finite numbers,
+    "values": [finite numbers]}. Anything else (damaged, tampered) is dropped, so the floors
+    of that dataset are measured again by the next run and absent from the report meanwhile."""
+    return isinstance(metrics, dict) and all(
+        isinstance(floor, dict)
+        and _number(floor.get("mean"))
+        and _number(floor.get("std"))
+        and isinstance(floor.get("values", []), list)
+        and all(_number(v) for v in floor.get("values", []))
+        for floor in metrics.values()
+    )
 
 
 def _measure_floor(name: str, reference: Reference, pair: Pair, draws: int) -> dict[str, Any]:
@@ -134,4 +158,4 @@ def _write(config: ExperimentConfig, path: Path, floors: Mapping[Pair, Floors]) 
         | {"datasets": datasets}
         for pair, datasets in sorted(floors.items())
     }
-    results.write_json(path, {"format": FORMAT, "entries": entries})
+    results.write_json(path, {"format": FORMAT, "entries": entries}, root=path.parent)

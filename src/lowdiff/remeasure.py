@@ -52,11 +52,15 @@ def _remeasure_cells(loaded: Any, references: dict[str, Any], progress: bool) ->
         if not cell.has("samples.npy"):
             done.skipped.append(f"{label}: no samples.npy")
             continue
-        samples = results.read_npy(cell.directory / "samples.npy")
+        try:
+            samples = results.read_npy(cell.directory / "samples.npy", (None, 2))
+        except results.ResultsError as error:
+            done.skipped.append(f"{label}: invalid ({error})")
+            continue
         k = loaded.config.run(cell.run).eval.knn_k
         measured = metrics.measure(samples, references[cell.dataset], k)
         record = {**cell.record, "metrics": {**cell.record["metrics"], **measured}}
-        results.write_json(cell.directory / "cell.json", record)
+        results.write_json(cell.directory / "cell.json", record, root=loaded.root)
         done.measured.append(label)
     return done
 
@@ -83,7 +87,7 @@ def remeasure(root: str | Path, *, progress: bool = False, report: bool = True) 
         with tempfile.TemporaryDirectory(dir=root) as scratch:  # recomputed, then swapped in
             oracle.write_floors(config, references, Path(scratch))
             results.atomic_write_bytes(
-                root / "oracle.json", (Path(scratch) / "oracle.json").read_bytes()
+                root / "oracle.json", (Path(scratch) / "oracle.json").read_bytes(), root=root
             )
         summary.write_final_info(config, root)
     if report:
