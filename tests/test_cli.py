@@ -277,7 +277,7 @@ def test_export_is_a_tidy_csv_of_finished_cells(finished, tmp_path, capsys):
     out = tmp_path / "metrics.csv"
     assert main(["export", str(finished), "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["experiment", "run", "dataset", "seed", "metric", "value"]
+    assert list(rows[0]) == ["experiment", "run", "dataset", "seed", "metric", "value", "source"]
     cells = {(r["dataset"], r["seed"]) for r in rows}
     assert cells == {("moons", "0"), ("moons", "1"), ("line", "1")}  # the stale cell is left out
     line_1 = {

@@ -173,13 +173,23 @@ class Found:
         return None if self.record is None else self.record.get("diverged_at_step")
 
 
-def _problem(record: Mapping[str, Any], cell: Cell) -> str | None:
-    """Why a complete record does not count for `cell` (None: it counts)."""
+def _identity(record: Any, cell: Cell) -> str | None:
+    """Why a record is not this cell's own (stale or foreign), None if it is."""
+    if not isinstance(record, Mapping):
+        return None
     if record.get("config_hash") != cell.config_hash:
         return STALE
     where = (record.get("run"), record.get("dataset"), record.get("seed"))
     if where != cell.key:
         return f"foreign: its cell.json is of {where[0]} / {where[1]} / seed {where[2]}"
+    return None
+
+
+def _problem(record: Mapping[str, Any], cell: Cell) -> str | None:
+    """Why a complete record does not count for `cell` (None: it counts)."""
+    identity = _identity(record, cell)
+    if identity:
+        return identity
     status = record.get("status", FINISHED)
     if status not in (FINISHED, DIVERGED):
         return f"unknown status {status!r} (expected {FINISHED!r} or {DIVERGED!r})"
@@ -214,9 +224,17 @@ def read(cell: Cell) -> Found:
             return Found(cell, None, "invalid: cell.json is a directory, not a file")
         if not (cell.directory / "cell.json").exists():
             return Found(cell, None, NOT_FINISHED)
-        return Found(cell, None, f"invalid: {why}")
+        return Found(cell, None, _identity(_record_of(cell), cell) or f"invalid: {why}")
     problem = _problem(record, cell)
     return Found(cell, None, problem) if problem else Found(cell, record)
+
+
+def _record_of(cell: Cell) -> Any:
+    """The cell.json of an unfinished cell, as far as it parses (None where it does not)."""
+    try:
+        return results.read_json(results.confined(cell.directory, "cell.json"))
+    except results.ResultsError:
+        return None
 
 
 def is_done(cell: Cell) -> bool:

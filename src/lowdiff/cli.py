@@ -238,13 +238,15 @@ def _points_bytes(points: np.ndarray, suffix: str) -> bytes:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from lowdiff.api import load
+    from lowdiff.api import check_count, check_device, check_sample_memory, load
 
     out = Path(args.out)
     check_choice(out.suffix, [".csv", ".npy"], "file type", "--out")
-    if args.n < 1 or args.steps < 0:
-        raise ConfigError(f"--n must be >= 1 and --steps >= 0, got {args.n} and {args.steps}")
+    check_count(args.n, "--n")
+    check_count(args.steps, "--steps", minimum=0)
+    check_device(args.device, "--device")
     model = load(args.cell, device=args.device)
+    check_sample_memory(args.n, model.run.model.hidden_dim, "--n")
     try:
         points = model.sample(
             args.n, sampler=args.sampler, num_steps=args.steps, seed=args.seed, eta=args.eta
@@ -270,7 +272,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         sys.stdout.write(table.to_csv())
         return 0
     table.to_csv(args.out)
-    cells = len({(r["experiment"], r["run"], r["dataset"], r["seed"]) for r in table})
+    cells = len({(r["source"], r["run"], r["dataset"], r["seed"]) for r in table})
     print(
         f"{args.out}: {len(table)} rows, {cells} finished cells of {len(args.dirs)} "
         "results director" + ("y" if len(args.dirs) == 1 else "ies")

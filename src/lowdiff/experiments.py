@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lowdiff import cells, oracle, results, summary
+from lowdiff import cells, oracle, ownership, results, summary
 from lowdiff.cells import Cell, cell_hash, plan
 from lowdiff.config import ExperimentConfig, RunConfig, check_resources
 from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
@@ -386,6 +386,7 @@ def execute(
     """
     root = Path(root)
     check_resources(config)  # device and memory, before anything is written
+    ownership.claim(config, root, force=force)  # one experiment per results directory
     root.mkdir(parents=True, exist_ok=True)
     with RunLock(root):  # one run per results directory; readers need no lock
         return _execute(config, root, force=force, progress=progress, executor=executor)

@@ -8,7 +8,9 @@ Cells without samples (diverged, or written without them) are listed as skipped.
 
 from __future__ import annotations
 
+import sys
 import tempfile
+import types
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +78,7 @@ def remeasure(root: str | Path, *, progress: bool = False, report: bool = True) 
     from lowdiff.report.load import load_results
 
     root = Path(root)
+    summary.read_config(root)  # a results directory: refused before the lock creates anything
     with _lock(root):
         loaded = load_results(root)
         config = loaded.config
@@ -95,3 +98,15 @@ def remeasure(root: str | Path, *, progress: bool = False, report: bool = True) 
 
         write_report(root)
     return done
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as its function: `import lowdiff.remeasure` binds the name
+    `lowdiff.remeasure` to the module (the import system sets it on the package), which
+    would otherwise hide the API function `lowdiff.remeasure(root)` of the same name."""
+
+    def __call__(self, root: str | Path, **options: Any) -> Remeasured:
+        return remeasure(root, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule
