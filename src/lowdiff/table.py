@@ -2,7 +2,8 @@
 
 `ResultsTable.from_dirs(dirs)` reads the finished cells of results directories (through
 report.load, so a stale or unfinished cell is left out exactly as the report leaves it out);
-`lowdiff export` writes it as CSV, each row naming its source directory; `to_dataframe()` hands it to pandas where pandas is installed.
+`lowdiff export` writes it as CSV, each row naming its source directory; `to_dataframe()`
+hands it to pandas where pandas is installed.
 """
 
 from __future__ import annotations
