@@ -402,3 +402,18 @@ def test_lowdiff_remeasure_stays_callable_after_importing_the_submodule(tmp_path
         [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": SRC}, capture_output=True
     )
     assert done.returncode == 0 and b"refused:" in done.stdout, done.stderr
+
+
+def test_compare_never_writes_over_a_results_directory_or_other_files(made, tmp_path):
+    from lowdiff.report.compare import write_comparison
+
+    _, root = made
+    twin = tmp_path / "twin"
+    shutil.copytree(root, twin)
+    before = tree(twin)
+    with pytest.raises(ownership.OwnershipError, match="holds other files"):
+        write_comparison([root], twin)
+    assert tree(twin) == before
+    out = tmp_path / "compared"
+    write_comparison([root, twin], out)
+    assert write_comparison([root, twin], out) == out / "report.md"  # an earlier comparison

@@ -17,13 +17,14 @@ from typing import Any
 from lowdiff import cells, results
 from lowdiff.config import ExperimentConfig, to_dict
 
-__all__ = ["OwnershipError", "claim", "replaced_cells"]
+__all__ = ["COMPARISON_TITLE", "OwnershipError", "claim", "claim_comparison", "replaced_cells"]
 
 log = logging.getLogger(__name__)
 
 # Entries a folder may hold and still count as empty: a run's lock and its checkpoints, written
 # before experiment.json by an earlier version or a run killed at once.
 IGNORED = frozenset({".lock", cells.EXPERIMENT_FILE, ".checkpoints"})
+COMPARISON_TITLE = "# lowdiff comparison"  # the first line of a comparison's report.md
 FORCE_HINT = "choose another --out, or pass --force (force=True) to write there anyway"
 
 
@@ -83,6 +84,28 @@ def replaced_cells(config: ExperimentConfig, root: Path, recorded: Mapping[str, 
 
 def _foreign(root: Path) -> list[str]:
     return sorted(entry.name for entry in root.iterdir() if entry.name not in IGNORED)
+
+
+def claim_comparison(out: Path) -> None:
+    """A comparison's folder: missing, empty, or an earlier comparison (its report.md says so);
+    anything else, a results directory above all, is refused before a figure is drawn."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OwnershipError(f"{out}: exists and is not a directory; choose another --out")
+    report = out / "report.md"
+    if not _foreign(out):
+        return
+    earlier = False
+    if report.is_file():
+        with report.open("rb") as file:
+            earlier = file.read(len(COMPARISON_TITLE)) == COMPARISON_TITLE.encode()
+    if (out / cells.EXPERIMENT_FILE).exists() or not earlier:
+        raise OwnershipError(
+            f"{out}: holds other files (not an earlier lowdiff comparison); writing the "
+            "comparison there would replace them; choose another --out"
+        )
 
 
 def claim(config: ExperimentConfig, root: Path, *, force: bool = False) -> list[str]:
