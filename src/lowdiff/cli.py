@@ -328,7 +328,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="override a setting, e.g. train.num_steps=2000 (repeatable; `lowdiff keys` lists "
         "them; runs.NAME.train.num_steps=... changes one run only)",
     )
-    parser.add_argument("--force", action="store_true", help="re-run every cell, finished or not")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="re-run every cell, finished or not; also write into a folder that holds other files "
+        "or another experiment's results (refused without it)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument(
         "--threads",
