@@ -261,7 +261,7 @@ def test_sample_writes_csv_or_npy(finished, tmp_path, capsys):
     [
         (["--out", "x.txt"], "--out: unknown file type '.txt'; valid: .csv, .npy"),
         (["--out", "x.csv", "--sampler", "ancestrl"], "--sampler: unknown sampler 'ancestrl'"),
-        (["--out", "x.csv", "--n", "0"], "--n must be >= 1"),
+        (["--out", "x.csv", "--n", "0"], "--n: expected an integer >= 1, got 0"),
     ],
 )
 def test_sample_bad_input(finished, tmp_path, capsys, arguments, message):

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowdiff import results
+from lowdiff import cells, results
 from lowdiff.cli import main
 from lowdiff.config import (
     ConfigError,
@@ -262,6 +262,7 @@ def test_a_crafted_twin_cell_is_retrained_not_copied(tmp_path):
     victim.write_text("secret")
     victim.chmod(0o600)
     before = snapshot(victim)
+    cells.write_configs(config, root)  # crafted inside a results directory of this experiment
     for cell in plan(config, root):
         if cell.run == "baseline":
             crafted_cell(cell.directory, {"losses.npy": 10, "../../../../victim": 6})

@@ -16,6 +16,7 @@ from typing import Any
 
 from lowdiff import cells, results
 from lowdiff.config import ExperimentConfig, to_dict
+from lowdiff.lock import LOCK_NAME
 
 __all__ = ["COMPARISON_TITLE", "OwnershipError", "claim", "claim_comparison", "replaced_cells"]
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # Entries a folder may hold and still count as empty: a run's lock and its checkpoints, written
 # before experiment.json by an earlier version or a run killed at once.
-IGNORED = frozenset({".lock", cells.EXPERIMENT_FILE, ".checkpoints"})
+IGNORED = frozenset({LOCK_NAME, cells.EXPERIMENT_FILE, ".checkpoints"})
 COMPARISON_TITLE = "# lowdiff comparison"  # the first line of a comparison's report.md
 FORCE_HINT = "choose another --out, or pass --force (force=True) to write there anyway"
 
