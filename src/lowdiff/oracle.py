@@ -105,13 +105,14 @@ def _number(value: Any) -> bool:
 
 
 def _valid_floor(metrics: Any) -> bool:
-    """A dataset's floors as lowdiff writes them: metric -> {"mean", "std": finite numbers,
-    "values": [finite numbers]}. Anything else (damaged, tampered) is dropped, so the floors
-    of that dataset are measured again by the next run and absent from the report meanwhile."""
+    """A dataset's floors as lowdiff writes them: metric -> {"mean": a finite number, and where
+    present "std": a finite number, "values": [finite numbers]}. Anything else (damaged,
+    tampered) is dropped, so the floors of that dataset are measured again by the next run and
+    absent from the report meanwhile."""
     return isinstance(metrics, dict) and all(
         isinstance(floor, dict)
         and _number(floor.get("mean"))
-        and _number(floor.get("std"))
+        and ("std" not in floor or _number(floor["std"]))
         and isinstance(floor.get("values", []), list)
         and all(_number(v) for v in floor.get("values", []))
         for floor in metrics.values()
