@@ -417,3 +417,10 @@ def test_compare_never_writes_over_a_results_directory_or_other_files(made, tmp_
     out = tmp_path / "compared"
     write_comparison([root, twin], out)
     assert write_comparison([root, twin], out) == out / "report.md"  # an earlier comparison
+
+
+def test_numpy_scalars_are_settings_like_python_numbers(tmp_path):
+    config = train_config("mlp", ["moons"], [0], settings={"num_steps": np.int64(7)})
+    assert config.runs[0].train.num_steps == 7 and type(config.runs[0].train.num_steps) is int
+    with pytest.raises(ConfigError, match="num_steps"):
+        train_config("mlp", ["moons"], [0], settings={"num_steps": np.float64(7.5)})

@@ -186,6 +186,8 @@ def train_config(
     }
     for key, value in (settings or {}).items():
         section, leaf = _override_path(key)
+        if isinstance(value, np.generic):  # a NumPy scalar is the Python number it holds
+            value = value.item()
         raw.setdefault(section, {})[leaf] = list(value) if isinstance(value, tuple) else value
     raw = config_module.apply_overrides(raw, list(overrides))
     return config_module.resolve(raw, "lowdiff train")
