@@ -284,3 +284,23 @@ def test_sample_goes_through_the_sampler_registry_when_there_is_one(trained, mon
     assert options == {"num_samples": 12, "sampler": "ddim", "num_steps": 5, "eta": 0.5}
     with pytest.raises(ConfigError, match="unknown sampler 'dim'; did you mean 'ddim'"):
         model.sample(12, sampler="dim")
+
+
+def test_run_experiment_runs_the_packs_where_the_experiment_says(tmp_path, monkeypatch):
+    from lowdiff import executors
+
+    asked = []
+
+    class Refusing:
+        def check(self):
+            asked.append(True)
+            raise executors.ExecutorError("executor.slurm_partition: no such partition")
+
+    monkeypatch.setattr(executors, "make_executor", lambda config, root: Refusing())
+    experiment = {
+        "experiment": {"name": "e", "datasets": ["moons"], "seeds": [0], "executor": "slurm"},
+        "runs": {"a": {}},
+    }
+    with pytest.raises(executors.ExecutorError, match="slurm_partition"):
+        lowdiff.run_experiment(experiment, out=tmp_path / "out")
+    assert asked and not (tmp_path / "out").exists()

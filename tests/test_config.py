@@ -68,7 +68,7 @@ def test_shipped_experiment_files_parse(path):
         (
             'arch = "mlp"',
             'arch = "transformer"',
-            r"expected one of 'mlp', 'dual_scale', 'dual_expert'",
+            r"unknown model arch 'transformer'; valid: mlp, dual_scale, dual_expert, or ",
         ),
         ('datasets = ["moons"]', 'datasets = ["mars"]', r"unknown dataset 'mars'; valid: circle"),
         ('name = "t"', 'name = "t"\nbaseline = "nope"', r"experiment.baseline: unknown run 'nope'"),

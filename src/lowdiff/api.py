@@ -215,9 +215,14 @@ def _as_config(path_or_config: Any, overrides: Sequence[str]) -> ExperimentConfi
 def _execute(
     config: ExperimentConfig, out: Path, *, force: bool, progress: bool, report: bool
 ) -> ResultsTable:
+    from lowdiff.executors import make_executor
     from lowdiff.experiments import execute
 
-    execute(config, out, force=force, progress=progress)
+    local = (
+        config.executor.kind == "local"
+    )  # as `lowdiff run`: packs where experiment.executor says
+    executor = None if local else make_executor(config.executor, root=out)
+    execute(config, out, force=force, progress=progress, executor=executor)
     if report:
         from lowdiff.report import write_report
 

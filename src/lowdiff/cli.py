@@ -10,7 +10,6 @@ package when it is installed (`eval "$(register-python-argcomplete lowdiff)"`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import io
 import logging
@@ -27,6 +26,7 @@ from lowdiff import __version__, cells, results
 from lowdiff import config as config_module
 from lowdiff.api import check_choice, did_you_mean
 from lowdiff.config import ConfigError
+from lowdiff.executors import ExecutorError
 from lowdiff.progress import phase, resume_line, summary_table
 from lowdiff.results import ResultsError
 
@@ -87,7 +87,7 @@ def _csv(text: str) -> list[str]:
 
 def _check_overrides(assignments: Sequence[str]) -> None:
     """Each `--set KEY=VALUE` names a real key (checked before any file is read)."""
-    sections = {"experiment": config_module.ExperimentSettings, **config_module.SECTIONS}
+    sections = config_module.TABLES
     for assignment in assignments:
         path, _ = config_module.parse_override(assignment)
         where = f"--set {assignment}"
@@ -97,7 +97,7 @@ def _check_overrides(assignments: Sequence[str]) -> None:
                 continue
         check_choice(path[0], [*sections, "runs"], "table", where)
         if len(path) > 1 and path[0] in sections:
-            fields = [f.name for f in dataclasses.fields(sections[path[0]])]
+            fields = [f.name for f in config_module.table_fields(path[0])]
             check_choice(path[1], fields, "key", where)
 
 
@@ -194,8 +194,12 @@ def _run(experiment: config_module.ExperimentConfig, out: Path, args: argparse.N
             f"at step {step}; its batch-mates and the other runs are kept",
             file=sys.stderr,
         )
+    by_error: dict[str, list[str]] = {}  # a refused submission fails every pack alike
     for name, error in executed.failed:
-        print(f"lowdiff: pack {name} failed after its retries: {error}", file=sys.stderr)
+        by_error.setdefault(error, []).append(name)
+    for error, names in by_error.items():
+        packs = f"pack {names[0]}" if len(names) == 1 else f"packs {', '.join(names)}"
+        print(f"lowdiff: {packs} failed after its retries: {error}", file=sys.stderr)
     return 3 if executed.diverged or executed.failed else 0
 
 
@@ -516,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.handler(args)
-    except (ConfigError, ResultsError) as error:  # includes StorageError and LockedError
+    except (ConfigError, ResultsError, ExecutorError) as error:  # StorageError, LockedError too
         print(f"lowdiff: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # disk full, read-only, not a directory...: one line, no traceback

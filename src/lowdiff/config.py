@@ -30,8 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lowdiff import data
 from lowdiff.data import DATASETS
 from lowdiff.executors import EXECUTORS, ExecutorConfig
+from lowdiff.plugins import (
+    FILE_PREFIX,
+    PluginError,
+    file_dataset_name,
+    is_file_dataset,
+    is_plugin,
+    plugin_source,
+    sha256_of,
+)
 from lowdiff.results import describe_os_error
 from lowdiff.settings import EvalConfig, ModelConfig, ScheduleConfig, TrainConfig
 
@@ -84,6 +94,8 @@ class ExperimentSettings:
     device: str = "auto"
     oracle_draws: int = 5  # fresh draws of the true distribution for each metric's floor
     executor: Literal["local", "ray", "slurm"] = "local"  # where packs run; options in [executor]
+    # filled in from `file:` datasets: name -> {"path": absolute path, "sha256": content hash}
+    data_files: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +108,17 @@ class ExperimentConfig:
 
     def run(self, name: str) -> RunConfig:
         return next(run for run in self.runs if run.name == name)
+
+
+# The tables `--set` and `lowdiff keys` know. executor.kind is no key of its own: it is
+# experiment.executor (written once, so the two cannot disagree).
+TABLES: dict[str, type] = {"experiment": ExperimentSettings, **SECTIONS, "executor": ExecutorConfig}
+NOT_KEYS = frozenset({"executor.kind"})
+
+
+def table_fields(table: str) -> list[dataclasses.Field[Any]]:
+    """The fields of one of TABLES that are settable keys."""
+    return [f for f in dataclasses.fields(TABLES[table]) if f"{table}.{f.name}" not in NOT_KEYS]
 
 
 # --- type checking of plain TOML values against dataclass fields ---------------------------
@@ -131,6 +154,10 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
                 return coerce(value, option, where)
             except ConfigError:
                 continue
+    if value is None and annotation is type(None):  # an optional table left out
+        return None
+    if origin is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return dict(value)  # a plugin's constructor options: passed on as written
     if annotation in _SCALARS and _SCALARS[annotation](value):
         return float(value) if annotation is float else value
     raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}", key=where)
@@ -208,11 +235,43 @@ def _check_names(settings: ExperimentSettings) -> None:
         )
 
 
-def _settings(raw: dict[str, Any]) -> ExperimentSettings:
+def _point_file(entry: str, base: Path) -> tuple[str, dict[str, str]]:
+    """A `file:` dataset's results-folder name and {"path", "sha256"} (relative to `base`)."""
+    path = Path(entry.removeprefix(FILE_PREFIX))
+    path = (path if path.is_absolute() else base / path).resolve()
+    name = file_dataset_name(entry)
+    if not path.is_file():
+        raise PluginError(f"{entry!r}: point file {str(path)!r} not found")
+    return name, {"path": str(path), "sha256": sha256_of(path)}
+
+
+def _with_point_files(settings: ExperimentSettings, base: Path | None) -> ExperimentSettings:
+    """Each `file:` dataset replaced by its folder name and registered in `lowdiff.data`
+    (relative paths against `base`, the experiment file's folder, else the working directory);
+    the files an experiment.json lists (`data_files`) are registered again."""
+    files, names = dict(settings.data_files or {}), []
+    try:
+        for entry in settings.datasets:
+            if is_file_dataset(entry):
+                name, files[name] = _point_file(entry, base or Path.cwd())
+                if name in names or name in settings.datasets:
+                    raise PluginError(f"{entry!r}: a second dataset named {name!r}; rename one")
+                entry = name
+            names.append(entry)
+        for name in names:
+            if name in files:
+                data.register_file(name, files[name]["path"])
+    except (PluginError, ValueError, TypeError, KeyError) as error:
+        raise ConfigError(f"experiment.datasets: {error}", key="experiment.datasets") from error
+    return dataclasses.replace(settings, datasets=tuple(names), data_files=files or None)
+
+
+def _settings(raw: dict[str, Any], base: Path | None = None) -> ExperimentSettings:
     """The [experiment] table, checked (its baseline is filled in once the runs are known)."""
     settings = build(
         ExperimentSettings, _check_table(raw.get("experiment", {}), "experiment"), "experiment"
     )
+    settings = _with_point_files(settings, base)
     _check_names(settings)
     for dataset in settings.datasets:
         if dataset not in DATASETS:
@@ -237,7 +296,22 @@ def _settings(raw: dict[str, Any]) -> ExperimentSettings:
     return settings
 
 
-def _run(name: str, run_raw: Any, shared: dict[str, dict[str, Any]]) -> RunConfig:
+def _plugin_model(model: ModelConfig, base: Path | None, where: str) -> ModelConfig:
+    """A plugin model with its folder and its source file's hash filled in (from the experiment
+    file's folder `base`); one read back from experiment.json (no `base`) keeps its own."""
+    if not is_plugin(model.arch) or (base is None and model.plugin_hash):
+        return model
+    root = str(base or Path.cwd())
+    try:
+        digest = sha256_of(plugin_source(model.arch, root))
+    except PluginError as error:
+        raise ConfigError(f"{where}.model.arch: {error}", key=f"{where}.model.arch") from error
+    return dataclasses.replace(model, plugin_root=root, plugin_hash=digest)
+
+
+def _run(
+    name: str, run_raw: Any, shared: dict[str, dict[str, Any]], base: Path | None = None
+) -> RunConfig:
     """One [runs.NAME] table over the shared section tables."""
     where = f"runs.{name}"
     if not SAFE_NAME.fullmatch(name):
@@ -258,25 +332,47 @@ def _run(name: str, run_raw: Any, shared: dict[str, dict[str, Any]]) -> RunConfi
         )
         for section, cls in SECTIONS.items()
     }
+    parts["model"] = _plugin_model(parts["model"], base, where)
     description = coerce(run_raw.get("description", ""), str, f"{where}.description")
     return RunConfig(name=name, description=description, **parts)
 
 
-def _resolve(raw: dict[str, Any]) -> ExperimentConfig:
+def _check_point_files(settings: ExperimentSettings, runs: list[RunConfig]) -> None:
+    """A point file must hold the training set and enough points for the k-NN metrics."""
+    for name in settings.data_files or {}:
+        rows = len(data.POINT_FILES[name].points)
+        if settings.num_points > rows:
+            raise ConfigError(
+                f"experiment.num_points: {settings.num_points} is more than the {rows} points "
+                f"of dataset {name!r} ({settings.data_files[name]['path']}); set it to {rows} "
+                "or fewer",
+                key="experiment.num_points",
+            )
+        k = max(run.eval.knn_k for run in runs)
+        if settings.num_points <= k + 1:
+            raise ConfigError(
+                f"experiment.num_points: {settings.num_points} training points of {name!r} are "
+                f"too few for the k-NN metrics with eval.knn_k = {k}; use more than {k + 1}",
+                key="experiment.num_points",
+            )
+
+
+def _resolve(raw: dict[str, Any], base: Path | None = None) -> ExperimentConfig:
     valid_top = ["experiment", "runs", "executor", *SECTIONS]
     for key in raw:
         if key not in valid_top:
             raise ConfigError(
                 f"unknown table [{key}]; valid tables: {', '.join(valid_top)}", key=key
             )
-    settings = _settings(raw)
+    settings = _settings(raw, base)
     shared = {name: _check_table(raw.get(name, {}), name) for name in SECTIONS}
     for section, cls in SECTIONS.items():  # shared tables are checked on their own first
         check_keys(cls, shared[section], section)
     runs_raw = _check_table(raw.get("runs", {}), "runs")
     if not runs_raw:
         raise ConfigError("no runs; add at least one [runs.NAME] table", key="runs")
-    runs = [_run(name, run_raw, shared) for name, run_raw in runs_raw.items()]
+    runs = [_run(name, run_raw, shared, base) for name, run_raw in runs_raw.items()]
+    _check_point_files(settings, runs)
     for run in runs:
         _check_across_sections(settings, run)
         if run.train.batch_size > settings.num_points:
@@ -381,20 +477,22 @@ def _spellings(key: str) -> list[str]:
     return [key]
 
 
-def _file_error(raw: dict[str, Any]) -> str | None:
+def _file_error(raw: dict[str, Any], base: Path | None = None) -> str | None:
     """The message of the file's own error, before any override (None: the file is valid)."""
     try:
-        _resolve(raw)
+        _resolve(raw, base)
     except ConfigError as error:
         return str(error)
     return None
 
 
-def _blamed_override(error: ConfigError, raw: dict[str, Any], overrides: list[str]) -> str | None:
+def _blamed_override(
+    error: ConfigError, raw: dict[str, Any], overrides: list[str], base: Path | None = None
+) -> str | None:
     """The last `--set` assignment that set the error's key (or a table around it or a key
     inside it), unless the file makes the same error without the overrides."""
     key = error.key
-    if key is None or not overrides or _file_error(raw) == str(error):
+    if key is None or not overrides or _file_error(raw, base) == str(error):
         return None
     for assignment in reversed(overrides):
         path = ".".join(parse_override(assignment)[0])
@@ -470,9 +568,9 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
     overridden = apply_overrides(raw, overrides)  # its errors name the override, not a line
     try:
-        return _resolve(overridden)
+        return _resolve(overridden, path.parent.resolve())
     except ConfigError as error:
-        override = _blamed_override(error, raw, overrides)
+        override = _blamed_override(error, raw, overrides, path.parent.resolve())
         if override is not None:
             raise ConfigError(f"--set {override}: {error}", key=error.key) from error
         line = None if error.key is None else line_of(text, error.key)
@@ -643,10 +741,24 @@ def check_memory(config: ExperimentConfig, available: int | None = None) -> None
         )
 
 
+def check_plugins(config: ExperimentConfig) -> None:
+    """Every plugin model class can be built, called and batched (lowdiff.models.plugin)."""
+    from lowdiff.models.plugin import check_plugin
+
+    for run in config.runs:
+        if is_plugin(run.model.arch):
+            try:
+                check_plugin(run.model, run.schedule.num_timesteps)
+            except PluginError as error:
+                raise ConfigError(f"runs.{run.name}: {error}", key=f"runs.{run.name}") from error
+
+
 def check_resources(config: ExperimentConfig) -> None:
-    """What the machine must offer the experiment (device, memory): call before any write."""
+    """What the machine must offer the experiment (device, memory, the plugin classes it
+    names): call before any write."""
     check_device_available(config.experiment.device)
     check_executor_available(config.experiment.executor)
+    check_plugins(config)
     check_memory(config)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lowdiff import cells, oracle, ownership, results, summary
+from lowdiff import cells, data, oracle, ownership, results, summary
 from lowdiff.cells import Cell, cell_hash, plan
 from lowdiff.config import ExperimentConfig, RunConfig, check_resources
 from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
@@ -60,6 +60,14 @@ CHECKPOINTS = ".checkpoints"  # <root>/.checkpoints/: training states of the pac
 def reference(name: str, num_points: int) -> Reference:
     """A dataset's training points and k-NN radii, loaded once per process."""
     return load_reference(name, num_points)
+
+
+def register_point_files(config: ExperimentConfig) -> None:
+    """The experiment's point-file datasets, in this process's registry (an executor's worker
+    process starts without them)."""
+    for name, entry in (config.experiment.data_files or {}).items():
+        if name not in data.POINT_FILES:
+            data.register_file(name, entry["path"])
 
 
 # --- planning -----------------------------------------------------------------------------
@@ -309,6 +317,7 @@ def run_pack(
     point: it needs nothing but its arguments and the files). Diverged models are written as
     diverged cells; only an error that is not divergence is raised."""
     run = config.run(pack.run)
+    register_point_files(config)
     device = resolve_device(str(device or config.experiment.device))
     truths = [reference(c.dataset, config.experiment.num_points) for c in pack.cells]
     tensors = {
@@ -386,6 +395,9 @@ def execute(
     """
     root = Path(root)
     check_resources(config)  # device and memory, before anything is written
+    check_cluster = getattr(executor, "check", None)  # an executor without one asks nothing
+    if check_cluster is not None:
+        check_cluster()  # the cluster answers and accepts the settings, before any write
     ownership.claim(config, root, force=force)  # one experiment per results directory
     root.mkdir(parents=True, exist_ok=True)
     with RunLock(root):  # one run per results directory; readers need no lock

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lowdiff import cells, oracle, results, stats
-from lowdiff.architectures import ARCHITECTURES, Mixing
+from lowdiff.architectures import Mixing, arch_info
 from lowdiff.config import ConfigError, ExperimentConfig, resolve
 
 __all__ = [
@@ -144,7 +144,7 @@ class ExperimentResults:
 
     def mixing(self, run: str) -> Mixing | None:
         """The mixing weights `run`'s architecture records (None: it records none)."""
-        return ARCHITECTURES[self.config.run(run).model.arch].mixing
+        return arch_info(self.config.run(run).model.arch).mixing
 
     def runs_with_mixing(self, kind: str) -> list[str]:
         """Runs whose architecture mixes with weights of `kind` ("branches" or "gate") and

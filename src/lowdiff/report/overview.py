@@ -84,6 +84,13 @@ def summary_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable])
         f"{loaded.baseline} by the corrected test (closer to the oracle floor where the metric "
         "has one). Runs joined by = have the same configuration and are the same models."
     )
+    point_files = sorted(loaded.config.experiment.data_files or {})
+    if point_files and floor is not None:  # no exact law: say where their floors come from
+        text += (
+            f" The oracle floors of {', '.join(point_files)} (point files) come from smoothed "
+            "bootstrap draws of the file (rows drawn with replacement plus Gaussian noise of "
+            "Silverman's bandwidth), not from an exact law."
+        )
     return [
         Heading(2, "Summary"),
         Paragraph(text),
