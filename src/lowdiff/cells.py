@@ -149,9 +149,13 @@ def plan(config: ExperimentConfig, root: Path) -> list[Cell]:
     ]
 
 
-def write_configs(config: ExperimentConfig, root: Path) -> None:
-    """experiment.json and each run's config.json: what the results were asked to be."""
-    results.write_json(root / EXPERIMENT_FILE, to_dict(config), root=root)
+def write_configs(
+    config: ExperimentConfig, root: Path, provenance: Mapping[str, Any] | None = None
+) -> None:
+    """experiment.json (with what wrote it: `provenance.record`) and each run's config.json:
+    what the results were asked to be."""
+    record = to_dict(config) | ({"provenance": dict(provenance)} if provenance else {})
+    results.write_json(root / EXPERIMENT_FILE, record, root=root)
     for run in config.runs:
         results.write_json(
             root / run.name / RUN_CONFIG_FILE,

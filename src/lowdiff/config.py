@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
+import json
 import math
 import os
 import re
@@ -33,6 +35,7 @@ from typing import Any, Literal
 from lowdiff import data
 from lowdiff.data import DATASETS
 from lowdiff.executors import EXECUTORS, ExecutorConfig
+from lowdiff.metrics import METRICS
 from lowdiff.plugins import (
     FILE_PREFIX,
     PluginError,
@@ -67,8 +70,8 @@ class ConfigError(ValueError):
 
 
 # Names that become directories (experiment and run names): no separators, no leading dot.
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-SAFE_NAME_RULE = "letters, digits, '_', '-' and '.', starting with a letter or digit"
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]*")  # '=' for swept runs: `R-key=value`
+SAFE_NAME_RULE = "letters, digits, '_', '-', '.' and '=', starting with a letter or digit"
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
@@ -96,6 +99,24 @@ class ExperimentSettings:
     executor: Literal["local", "ray", "slurm"] = "local"  # where packs run; options in [executor]
     # filled in from `file:` datasets: name -> {"path": absolute path, "sha256": content hash}
     data_files: dict[str, Any] | None = None
+    margins: dict[str, float] = field(default_factory=dict)  # equivalence margin per metric
+    until_decided: bool = False  # add rounds of seeds until every comparison is decided
+    max_seeds: int = 0  # the sequential design's seed budget per run (0: fixed sample)
+    round_seeds: int = 5  # seeds per round of --until-decided (looks at 5, 10, 15, ...)
+    decide_claims: tuple[str, ...] = ()  # claim ids --until-decided works on (empty: all)
+    # written by --until-decided: where its rounds may add seeds (the sequential design's scope)
+    sequential_datasets: tuple[str, ...] = ()  # datasets the rounds work on
+    sequential_runs: tuple[str, ...] = ()  # runs the rounds may extend (empty: every run)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweptRun:
+    """A run made by a sweep: `source` (the run as written) with `values` (dotted key -> the
+    TOML value) set; its name is `{source}-{leaf}={value}` for each key, in the sweep's order."""
+
+    name: str
+    source: str
+    values: dict[str, Any]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +126,7 @@ class ExperimentConfig:
     experiment: ExperimentSettings
     runs: tuple[RunConfig, ...]
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    sweep: tuple[SweptRun, ...] = ()  # the runs that a [sweep] expanded, in run order
 
     def run(self, name: str) -> RunConfig:
         return next(run for run in self.runs if run.name == name)
@@ -127,6 +149,8 @@ def table_fields(table: str) -> list[dataclasses.Field[Any]]:
 def _type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) is Literal:
         return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    if typing.get_origin(annotation) is dict:
+        return "a table of numbers, e.g. { kl_divergence = 0.03 }"
     if typing.get_origin(annotation) is tuple:
         return f"a list of {_type_name(typing.get_args(annotation)[0])}"
     return getattr(annotation, "__name__", str(annotation))
@@ -148,6 +172,12 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is tuple and isinstance(value, list | tuple):
         item = typing.get_args(annotation)[0]
         return tuple(coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict and isinstance(value, dict):
+        key_type, value_type = typing.get_args(annotation)
+        return {
+            coerce(k, key_type, where): coerce(v, value_type, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if origin in (types.UnionType, typing.Union):
         for option in typing.get_args(annotation):
             try:
@@ -293,6 +323,7 @@ def _settings(raw: dict[str, Any], base: Path | None = None) -> ExperimentSettin
             "experiment.num_points must be >= 2, max_models_per_batch and oracle_draws >= 1",
             key="experiment",
         )
+    _check_sequential(settings)
     return settings
 
 
@@ -307,6 +338,34 @@ def _plugin_model(model: ModelConfig, base: Path | None, where: str) -> ModelCon
     except PluginError as error:
         raise ConfigError(f"{where}.model.arch: {error}", key=f"{where}.model.arch") from error
     return dataclasses.replace(model, plugin_root=root, plugin_hash=digest)
+
+
+def _check_sequential(settings: ExperimentSettings) -> None:
+    """Margins (a known metric, finite and >= 0) and the seed budget of --until-decided."""
+    for metric, margin in settings.margins.items():
+        if metric not in METRICS:
+            raise ConfigError(
+                f"experiment.margins: unknown metric {metric!r}; valid: {', '.join(METRICS)}",
+                key="experiment.margins",
+            )
+        if not math.isfinite(margin) or margin < 0.0:
+            raise ConfigError(
+                f"experiment.margins.{metric}: must be a finite number >= 0, got {margin}",
+                key="experiment.margins",
+            )
+    if settings.round_seeds < 2:
+        raise ConfigError(
+            f"experiment.round_seeds must be >= 2, got {settings.round_seeds}",
+            key="experiment.round_seeds",
+        )
+    if settings.max_seeds and settings.max_seeds < len(settings.seeds):
+        raise ConfigError(
+            f"experiment.max_seeds ({settings.max_seeds}) is below the {len(settings.seeds)} "
+            "seeds already listed in experiment.seeds; give at least that many",
+            key="experiment.max_seeds",
+        )
+    if settings.max_seeds < 0:
+        raise ConfigError("experiment.max_seeds must be >= 0", key="experiment.max_seeds")
 
 
 def _run(
@@ -337,6 +396,100 @@ def _run(
     return RunConfig(name=name, description=description, **parts)
 
 
+# --- sweeps: one run per value (several keys: the grid), named `{run}-{leaf}={value}` -------
+
+
+def _sweep_axes(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """[sweep] as dotted key -> values, whether written `"train.x" = [...]` or as a subtable."""
+    axes: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            axes.update(_sweep_axes(value, f"{prefix}{key}."))
+        else:
+            axes[f"{prefix}{key}"] = value
+    return axes
+
+
+def _check_axis(key: str, values: Any) -> tuple[str, str, list[Any]]:
+    """One swept key `SECTION.FIELD` and its values, checked against the field's type."""
+    section, _, leaf = key.partition(".")
+    fields = {f.name for f in dataclasses.fields(SECTIONS[section])} if section in SECTIONS else ()
+    if leaf not in fields:
+        raise ConfigError(
+            f"sweep: unknown key {key!r}; a swept key is SECTION.FIELD with SECTION one of "
+            f"{', '.join(SECTIONS)} (`lowdiff keys` lists the fields)",
+            key=f"sweep.{key}",
+        )
+    if not isinstance(values, list) or not values:
+        raise ConfigError(
+            f"sweep.{key}: expected a non-empty list of values, got {values!r}", key=f"sweep.{key}"
+        )
+    hint = typing.get_type_hints(SECTIONS[section])[leaf]
+    for index, value in enumerate(values):
+        coerce(value, hint, f"sweep.{key}[{index}]")
+    if len({str(v) for v in values}) != len(values):
+        raise ConfigError(f"sweep.{key}: values repeat: {values!r}", key=f"sweep.{key}")
+    return section, leaf, values
+
+
+def expand_sweep(
+    runs_raw: dict[str, Any], table: Any
+) -> tuple[dict[str, Any], tuple[SweptRun, ...]]:
+    """Replace each swept run by one run per point of the grid of the [sweep] values.
+
+    `table` maps dotted keys to lists; an optional `runs = [...]` names the runs to sweep
+    (default: every run). The run `R` becomes `R-{leaf}={str(value)}` (keys joined by '-' in
+    the order given), its own settings overridden by the point's values.
+    """
+    if table is None:
+        return runs_raw, ()
+    table = dict(_check_table(table, "sweep"))
+    chosen = table.pop("runs", list(runs_raw))
+    if not isinstance(chosen, list) or any(name not in runs_raw for name in chosen):
+        raise ConfigError(
+            f"sweep.runs: expected a list of run names among {', '.join(runs_raw)}, got {chosen!r}",
+            key="sweep.runs",
+        )
+    axes = [_check_axis(key, values) for key, values in _sweep_axes(table).items()]
+    if not axes:
+        raise ConfigError("sweep: no keys to sweep; e.g. train.diversity_weight = [0, 0.1]")
+    expanded: dict[str, Any] = {}
+    swept: list[SweptRun] = []
+    for name, run_raw in runs_raw.items():
+        if name not in chosen:
+            expanded[name] = run_raw
+            continue
+        for point in itertools.product(*(values for _, _, values in axes)):
+            pairs = zip(axes, point, strict=True)
+            settings = [(section, leaf, value) for (section, leaf, _), value in pairs]
+            suffix = "-".join(f"{leaf}={value}" for _, leaf, value in settings)
+            patch: dict[str, Any] = {}
+            for section, leaf, value in settings:
+                patch.setdefault(section, {})[leaf] = value
+            expanded[f"{name}-{suffix}"] = _merge(_check_table(run_raw, f"runs.{name}"), patch)
+            values = {f"{section}.{leaf}": value for section, leaf, value in settings}
+            swept.append(SweptRun(name=f"{name}-{suffix}", source=name, values=values))
+    return expanded, tuple(swept)
+
+
+def apply_sweeps(raw: dict[str, Any], sweeps: list[str]) -> dict[str, Any]:
+    """`--sweep KEY=V1,V2,...` into the [sweep] table (a key given again replaces the file's)."""
+    table = dict(_sweep_axes(_check_table(raw.get("sweep", {}), "sweep")))
+    for assignment in sweeps:
+        if "=" not in assignment:
+            raise ConfigError(
+                f"--sweep {assignment!r}: expected KEY=V1,V2,..., "
+                "e.g. train.diversity_weight=0,0.02,0.05"
+            )
+        key, text = (part.strip() for part in assignment.split("=", 1))
+        try:
+            values = tomllib.loads(f"value = [{text}]")["value"]
+        except tomllib.TOMLDecodeError:
+            values = [word.strip() for word in text.split(",")]  # bare words are strings
+        table[key] = values
+    return {**raw, "sweep": table} if table else raw
+
+
 def _check_point_files(settings: ExperimentSettings, runs: list[RunConfig]) -> None:
     """A point file must hold the training set and enough points for the k-NN metrics."""
     for name in settings.data_files or {}:
@@ -358,7 +511,7 @@ def _check_point_files(settings: ExperimentSettings, runs: list[RunConfig]) -> N
 
 
 def _resolve(raw: dict[str, Any], base: Path | None = None) -> ExperimentConfig:
-    valid_top = ["experiment", "runs", "executor", *SECTIONS]
+    valid_top = ["experiment", "runs", "executor", "sweep", *SECTIONS]
     for key in raw:
         if key not in valid_top:
             raise ConfigError(
@@ -371,6 +524,7 @@ def _resolve(raw: dict[str, Any], base: Path | None = None) -> ExperimentConfig:
     runs_raw = _check_table(raw.get("runs", {}), "runs")
     if not runs_raw:
         raise ConfigError("no runs; add at least one [runs.NAME] table", key="runs")
+    runs_raw, swept = expand_sweep(runs_raw, raw.get("sweep"))
     runs = [_run(name, run_raw, shared, base) for name, run_raw in runs_raw.items()]
     _check_point_files(settings, runs)
     for run in runs:
@@ -382,6 +536,8 @@ def _resolve(raw: dict[str, Any], base: Path | None = None) -> ExperimentConfig:
                 key=f"runs.{run.name}.train.batch_size",
             )
     baseline = settings.baseline or runs[0].name
+    # a swept run named as the baseline: its first point (e.g. the lambda = 0 run)
+    baseline = next((r.name for r in swept if r.source == baseline), baseline)
     if baseline not in [run.name for run in runs]:
         raise ConfigError(
             f"experiment.baseline: unknown run {baseline!r}; "
@@ -390,7 +546,10 @@ def _resolve(raw: dict[str, Any], base: Path | None = None) -> ExperimentConfig:
         )
     settings = dataclasses.replace(settings, baseline=baseline)
     return ExperimentConfig(
-        experiment=settings, runs=tuple(runs), executor=_executor(raw, settings.executor)
+        experiment=settings,
+        runs=tuple(runs),
+        executor=_executor(raw, settings.executor),
+        sweep=swept,
     )
 
 
@@ -557,9 +716,11 @@ def read_experiment_text(path: Path) -> str:
         raise ConfigError(describe_os_error(error, path)) from error
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_experiment(
+    path: str | Path, overrides: list[str] | None = None, sweeps: list[str] | None = None
+) -> ExperimentConfig:
     """Read, override and resolve an experiment file; a ConfigError names the file and line
-    (or the `--set` assignment) where the problem was written."""
+    (or the `--set` assignment) where the problem was written. `sweeps` are `--sweep`s."""
     path, overrides = Path(path), overrides or []
     text = read_experiment_text(path)
     try:
@@ -567,6 +728,11 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
     overridden = apply_overrides(raw, overrides)  # its errors name the override, not a line
+    if sweeps:
+        try:
+            overridden = apply_sweeps(overridden, sweeps)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}", key=error.key) from error
     try:
         return _resolve(overridden, path.parent.resolve())
     except ConfigError as error:
@@ -587,6 +753,32 @@ def to_dict(config: Any) -> Any:
     return config
 
 
+def identical_runs(config: ExperimentConfig) -> list[list[str]]:
+    """Runs grouped by identical resolved configuration (name and description aside), in order:
+    identical runs have the same cells, so they are the same models."""
+    groups: dict[str, list[str]] = {}
+    for run in config.runs:
+        settings = {k: v for k, v in to_dict(run).items() if k not in ("name", "description")}
+        groups.setdefault(json.dumps(settings, sort_keys=True), []).append(run.name)
+    return list(groups.values())
+
+
+def swept_from_json(records: Any, run_names: list[str], where: str) -> tuple[SweptRun, ...]:
+    """experiment.json's `sweep` list (already expanded runs) back into SweptRun records."""
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict)
+        and r.get("name") in run_names
+        and isinstance(r.get("source"), str)
+        and isinstance(r.get("values"), dict)
+        for r in records
+    ):
+        raise ConfigError(
+            f"{where}: sweep: expected a list of {{'name': RUN, 'source': RUN, 'values': {{...}}}}"
+            " naming the experiment's runs"
+        )
+    return tuple(SweptRun(name=r["name"], source=r["source"], values=r["values"]) for r in records)
+
+
 def from_json(raw: dict[str, Any], where: str = "<json>") -> ExperimentConfig:
     """The inverse of `to_dict(config)`: experiment.json (runs as a list) back into a config.
 
@@ -605,7 +797,10 @@ def from_json(raw: dict[str, Any], where: str = "<json>") -> ExperimentConfig:
                 raise ConfigError(f"{where}: runs[{index}]: duplicate run name {run['name']!r}")
             named[run["name"]] = {key: value for key, value in run.items() if key != "name"}
         runs = named
-    return resolve({**raw, "runs": runs}, where)
+    swept = raw.get("sweep", [])  # written expanded: the runs are already the sweep's points
+    settings = {k: v for k, v in raw.items() if k not in ("sweep", "provenance")}
+    config = resolve({**settings, "runs": runs}, where)
+    return dataclasses.replace(config, sweep=swept_from_json(swept, list(runs), where))
 
 
 # --- what the machine must offer: device and memory, checked before any file is written ------

@@ -150,9 +150,18 @@ class EvalConfig:
     eta: float = 0.0  # DDIM's eta in [0, 1] (ddim only)
     process_snapshots: int = 6  # states kept for the reverse-process figure: 0 or >= 2
     process_points: int = 2000  # points per snapshot
+    # repeat 0 is the cell's own sample (samples.npy); the others go to repeats.npz
+    sample_repeats: int = 1  # samples drawn and measured per model, each its own sampling seed
 
     def __post_init__(self) -> None:
-        positive = ("num_samples", "chunk_size", "knn_k", "field_resolution", "field_timesteps")
+        positive = (
+            "num_samples",
+            "chunk_size",
+            "knn_k",
+            "field_resolution",
+            "field_timesteps",
+            "sample_repeats",
+        )
         for name in (*positive, "process_points"):
             if getattr(self, name) < 1:
                 raise ValueError(
