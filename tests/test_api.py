@@ -200,7 +200,9 @@ def test_results_table_holds_every_finished_metric(trained):
     for path in cells:
         record = json.loads(path.read_text())
         for metric, value in record["metrics"].items():
-            expected.add(("mlp", "mlp", record["dataset"], record["seed"], metric, value))
+            expected.add(
+                ("mlp", "mlp", record["dataset"], record["seed"], metric, value, str(root))
+            )
     assert {tuple(row.values()) for row in table} == expected and len(table) == len(expected)
     kl = table.select(metric="kl_divergence", dataset="line")
     assert sorted(row["seed"] for row in kl) == [0, 1]
@@ -213,7 +215,7 @@ def test_results_table_csv_round_trip_and_dataframe(trained, tmp_path):
     text = table.to_csv(tmp_path / "metrics.csv")
     assert (tmp_path / "metrics.csv").read_text() == text
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert list(rows[0]) == ["experiment", "run", "dataset", "seed", "metric", "value"]
+    assert list(rows[0]) == ["experiment", "run", "dataset", "seed", "metric", "value", "source"]
     assert [float(r["value"]) for r in rows] == table.values()  # repr: exact floats
     try:
         import pandas  # noqa: F401
@@ -221,7 +223,7 @@ def test_results_table_csv_round_trip_and_dataframe(trained, tmp_path):
         with pytest.raises(ImportError, match="pip install pandas"):
             table.to_dataframe()
     else:
-        assert table.to_dataframe().shape == (len(table), 6)
+        assert table.to_dataframe().shape == (len(table), 7)
 
 
 # --- the package stays light; the notebook runs -------------------------------------------

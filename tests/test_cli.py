@@ -288,8 +288,8 @@ def test_sample_writes_csv_or_npy(finished, tmp_path, capsys):
     [
         (["--out", "x.txt"], "--out: unknown file type '.txt'; valid: .csv, .npy"),
         (["--out", "x.csv", "--sampler", "ancestrl"], "--sampler: unknown sampler 'ancestrl'"),
-        (["--out", "x.csv", "--n", "0"], "--n must be >= 1"),
-        (["--out", "x.csv", "--sampling-steps", "-1"], "--sampling-steps >= 0"),
+        (["--out", "x.csv", "--n", "0"], "--n: expected an integer >= 1, got 0"),
+        (["--out", "x.csv", "--sampling-steps", "-1"], "--sampling-steps: expected an integer"),
         (["--out", "x.csv", "--sampling-steps", "500"], "--sampling-steps 500: the number"),
     ],
 )
@@ -314,7 +314,7 @@ def test_export_is_a_tidy_csv_of_finished_cells(finished, tmp_path, capsys):
     out = tmp_path / "metrics.csv"
     assert main(["export", str(finished), "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["experiment", "run", "dataset", "seed", "metric", "value"]
+    assert list(rows[0]) == ["experiment", "run", "dataset", "seed", "metric", "value", "source"]
     cells = {(r["dataset"], r["seed"]) for r in rows}
     assert cells == {("moons", "0"), ("moons", "1"), ("line", "1")}  # the stale cell is left out
     line_1 = {

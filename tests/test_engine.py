@@ -321,7 +321,19 @@ def test_checkpoint_every_does_not_change_the_result_or_the_fingerprint(datasets
     assert_same_state(every_100, every_7, every_100.run(), every_7.run(checkpoint=tmp_path / "c"))
 
 
-@pytest.mark.parametrize("damage", ["garbage", "wrong_shape", "missing_array", "bad_step"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "garbage",
+        "wrong_shape",
+        "missing_array",
+        "bad_step",
+        "order",
+        "positions",
+        "elapsed",
+        "nan_losses",
+    ],
+)
 def test_corrupt_checkpoint_is_ignored_with_a_warning(damage, datasets, tmp_path, caplog):
     path = tmp_path / "c.npz"
     members = [Member("a", 0)]
@@ -336,6 +348,14 @@ def test_corrupt_checkpoint_is_ignored_with_a_warning(damage, datasets, tmp_path
             arrays["ema/network.output.bias"] = np.zeros((1, 1, 3), np.float32)
         elif damage == "missing_array":
             del arrays["rng/0/noise"]
+        elif damage == "order":  # a tampered data order: same shape, not a permutation
+            arrays["order/0"] = np.zeros_like(arrays["order/0"])
+        elif damage == "positions":
+            meta["positions"] = [10**9]
+        elif damage == "elapsed":
+            meta["elapsed"] = -5.0
+        elif damage == "nan_losses":
+            arrays["losses"][3, 0] = np.nan
         else:
             meta["step"] = 150
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)

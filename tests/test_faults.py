@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowdiff import results
+from lowdiff import cells, results
 from lowdiff.cli import main
 from lowdiff.config import (
     ConfigError,
@@ -263,6 +263,7 @@ def test_a_crafted_twin_cell_is_retrained_not_copied(tmp_path):
     victim.write_text("secret")
     victim.chmod(0o600)
     before = snapshot(victim)
+    cells.write_configs(config, root)  # crafted inside a results directory of this experiment
     for cell in plan(config, root):
         if cell.run == "baseline":
             crafted_cell(cell.directory, {"losses.npy": 10, "../../../../victim": 6})
@@ -460,10 +461,10 @@ def test_out_that_is_a_file_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def failing_writes(monkeypatch, code):
-    def refuse(path, data):
-        raise OSError(code, os.strerror(code), str(path))
+    def refuse(folder, name, data):
+        raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(results, "_atomic_write", refuse)
+    monkeypatch.setattr(results, "_write_in", refuse)
 
 
 @pytest.mark.parametrize(
@@ -505,14 +506,14 @@ def test_a_failed_report_write_leaves_md_and_html_in_step(finished, monkeypatch)
     _, root = finished
     for name in ("report.md", "report.html"):
         (root / name).unlink(missing_ok=True)
-    original = results._atomic_write
+    original = results._write_in
 
-    def html_fails(path, data):  # the disk fills up while the html page is being written
-        if "report.html" in Path(path).name:  # the page or a temporary file of it
-            raise OSError(errno.ENOSPC, "full", str(path))
-        original(path, data)
+    def html_fails(folder, name, data):  # the disk fills up while the html page is written
+        if "report.html" in name:  # the page or a temporary file of it
+            raise OSError(errno.ENOSPC, "full", name)
+        original(folder, name, data)
 
-    monkeypatch.setattr(results, "_atomic_write", html_fails)
+    monkeypatch.setattr(results, "_write_in", html_fails)
     with pytest.raises(results.StorageError):
         write_report(root)
     monkeypatch.undo()

@@ -73,6 +73,50 @@ def check_choice(value: str, choices: Iterable[str], what: str, where: str) -> N
         )
 
 
+# --- arguments, checked alike here and on the command line ----------------------------------
+#
+# `where` names the argument as the caller wrote it ("n=" here, "--n" on the command line), so
+# the API and the CLI refuse the same values with the same sentence.
+
+
+def check_count(value: Any, where: str, *, minimum: int = 1) -> int:
+    """`value` as an int if it is an integer (NumPy's too; not a bool, float or string) of at
+    least `minimum`; else a ConfigError naming `where`."""
+    from lowdiff.config import ConfigError
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{where}: expected an integer >= {minimum}, got {int(value)}")
+    return int(value)
+
+
+def check_seeds(seeds: Any, where: str) -> list[int]:
+    """A seed or a sequence of seeds as ints >= 0 (a string or a float is refused, never cast)."""
+    from lowdiff.config import ConfigError
+
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise ConfigError(f"{where}: expected a list of integer seeds, got {seeds!r}")
+    return [check_count(seed, where, minimum=0) for seed in seeds]
+
+
+def check_device(name: Any, where: str) -> str:
+    """A device name torch knows (auto, cpu, cuda, cuda:N, mps), available on this machine."""
+    from lowdiff import config as config_module
+
+    if not isinstance(name, str):
+        raise config_module.ConfigError(f"{where}: expected a device name, got {name!r}")
+    try:
+        config_module.check_device_available(name)
+    except config_module.ConfigError as error:
+        raise config_module.ConfigError(
+            str(error).replace(f"experiment.device = {name!r}", f"{where} {name!r}")
+        ) from error
+    return name
+
+
 # --- experiments from arguments ------------------------------------------------------------
 
 
@@ -136,13 +180,15 @@ def train_config(
         "experiment": {
             "name": name or model,
             "datasets": datasets,
-            "seeds": [int(seed) for seed in ([seeds] if isinstance(seeds, int) else seeds)],
+            "seeds": check_seeds(seeds, flags["seeds"]),
             "device": device,
         },
         "runs": {model: {"description": f"the {model} denoiser", "model": {"arch": model}}},
     }
     for key, value in (settings or {}).items():
         section, leaf = _override_path(key)
+        if isinstance(value, np.generic):  # a NumPy scalar is the Python number it holds
+            value = value.item()
         raw.setdefault(section, {})[leaf] = list(value) if isinstance(value, tuple) else value
     raw = config_module.apply_overrides(raw, list(overrides))
     return config_module.resolve(raw, "lowdiff train")
@@ -265,7 +311,16 @@ def evaluate(
     from lowdiff import data, metrics
 
     check_choice(dataset, data.DATASETS, "dataset", "dataset=")
-    reference = metrics.load_reference(dataset, num_points or data.DEFAULT_N)
+    k = check_count(k, "k=")
+    num_points = data.DEFAULT_N if num_points is None else check_count(num_points, "num_points=")
+    samples = np.asarray(samples)
+    if samples.ndim != 2 or samples.shape[1] != 2 or samples.dtype.kind not in "fiu":
+        raise ValueError(f"samples: expected an (N, 2) array of numbers, got {samples.shape}")
+    if not np.isfinite(samples).all():
+        raise ValueError("samples: hold NaN or infinite values")
+    if not k < len(samples):
+        raise ValueError(f"k=: {k} neighbours need more than the {len(samples)} samples")
+    reference = metrics.load_reference(dataset, num_points)
     return metrics.measure(np.asarray(samples, dtype=np.float32), reference, k)
 
 
@@ -372,8 +427,10 @@ class TrainedModel:
         seed=None replays the cell's own sampling stream: with the ancestral sampler at every
         step that gives the cell's samples.npy again (its first n points' draws).
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = check_count(n, "n=")
+        sampling_steps = check_count(sampling_steps, "sampling_steps=", minimum=0)
+        seed = None if seed is None else check_count(seed, "seed=", minimum=0)
+        check_sample_memory(n, self.run.model.hidden_dim, "n=")
         generators = [self.generator(seed)]
         from lowdiff import samplers
 
@@ -410,6 +467,19 @@ class TrainedModel:
     def evaluate(self, samples: np.ndarray, k: int | None = None) -> dict[str, float]:
         """`evaluate` against this model's dataset, with its run's k and number of points."""
         return evaluate(samples, self.dataset, k or self.run.eval.knn_k, num_points=self.num_points)
+
+
+def check_sample_memory(n: int, hidden_dim: int, where: str) -> None:
+    """Refuse a number of points whose sampling buffers (float32 points, noise and the
+    network's activations per point) would not fit in the memory available now."""
+    from lowdiff.config import GIB, ConfigError, available_memory
+
+    needed, available = n * 4 * (16 + 8 * hidden_dim), available_memory()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"{where}: {n} points would need about {needed / GIB:,.1f} GiB of memory but "
+            f"{available / GIB:,.1f} GiB is available; draw fewer points per call"
+        )
 
 
 def _cells_under(run_dir: Path) -> list[Path]:
@@ -500,10 +570,12 @@ def load(
     """
     import torch
 
+    from lowdiff.engine import resolve_device
     from lowdiff.experiments import cell_hash
     from lowdiff.models import build_model
     from lowdiff.schedule import NoiseSchedule
 
+    target = resolve_device(check_device(device, "device="))
     run_dir, cell_dir = _find_cell(Path(path), run, dataset, seed)
     record = results.load_cell_record(cell_dir)
     experiment = _run_config(run_dir)
@@ -515,7 +587,6 @@ def load(
             f"run's {run_dir / 'config.json'}; run the experiment again to renew it"
         )
     arrays = _weights(cell_dir, record)
-    target = torch.device(device)
     network = build_model(config.model, 1, config.schedule.num_timesteps)
     expected = dict(network.named_parameters())
     if set(arrays) != set(expected):

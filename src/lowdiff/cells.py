@@ -92,6 +92,11 @@ class Cell:
     def key(self) -> tuple[str, str, int]:
         return (self.run, self.dataset, self.seed)
 
+    @property
+    def root(self) -> Path:
+        """The results folder the cell belongs to (<root>/<run>/<dataset>/seed_<s>)."""
+        return self.directory.parents[2]
+
     def label(self) -> str:
         return f"{self.run} {self.dataset}/seed {self.seed}"
 
@@ -152,11 +157,12 @@ def write_configs(
     """experiment.json (with what wrote it: `provenance.record`) and each run's config.json:
     what the results were asked to be."""
     record = to_dict(config) | ({"provenance": dict(provenance)} if provenance else {})
-    results.write_json(root / EXPERIMENT_FILE, record)
+    results.write_json(root / EXPERIMENT_FILE, record, root=root)
     for run in config.runs:
         results.write_json(
             root / run.name / RUN_CONFIG_FILE,
             {**to_dict(run), "experiment": to_dict(config.experiment)},
+            root=root,
         )
 
 
@@ -180,13 +186,23 @@ class Found:
         return None if self.record is None else self.record.get("diverged_at_step")
 
 
-def _problem(record: Mapping[str, Any], cell: Cell) -> str | None:
-    """Why a complete record does not count for `cell` (None: it counts)."""
+def _identity(record: Any, cell: Cell) -> str | None:
+    """Why a record is not this cell's own (stale or foreign), None if it is."""
+    if not isinstance(record, Mapping):
+        return None
     if record.get("config_hash") != cell.config_hash:
         return STALE
     where = (record.get("run"), record.get("dataset"), record.get("seed"))
     if where != cell.key:
         return f"foreign: its cell.json is of {where[0]} / {where[1]} / seed {where[2]}"
+    return None
+
+
+def _problem(record: Mapping[str, Any], cell: Cell) -> str | None:
+    """Why a complete record does not count for `cell` (None: it counts)."""
+    identity = _identity(record, cell)
+    if identity:
+        return identity
     status = record.get("status", FINISHED)
     if status not in (FINISHED, DIVERGED):
         return f"unknown status {status!r} (expected {FINISHED!r} or {DIVERGED!r})"
@@ -208,20 +224,30 @@ def _invalid_metric(metrics: Mapping[str, Any]) -> str | None:
     """
     for name, value in metrics.items():
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or not math.isfinite(value):
+        if not number or not math.isfinite(value) or abs(value) > results.MAX_MAGNITUDE:
             return f"invalid: metric {name} = {value!r} in cell.json (expected a finite number)"
     return None
 
 
 def read(cell: Cell) -> Found:
     """The cell's record if it is complete, current (hash) and this cell's; else the reason."""
-    record = results.read_cell(cell.directory)
+    record, why = results.cell_problem(cell.directory, root=cell.root)
     if record is None:
         if (cell.directory / "cell.json").is_dir():
             return Found(cell, None, "invalid: cell.json is a directory, not a file")
-        return Found(cell, None, NOT_FINISHED)
+        if not (cell.directory / "cell.json").exists():
+            return Found(cell, None, NOT_FINISHED)
+        return Found(cell, None, _identity(_record_of(cell), cell) or f"invalid: {why}")
     problem = _problem(record, cell)
     return Found(cell, None, problem) if problem else Found(cell, record)
+
+
+def _record_of(cell: Cell) -> Any:
+    """The cell.json of an unfinished cell, as far as it parses (None where it does not)."""
+    try:
+        return results.read_json(results.confined(cell.directory, "cell.json"))
+    except results.ResultsError:
+        return None
 
 
 def is_done(cell: Cell) -> bool:
@@ -250,7 +276,7 @@ def write_finished(
 ) -> None:
     """A finished cell: its arrays (None = absent), then cell.json with metrics (last)."""
     record = _record(cell, FINISHED) | {"metrics": dict(metrics), "batch": dict(batch)}
-    results.write_cell(cell.directory, dict(arrays), record)
+    results.write_cell(cell.directory, dict(arrays), record, root=cell.root)
 
 
 def write_diverged(cell: Cell, step: int, batch: Mapping[str, Any]) -> None:
@@ -260,9 +286,9 @@ def write_diverged(cell: Cell, step: int, batch: Mapping[str, Any]) -> None:
         "metrics": {},
         "batch": dict(batch),
     }
-    results.write_cell(cell.directory, {}, record)
+    results.write_cell(cell.directory, {}, record, root=cell.root)
 
 
 def copy(source: Cell, target: Cell) -> None:
     """Copy a done cell to a cell of the same config in another run (cell.json last)."""
-    results.copy_cell(source.directory, target.directory, {"run": target.run})
+    results.copy_cell(source.directory, target.directory, {"run": target.run}, target.root)

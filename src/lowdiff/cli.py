@@ -287,15 +287,15 @@ def _points_bytes(points: np.ndarray, suffix: str) -> bytes:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from lowdiff.api import load
+    from lowdiff.api import check_count, check_device, check_sample_memory, load
 
     out = Path(args.out)
     check_choice(out.suffix, [".csv", ".npy"], "file type", "--out")
-    if args.n < 1 or args.sampling_steps < 0:
-        raise ConfigError(
-            f"--n must be >= 1 and --sampling-steps >= 0, got {args.n} and {args.sampling_steps}"
-        )
+    check_count(args.n, "--n")
+    check_count(args.sampling_steps, "--sampling-steps", minimum=0)
+    check_device(args.device, "--device")
     model = load(args.cell, device=args.device)
+    check_sample_memory(args.n, model.run.model.hidden_dim, "--n")
     try:
         points = model.sample(
             args.n,
@@ -421,7 +421,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         sys.stdout.write(table.to_csv())
         return 0
     table.to_csv(args.out)
-    cells = len({(r["experiment"], r["run"], r["dataset"], r["seed"]) for r in table})
+    cells = len({(r["source"], r["run"], r["dataset"], r["seed"]) for r in table})
     print(
         f"{args.out}: {len(table)} rows, {cells} finished cells of {len(args.dirs)} "
         "results director" + ("y" if len(args.dirs) == 1 else "ies")
@@ -482,7 +482,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="override a setting, e.g. train.num_steps=2000 (repeatable; `lowdiff keys` lists "
         "them; runs.NAME.train.num_steps=... changes one run only)",
     )
-    parser.add_argument("--force", action="store_true", help="re-run every cell, finished or not")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="re-run every cell, finished or not; also write into a folder that holds other files "
+        "or another experiment's results (refused without it)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument(
         "--threads",

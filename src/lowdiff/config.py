@@ -19,6 +19,7 @@ it can be found) the line, and lists what is valid, before any training starts.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import json
 import math
@@ -528,6 +529,7 @@ def _resolve(raw: dict[str, Any], base: Path | None = None) -> ExperimentConfig:
     runs = [_run(name, run_raw, shared, base) for name, run_raw in runs_raw.items()]
     _check_point_files(settings, runs)
     for run in runs:
+        _check_across_sections(settings, run)
         if run.train.batch_size > settings.num_points:
             raise ConfigError(
                 f"runs.{run.name}.train.batch_size: {run.train.batch_size} is larger than the "
@@ -550,6 +552,24 @@ def _resolve(raw: dict[str, Any], base: Path | None = None) -> ExperimentConfig:
         executor=_executor(raw, settings.executor),
         sweep=swept,
     )
+
+
+def _check_across_sections(settings: ExperimentSettings, run: RunConfig) -> None:
+    """Values valid in their own section that contradict another's: found here, before any
+    file is written, not when the first pack reaches them."""
+    steps, timesteps = run.eval.sampling_steps, run.schedule.num_timesteps
+    if steps > timesteps:
+        raise ConfigError(
+            f"runs.{run.name}.eval.sampling_steps: {steps} is more than the {timesteps} "
+            "timesteps (schedule.num_timesteps); use at most that (0 = every timestep)",
+            key=f"runs.{run.name}.eval.sampling_steps",
+        )
+    if run.eval.knn_k >= settings.num_points:
+        raise ConfigError(
+            f"runs.{run.name}.eval.knn_k: {run.eval.knn_k} neighbours need more than "
+            f"{settings.num_points} training points (experiment.num_points); use fewer",
+            key=f"runs.{run.name}.eval.knn_k",
+        )
 
 
 def _executor(raw: dict[str, Any], kind: str) -> ExecutorConfig:
@@ -805,7 +825,12 @@ def check_device_available(name: str) -> None:
 
     if name == "auto":
         return
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise ConfigError(
+            f"experiment.device = {name!r}: not a device; valid: auto, cpu, cuda, cuda:N, mps"
+        ) from error
     if device.type == "cuda":
         if not torch.cuda.is_available():
             why = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "no GPU"
@@ -905,6 +930,24 @@ def estimate_memory(config: ExperimentConfig, run: RunConfig) -> dict[str, int]:
         "activations": math.ceil(4 * models * activations),
         "samples and their metrics": models * run.eval.num_samples * 2 * 4 * 3
         + run.eval.num_samples * 8 * (2 + run.eval.knn_k) * 4,
+        **_evaluation_buffers(run, models),
+    }
+
+
+def _evaluation_buffers(run: RunConfig, models: int) -> dict[str, int]:
+    """Bytes of the evaluation's other buffers (float32), each held for a whole batch: the
+    weight field (M, n_t, G, G, K) with the network's activations over its G^2 grid points,
+    and the reverse-process snapshots (M, P, n, 2)."""
+    grid = run.eval.field_resolution**2
+    width = max(run.model.hidden_dim, run.model.embedding_dim)
+    branches = 4  # an upper bound on K of the shipped mixing architectures
+    return {
+        "weight field": models * grid * (run.eval.field_timesteps * branches + 4 * width) * 4,
+        "reverse-process snapshots": models
+        * run.eval.process_snapshots
+        * run.eval.process_points
+        * 2
+        * 4,
     }
 
 
@@ -923,7 +966,8 @@ def check_memory(config: ExperimentConfig, available: int | None = None) -> None
         raise ConfigError(
             f"runs.{run.name}: a batch would need about {total / GIB:,.1f} GiB of memory "
             f"({detail}) but {available / GIB:,.1f} GiB is available; reduce the sizes "
-            "(model.hidden_dim, experiment.num_points, eval.num_samples, train.num_steps) or "
+            "(model.hidden_dim, experiment.num_points, eval.num_samples, eval.field_resolution, "
+            "eval.process_points, train.num_steps) or "
             "experiment.max_models_per_batch"
         )
 
@@ -944,5 +988,21 @@ def check_resources(config: ExperimentConfig) -> None:
     """What the machine must offer the experiment (device, memory, the plugin classes it
     names): call before any write."""
     check_device_available(config.experiment.device)
+    check_executor_available(config.experiment.executor)
     check_plugins(config)
     check_memory(config)
+
+
+EXECUTOR_PACKAGES = {"ray": ("ray", "ray"), "slurm": ("submitit", "slurm")}  # kind: module, extra
+
+
+def check_executor_available(kind: str) -> None:
+    """The package an executor needs is installed (found without importing it)."""
+    if kind not in EXECUTOR_PACKAGES:
+        return
+    module, extra = EXECUTOR_PACKAGES[kind]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            f"experiment.executor = {kind!r} needs the package {module!r}, which is not "
+            f"installed; install it with: pip install 'lowdiff[{extra}]', or use 'local'"
+        )

@@ -270,6 +270,31 @@ def _checked(arrays: dict[str, np.ndarray], key: str, like: torch.Tensor) -> tor
     return torch.from_numpy(np.array(value)).to(like.device)
 
 
+def _check_tampering(
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    diverged: dict[int, int],
+    num_points: int,
+    num_models: int,
+) -> None:
+    """Values a checkpoint could only hold if damaged or tampered with: data orders that are not
+    permutations, positions outside the data, a negative or non-finite elapsed time, NaN losses
+    of a model not recorded as diverged. Any of them discards the checkpoint."""
+    for m in range(num_models):
+        order = arrays.get(f"order/{m}")
+        if order is not None and not np.array_equal(np.sort(order), np.arange(num_points)):
+            raise ValueError(f"order/{m} is not a permutation of the training points")
+    if not all(0 <= int(p) <= num_points for p in meta["positions"]):
+        raise ValueError("a data position lies outside the training points")
+    elapsed = float(meta["elapsed"])
+    if not (math.isfinite(elapsed) and elapsed >= 0):
+        raise ValueError(f"elapsed time {elapsed} is not a duration")
+    losses = np.asarray(arrays["losses"])  # (step, M)
+    kept = [m for m in range(num_models) if m not in diverged]
+    if losses.ndim == 2 and not np.isfinite(losses[:, kept]).all():
+        raise ValueError("NaN or infinite losses of a model not recorded as diverged")
+
+
 class Trainer:
     """Holds the models, optimiser, EMA and batch source of one batched training run."""
 
@@ -449,7 +474,7 @@ class Trainer:
         if not path.exists():
             return None
         try:
-            arrays = read_npz(path)
+            arrays = read_npz(path, finite=False)  # a diverged model may hold NaN
             meta = json.loads(arrays.pop("meta").tobytes().decode())
         except (ResultsError, KeyError, ValueError, UnicodeDecodeError) as error:
             log.warning(
@@ -505,6 +530,7 @@ class Trainer:
             raise ValueError("the data order does not fit this training")
         saved_losses = _checked(arrays, "losses", losses[:step])
         diverged = {int(m): int(s) for m, s in meta["diverged"].items()}
+        _check_tampering(arrays, meta, diverged, source.data.shape[1], num_models)
         ema_step, ema_initialised = int(meta["ema_step"]), bool(meta["ema_initialised"])
 
         @torch.no_grad()

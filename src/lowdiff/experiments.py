@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lowdiff import cells, data, oracle, provenance, results, summary
+from lowdiff import cells, data, oracle, ownership, provenance, results, summary
 from lowdiff.cells import Cell, cell_hash, plan
 from lowdiff.config import ExperimentConfig, RunConfig, check_resources
 from lowdiff.engine import Member, Trainer, TrainResult, repeat_generator, resolve_device
@@ -388,9 +387,11 @@ def run_pack(
     label = f"{run.name}: {len(members)} models" if progress else None
     trainer = Trainer(run.model, members, tensors, schedule, run.train, device)
     checkpoint = checkpoint_path(root, pack)  # a killed pack resumes from its last one
+    with results.confined_directory(root, checkpoint.parent):  # a real folder, not a link
+        pass
     result = trainer.run(progress=label, checkpoint=checkpoint)  # records divergence per model
     evaluate_batch(result, run, pack.cells, truths, schedule, device, progress, keep=pack.done)
-    checkpoint.unlink(missing_ok=True)
+    results.remove(checkpoint, root=root)
 
 
 # --- the whole experiment -----------------------------------------------------------------
@@ -449,6 +450,7 @@ def execute(
     check_cluster = getattr(executor, "check", None)  # an executor without one asks nothing
     if check_cluster is not None:
         check_cluster()  # the cluster answers and accepts the settings, before any write
+    ownership.claim(config, root, force=force)  # one experiment per results directory
     root.mkdir(parents=True, exist_ok=True)
     with RunLock(root):  # one run per results directory; readers need no lock
         return _execute(config, root, force=force, progress=progress, executor=executor, only=only)
@@ -493,5 +495,5 @@ def _execute(
     made += [target for source, target in copies if cells.is_done(target)]
     diverged = [cell for cell in made if cells.read(cell).status == cells.DIVERGED]
     if not failed:  # states of packs planned otherwise by a resume are of no use any more
-        shutil.rmtree(root / CHECKPOINTS, ignore_errors=True)
+        results.remove_tree(root / CHECKPOINTS, root=root)
     return Executed(made, diverged, failed)

@@ -26,6 +26,7 @@ its mean `eval_loss_floor`, and the oracle values of the ground-truth metrics, w
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -156,9 +157,33 @@ def _read_sample_floors(config: ExperimentConfig, root: Path) -> dict[Pair, Floo
             floors[pair] = {
                 name: metrics
                 for name, metrics in entry["datasets"].items()
-                if isinstance(metrics, dict)
+                if _valid_floor(metrics)
             }
     return floors
+
+
+def _number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) <= results.MAX_MAGNITUDE
+    )
+
+
+def _valid_floor(metrics: Any) -> bool:
+    """A dataset's floors as lowdiff writes them: metric -> {"mean": a finite number, and where
+    present "std": a finite number, "values": [finite numbers]}. Anything else (damaged,
+    tampered) is dropped, so the floors of that dataset are measured again by the next run and
+    absent from the report meanwhile."""
+    return isinstance(metrics, dict) and all(
+        isinstance(floor, dict)
+        and _number(floor.get("mean"))
+        and ("std" not in floor or _number(floor["std"]))
+        and isinstance(floor.get("values", []), list)
+        and all(_number(v) for v in floor.get("values", []))
+        for floor in metrics.values()
+    )
 
 
 def _measure_floor(name: str, reference: Reference, pair: Pair, draws: int) -> dict[str, Any]:
@@ -204,7 +229,9 @@ def _write(config: ExperimentConfig, path: Path, floors: Mapping[Pair, Floors]) 
     }
     kept = _raw_ground_truth(path)
     results.write_json(
-        path, {"format": FORMAT, "entries": entries} | ({GROUND_TRUTH: kept} if kept else {})
+        path,
+        {"format": FORMAT, "entries": entries} | ({GROUND_TRUTH: kept} if kept else {}),
+        root=path.parent,
     )
 
 
@@ -222,7 +249,7 @@ def keep_ground_truth(source: Path, target: Path) -> None:
     kept = _raw_ground_truth(Path(source) / ORACLE_FILE)
     path = Path(target) / ORACLE_FILE
     if kept and path.is_file():
-        results.write_json(path, results.read_json(path) | {GROUND_TRUTH: kept})
+        results.write_json(path, results.read_json(path) | {GROUND_TRUTH: kept}, root=target)
 
 
 def write_ground_truth(config: ExperimentConfig, root: Path) -> dict[str, dict[str, Any]]:
@@ -250,5 +277,5 @@ def write_ground_truth(config: ExperimentConfig, root: Path) -> dict[str, dict[s
         except results.ResultsError:  # none yet (or unreadable: the floors rewrite it)
             raw = {"format": FORMAT, "entries": {}}
         raw[GROUND_TRUTH] = {"key": _ground_truth_key(config), "datasets": found}
-        results.write_json(path, raw)
+        results.write_json(path, raw, root=Path(root))
     return found

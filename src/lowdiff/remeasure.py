@@ -13,7 +13,9 @@ re-training; cells without weights are listed as skipped for it.
 
 from __future__ import annotations
 
+import sys
 import tempfile
+import types
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +45,8 @@ def _lock(root: Path) -> AbstractContextManager[Any]:
 
 
 def _ground_truth(cell: Any, samples: Any) -> tuple[dict[str, float], dict[str, Any], str | None]:
-    """The ground-truth metrics of one cell from its EMA weights and its record's files (the
-    new arrays written), or why not."""
+    """The ground-truth metrics of one cell from its EMA weights and the arrays to save beside
+    them (file name -> arrays), or why not."""
     import torch
 
     from lowdiff import api, truth
@@ -65,10 +67,7 @@ def _ground_truth(cell: Any, samples: Any) -> tuple[dict[str, float], dict[str, 
         model.run.eval,
         torch.device("cpu"),
     )
-    files = dict(cell.record.get("files", {}))
-    for name, arrays in measured.arrays(0).items():
-        files[name] = results.write_npz(results.confined(cell.directory, name), arrays)
-    return measured.metrics(0), files, None
+    return measured.metrics(0), measured.arrays(0), None
 
 
 def _remeasure_cells(
@@ -88,18 +87,27 @@ def _remeasure_cells(
         if not cell.has("samples.npy"):
             done.skipped.append(f"{label}: no samples.npy")
             continue
-        samples = results.read_npy(cell.directory / "samples.npy")
+        try:
+            samples = results.read_npy(cell.directory / "samples.npy", (None, 2))
+        except results.ResultsError as error:
+            done.skipped.append(f"{label}: invalid ({error})")
+            continue
         k = loaded.config.run(cell.run).eval.knn_k
         measured = metrics.measure(samples, references[cell.dataset], k)
         record = dict(cell.record)
         if ground_truth:
-            found, files, why = _ground_truth(cell, samples)
+            found, arrays, why = _ground_truth(cell, samples)
             measured |= found
-            record["files"] = files or record.get("files", {})
+            files, digests = dict(record.get("files", {})), dict(record.get("sha256", {}))
+            for name, content in arrays.items():
+                path = results.confined(cell.directory, name)
+                files[name] = results.write_npz(path, content, root=loaded.root)
+                digests[name] = results.file_digest(path)
+            record |= {"files": files, "sha256": digests}
             if why:
                 done.skipped.append(f"{label}: {why}")
         record["metrics"] = {**cell.record["metrics"], **measured}
-        results.write_json(cell.directory / "cell.json", record)
+        results.write_json(cell.directory / "cell.json", record, root=loaded.root)
         done.measured.append(label)
     return done
 
@@ -117,6 +125,7 @@ def remeasure(
     from lowdiff.report.load import load_results
 
     root = Path(root)
+    summary.read_config(root)  # a results directory: refused before the lock creates anything
     with _lock(root):
         loaded = load_results(root)
         config = loaded.config
@@ -131,7 +140,7 @@ def remeasure(
             if ground_truth:
                 oracle.write_ground_truth(config, Path(scratch))
             results.atomic_write_bytes(
-                root / "oracle.json", (Path(scratch) / "oracle.json").read_bytes()
+                root / "oracle.json", (Path(scratch) / "oracle.json").read_bytes(), root=root
             )
         summary.write_final_info(config, root)
     if report:
@@ -139,3 +148,15 @@ def remeasure(
 
         write_report(root)
     return done
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as its function: `import lowdiff.remeasure` binds the name
+    `lowdiff.remeasure` to the module (the import system sets it on the package), which
+    would otherwise hide the API function `lowdiff.remeasure(root)` of the same name."""
+
+    def __call__(self, root: str | Path, **options: Any) -> Remeasured:
+        return remeasure(root, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

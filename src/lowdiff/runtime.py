@@ -29,10 +29,12 @@ the functions that set its threads.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import ctypes.util
 import logging
 import os
+import stat
 import statistics
 import sys
 import tempfile
@@ -121,6 +123,28 @@ def registry_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"lowdiff-{os.getuid()}" / "processes"
 
 
+def _private(directory: Path) -> bool:
+    """True if `directory` and its parent are real directories (no link) of this user that
+    only this user may enter (mode 0700; tightened if wider), made so here where missing.
+
+    The registry lives in the shared temporary folder, where anyone may plant a link to
+    redirect what is written and deleted in it: nothing there is used before this check."""
+    for folder in (directory.parent, directory):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            status = os.fstat(descriptor)
+            if status.st_uid != os.getuid():
+                log.info("not using %s: it belongs to another user", folder)
+                return False
+            if stat.S_IMODE(status.st_mode) & 0o077:
+                os.fchmod(descriptor, 0o700)
+        finally:
+            os.close(descriptor)
+    return True
+
+
 def _stat_fields(pid: int) -> list[str]:
     """/proc/<pid>/stat from field 3 (the state) on; [] where unknown (not Linux, gone)."""
     try:
@@ -155,10 +179,13 @@ def _alive(pid: int, start: str) -> bool:
 def register_process(directory: Path | None = None) -> None:
     """Record this process as a running lowdiff process until it exits."""
     directory = directory or registry_dir()
+    entry = directory / str(os.getpid())
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        entry = directory / str(os.getpid())
-        entry.write_text(_start_time(os.getpid()))
+        if not _private(directory):
+            return
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        with os.fdopen(os.open(entry, flags, 0o600), "w") as file:
+            file.write(_start_time(os.getpid()))
     except OSError as error:
         log.info("could not register in %s: %s", directory, error)
         return
@@ -171,6 +198,8 @@ def other_processes(directory: Path | None = None) -> int:
     directory = directory or registry_dir()
     count = 0
     try:
+        if not _private(directory):
+            return 0
         entries = list(directory.iterdir())
     except OSError:
         return 0
@@ -178,7 +207,8 @@ def other_processes(directory: Path | None = None) -> int:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            start = entry.read_text().strip()
+            with os.fdopen(os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)) as file:
+                start = file.read(64).strip()
         except OSError:
             continue
         pid = int(entry.name)

@@ -63,19 +63,19 @@ class CellResult:
     def has(self, name: str) -> bool:
         return name in self.record.get("files", {})
 
-    def _npy(self, name: str) -> np.ndarray | None:
-        return results.read_npy(self.directory / name) if self.has(name) else None
+    def _npy(self, name: str, shape: results.Shape) -> np.ndarray | None:
+        return results.read_npy(self.directory / name, shape) if self.has(name) else None
 
     def _npz(self, name: str) -> dict[str, np.ndarray] | None:
         return results.read_npz(self.directory / name) if self.has(name) else None
 
     @cached_property
     def losses(self) -> np.ndarray | None:  # (steps,)
-        return self._npy("losses.npy")
+        return self._npy("losses.npy", (None,))
 
     @cached_property
     def samples(self) -> np.ndarray | None:  # (N, 2)
-        return self._npy("samples.npy")
+        return self._npy("samples.npy", (None, 2))
 
     @cached_property
     def repeats(self) -> dict[str, np.ndarray] | None:
@@ -389,4 +389,6 @@ def write_final_info(
     """Rewrite final_info.json of `runs` (default: every run) from the cells on disk."""
     loaded = read(config, root)
     for run in runs if runs is not None else loaded.run_names:
-        results.write_json(Path(root) / run / cells.FINAL_INFO_FILE, final_info(loaded, run))
+        results.write_json(
+            Path(root) / run / cells.FINAL_INFO_FILE, final_info(loaded, run), root=Path(root)
+        )

@@ -2,7 +2,8 @@
 
 `ResultsTable.from_dirs(dirs)` reads the finished cells of results directories (through
 report.load, so a stale or unfinished cell is left out exactly as the report leaves it out);
-`lowdiff export` writes it as CSV; `to_dataframe()` hands it to pandas where pandas is installed.
+`lowdiff export` writes it as CSV, each row naming its source directory; `to_dataframe()`
+hands it to pandas where pandas is installed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from lowdiff import results
 
 __all__ = ["COLUMNS", "ResultsTable"]
 
-COLUMNS = ("experiment", "run", "dataset", "seed", "metric", "value")
+# `source`: the results directory a row was read from, so that two copies of one experiment
+# (same name, runs and seeds) stay apart.
+COLUMNS = ("experiment", "run", "dataset", "seed", "metric", "value", "source")
 
 
 @dataclass
@@ -60,6 +63,7 @@ class ResultsTable:
                                     seed,
                                     metric,
                                     float(value),
+                                    str(root),
                                 ),
                                 strict=True,
                             )

@@ -106,15 +106,18 @@ def encode(image: Image.Image, suffix: str, *, dpi: int = DPI) -> bytes:
     return buffer.getvalue()
 
 
-def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = DPI) -> Path:
+def save_figure(
+    fig: Figure, path: str | os.PathLike[str], *, dpi: int = DPI, root: Path | None = None
+) -> Path:
     """Write `fig` compressed at `path` (format from the suffix, PNG by default) atomically.
 
     Readers never see a half-written figure (`results.atomic_write_bytes`); on failure any old
-    file at `path` is left untouched. Missing parent directories are created.
+    file at `path` is left untouched. Missing parent directories are created. With `root`, the
+    figure is confined to that results folder (`results.confined_directory`).
     """
     path = Path(path)
     data = encode(render(fig, dpi=dpi), path.suffix or ".png", dpi=dpi)
-    results.atomic_write_bytes(path, data)
+    results.atomic_write_bytes(path, data, root=root)
     return path
 
 

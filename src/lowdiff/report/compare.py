@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lowdiff import oracle, plots, stats
+from lowdiff import oracle, ownership, plots, stats
 from lowdiff.metrics import METRICS
 from lowdiff.report.document import (
     Block,
@@ -178,7 +178,7 @@ def _metric_blocks(
         means, ci=intervals or None, oracle=None, bounds=info.bounds,
         ylabel=info.label + (f" ({info.unit})" if info.unit else ""), title=info.description,
     )  # fmt: skip
-    plots.save_figure(figure, out / name)
+    plots.save_figure(figure, out / name, root=out)
     return [
         Heading(2, info.label),
         Table(("run", *datasets), rows),
@@ -195,6 +195,7 @@ def write_comparison(dirs: Sequence[str | Path], out: str | Path) -> Path:
     if not dirs:
         raise ValueError("compare needs at least one results directory")
     out = Path(out)
+    ownership.claim_comparison(out)
     loaded = dict(zip(_labels(dirs), (load_results(Path(d)) for d in dirs), strict=True))
     first_label, first = next(iter(loaded.items()))
     reference = f"{first_label}/{first.baseline}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,17 +254,19 @@ def write_pages(root: Path, pages: dict[str, str]) -> None:
     only when all exist are they renamed into place, one right after the other. A failure
     before the renames leaves every old page as it was.
     """
+    build = f"{os.getpid()}.{secrets.token_hex(4)}"  # one name per writer: no two collide
     temporaries = {}
     try:
         for name, text in pages.items():
-            temporary = root / f".{name}.next"
-            results.atomic_write_bytes(temporary, text.encode())
+            temporary = root / f".{name}.{build}.next"
+            results.atomic_write_bytes(temporary, text.encode(), root=root)
             temporaries[name] = temporary
-        for name, temporary in temporaries.items():
-            os.replace(temporary, root / name)
+        with results.confined_directory(root, root) as folder:
+            for name, temporary in temporaries.items():
+                os.replace(temporary.name, name, src_dir_fd=folder, dst_dir_fd=folder)
     finally:
         for temporary in temporaries.values():
-            temporary.unlink(missing_ok=True)
+            results.remove(temporary, root=root)
 
 
 def comma_list(values: Iterable[object]) -> str:

@@ -157,7 +157,7 @@ def effects_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable])
         xlabel=f"Δ distance to the oracle floor, run − {loaded.baseline}{unit}; < 0 is better",
         title=f"{info.label}: paired effects against {loaded.baseline}, 95% intervals",
     )
-    plots.save_figure(figure, loaded.root / FIGURE)
+    plots.save_figure(figure, loaded.root / FIGURE, root=loaded.root)
     blocks: list[Block] = [
         Heading(2, "Verdicts"),
         Image(FIGURE, "Paired effects", "Shaded: the equivalence band ±δ of each row."),

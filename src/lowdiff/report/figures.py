@@ -26,6 +26,7 @@ from lowdiff.report.options import ReportOptions, divergence_note, representativ
 from lowdiff.report.overview import headline_metrics
 from lowdiff.report.tables import MetricTable
 from lowdiff.report.text import clipped_interval, num_modes
+from lowdiff.results import ResultsError
 
 if TYPE_CHECKING:  # only plots imports matplotlib
     from matplotlib.figure import Figure
@@ -249,6 +250,12 @@ def write_figures(ctx: Context, plans: Sequence[FigurePlan]) -> list[Block]:
         if plan.build is None:
             blocks.append(Paragraph(f"Not drawn: {plan.skipped}."))
             continue
-        plots.save_figure(plan.build(), ctx.loaded.root / "figures" / name, dpi=plan.dpi)
+        try:
+            figure = plan.build()
+        except ResultsError as error:  # a damaged file: this figure is invalid, the rest goes on
+            blocks.append(Paragraph(f"Not drawn: invalid ({error})."))
+            continue
+        root = ctx.loaded.root
+        plots.save_figure(figure, root / "figures" / name, dpi=plan.dpi, root=root)
         blocks.append(Image(f"figures/{name}", plan.title, plan.caption))
     return blocks
