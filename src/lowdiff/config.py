@@ -602,4 +602,24 @@ def check_memory(config: ExperimentConfig, available: int | None = None) -> None
 def check_resources(config: ExperimentConfig) -> None:
     """What the machine must offer the experiment (device, memory): call before any write."""
     check_device_available(config.experiment.device)
+    check_precisions(config)
     check_memory(config)
+
+
+def check_precisions(config: ExperimentConfig) -> None:
+    """Every run's train/eval precision runs on the experiment's device (bf16 needs native
+    hardware support: lowdiff.precision)."""
+    from lowdiff.precision import check_precision
+
+    device = config.experiment.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    for run in config.runs:
+        for section in ("train", "eval"):
+            setting = f"runs.{run.name}: {section}.precision"
+            try:
+                check_precision(getattr(run, section).precision, device, setting)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None

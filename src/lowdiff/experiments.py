@@ -36,6 +36,7 @@ from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
 from lowdiff.executors import Executor
 from lowdiff.lock import RunLock
 from lowdiff.metrics import Reference, load_reference, measure
+from lowdiff.precision import autocast
 from lowdiff.progress import bar as tqdm
 from lowdiff.progress import phase
 from lowdiff.samplers import Samples, sample
@@ -234,7 +235,11 @@ def _evaluate(
     with phase(f"{run.name}: eval loss of {len(truths)} models", disable=quiet):
         losses = eval_loss(result.model, schedule, points, eval_generators, config.chunk_size)
     sample_generators = [g["sample"] for g in generators]
-    with phase(f"{run.name}: sampling {config.num_samples} points x {len(truths)}", disable=quiet):
+    # eval.precision = "bf16": the network in bf16 autocast; the sampler's state stays fp32
+    with (
+        phase(f"{run.name}: sampling {config.num_samples} points x {len(truths)}", disable=quiet),
+        autocast(config.precision, device),
+    ):
         drawn = sample(
             result.ema_model,
             schedule,
@@ -248,9 +253,10 @@ def _evaluate(
             snapshot_points=config.process_points,
         )
     timesteps = field_timesteps(schedule.num_timesteps, config.field_timesteps)
-    field = weight_field(
-        result.ema_model, timesteps, config.field_resolution, config.field_extent, device
-    )
+    with autocast(config.precision, device):
+        field = weight_field(
+            result.ema_model, timesteps, config.field_resolution, config.field_extent, device
+        )
     return BatchOutputs(result, losses, drawn, field, timesteps, device)
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from lowdiff.architectures import ARCHITECTURES, COMMON_OPTIONS, ArchName
+from lowdiff.precision import Precision
+from lowdiff.precision import check_name as check_precision_name
 
 __all__ = ["BetaSchedule", "EvalConfig", "ModelConfig", "ScheduleConfig", "TrainConfig"]
 
@@ -83,8 +85,12 @@ class TrainConfig:
     # steps between checkpoints (taken at the next chunk boundary); not part of the cell key.
     # 1000 protocol steps of a batch of 12 take about 1.5 minutes on one CPU core.
     checkpoint_every: int = 1000
+    # "bf16": forward pass and loss under bf16 autocast, fp32 master weights, AdamW and EMA
+    # (lowdiff.precision); needs native bf16 hardware. Keyed only when set (not the default).
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
+        check_precision_name(self.precision, "train.precision")
         for name in ("num_steps", "batch_size", "ema_update_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(
@@ -133,8 +139,12 @@ class EvalConfig:
     eta: float = 0.0  # DDIM's eta in [0, 1] (ddim only)
     process_snapshots: int = 6  # states kept for the reverse-process figure: 0 or >= 2
     process_points: int = 2000  # points per snapshot
+    # "bf16": the network runs under bf16 autocast while sampling (and for the weight field);
+    # the sampler's state stays fp32 (lowdiff.precision). eval_loss is always fp32.
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
+        check_precision_name(self.precision, "eval.precision")
         positive = ("num_samples", "chunk_size", "knn_k", "field_resolution", "field_timesteps")
         for name in (*positive, "process_points"):
             if getattr(self, name) < 1:
