@@ -306,7 +306,7 @@ class Trainer:
         """What a checkpoint must match to be resumed: everything that shapes the training."""
         train = dataclasses.asdict(self.config)
         train.pop("checkpoint_every")
-        if train["precision"] == "fp32":  # the default: keys of older checkpoints stay valid
+        if train.get("precision") == "fp32":  # the default: keys of older checkpoints stay valid
             train.pop("precision")
         digest = hashlib.sha256()
         for name in names:
