@@ -109,3 +109,26 @@ def write_fake_results(
             del arrays["process.npz"]
         cells.write_finished(cell, arrays, metrics(*cell.key), batch | {"device": "cpu"})
     return config
+
+
+# A trained experiment small enough for a test: two mlp runs of different widths, 10 steps.
+TINY_EXPERIMENT = """
+[experiment]
+name = "tiny"
+datasets = ["moons", "line"]
+seeds = [0, 1]
+num_points = 1000
+oracle_draws = 1
+round_seeds = 2
+[train]
+num_steps = 10
+batch_size = 32
+[eval]
+num_samples = 150
+[model]
+hidden_dim = 16
+embedding_dim = 8
+[runs.baseline]
+model = { arch = "mlp" }
+"""
+TINY_SECOND_RUN = '[runs.wide]\nmodel = { arch = "mlp", hidden_dim = 24 }\n'

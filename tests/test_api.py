@@ -234,31 +234,50 @@ def test_import_lowdiff_does_not_import_torch():
     assert set(lowdiff.__all__) >= {"train", "load", "evaluate", "run_experiment"}
 
 
-def code_cells(path: Path) -> list[str]:
-    """The code cells of a notebook, IPython magics (%, !) left out."""
-    notebook = json.loads(path.read_text())
-    cells = []
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code":
-            lines = "".join(cell["source"]).splitlines()
-            cells.append("\n".join(line for line in lines if line.lstrip()[:1] not in "%!"))
-    return cells
-
-
-def test_quickstart_notebook_runs(tmp_path, monkeypatch):
-    """Every code cell of examples/quickstart.ipynb, in order, in one namespace (no Jupyter)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LOWDIFF_PROGRESS", "plain")
-    namespace: dict = {"__name__": "__main__"}
-    cells = code_cells(EXAMPLES / "quickstart.ipynb")
-    assert len(cells) >= 5
-    for index, source in enumerate(cells):
-        exec(compile(source, f"quickstart.ipynb cell {index}", "exec"), namespace)
+def test_quickstart_notebook_runs_in_a_kernel_and_is_committed_with_outputs(tmp_path):
+    """examples/quickstart.ipynb executed through a real Jupyter kernel (nbclient), in order."""
+    nbformat = pytest.importorskip("nbformat", reason="the dev extra is not installed")
+    nbclient = pytest.importorskip("nbclient", reason="the dev extra is not installed")
+    pytest.importorskip("ipykernel", reason="the dev extra is not installed")
+    path = EXAMPLES / "quickstart.ipynb"
+    committed = nbformat.read(path, as_version=4)
+    code = [cell for cell in committed.cells if cell.cell_type == "code"]
+    assert len(code) >= 6 and all(cell.execution_count for cell in code)  # committed executed
+    assert all(cell.outputs for cell in code[1:])  # every cell but the imports shows something
+    notebook = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )  # fmt: skip
+    source = str(Path(lowdiff.__file__).resolve().parents[1])  # this lowdiff, in the kernel too
+    paths = os.pathsep.join(p for p in [source, os.environ.get("PYTHONPATH", "")] if p)
+    client.execute(env=os.environ | {"PYTHONPATH": paths})  # CellExecutionError on a failure
     assert (tmp_path / "runs" / "quickstart-api" / "experiment.json").is_file()
     assert os.path.getsize(tmp_path / "metrics.csv") > 0
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the scatter figure
+
+
+def test_api_applies_the_command_lines_thread_policy(tmp_path, monkeypatch):
+    import torch
+
+    from lowdiff import runtime
+
+    chosen = []
+    monkeypatch.setattr(runtime, "configure_cpu", lambda threads: chosen.append(threads))
+    before = torch.get_num_threads()
+    lowdiff.train("mlp", ["moons"], [0], tmp_path / "t", device="cpu", threads=1, **TINY)
+    assert chosen == [1]
+    with pytest.raises(ValueError, match="--threads must be >= 0"):
+        lowdiff.train("mlp", ["moons"], [0], tmp_path / "u", threads=-1, **TINY)
+    monkeypatch.undo()
+    try:  # the real policy: the requested count reaches torch
+        runtime.configure_cpu(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
 
 
 def test_sample_goes_through_the_sampler_registry_when_there_is_one(trained, monkeypatch):
@@ -282,3 +301,23 @@ def test_sample_goes_through_the_sampler_registry_when_there_is_one(trained, mon
     assert options == {"num_samples": 12, "sampler": "ddim", "num_steps": 5, "eta": 0.5}
     with pytest.raises(ConfigError, match="unknown sampler 'dim'; did you mean 'ddim'"):
         model.sample(12, sampler="dim")
+
+
+def test_run_experiment_runs_the_packs_where_the_experiment_says(tmp_path, monkeypatch):
+    from lowdiff import executors
+
+    asked = []
+
+    class Refusing:
+        def check(self):
+            asked.append(True)
+            raise executors.ExecutorError("executor.slurm_partition: no such partition")
+
+    monkeypatch.setattr(executors, "make_executor", lambda config, root: Refusing())
+    experiment = {
+        "experiment": {"name": "e", "datasets": ["moons"], "seeds": [0], "executor": "slurm"},
+        "runs": {"a": {}},
+    }
+    with pytest.raises(executors.ExecutorError, match="slurm_partition"):
+        lowdiff.run_experiment(experiment, out=tmp_path / "out")
+    assert asked and not (tmp_path / "out").exists()

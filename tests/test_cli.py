@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from fake_results import write_fake_results
 
+from lowdiff import cli
 from lowdiff.cli import main
 
 FAST = [
@@ -183,12 +184,17 @@ def test_keys_lists_every_setting_with_its_default_and_a_meaning(capsys):
     import dataclasses
 
     from lowdiff.config import SECTIONS, ExperimentSettings
+    from lowdiff.executors import ExecutorConfig
 
     assert main(["keys"]) == 0
     lines = capsys.readouterr().out.splitlines()
     listed = {line.split()[0]: line for line in lines}
-    for section, cls in {"experiment": ExperimentSettings, **SECTIONS}.items():
+    tables = {"experiment": ExperimentSettings, **SECTIONS, "executor": ExecutorConfig}
+    for section, cls in tables.items():
         for field in dataclasses.fields(cls):
+            if f"{section}.{field.name}" == "executor.kind":  # that is experiment.executor
+                assert "executor.kind" not in listed
+                continue
             line = listed.pop(f"{section}.{field.name}")
             if field.default is not dataclasses.MISSING and not isinstance(field.default, tuple):
                 assert line.split()[1] == repr(field.default)
@@ -197,6 +203,27 @@ def test_keys_lists_every_setting_with_its_default_and_a_meaning(capsys):
     assert "[dual_expert only]" in next(line for line in lines if line.startswith("model.gate"))
     assert main(["keys", "trian"]) == 2
     assert "did you mean 'train'?" in capsys.readouterr().err
+
+
+def test_executor_settings_are_set_from_the_command_line(tmp_path, capsys):
+    from lowdiff.config import load_experiment
+
+    experiment = tmp_path / "e.toml"
+    experiment.write_text('[experiment]\nname = "e"\n[runs.a]\n')
+    settings = ['executor.ray_address="127.0.0.2:6379"', "executor.slurm_partition=debug"]
+    cli._check_overrides(settings)  # what `lowdiff run --set` checks first
+    config = load_experiment(experiment, [*settings, 'experiment.executor="ray"'])
+    assert config.executor.kind == "ray" and config.executor.ray_address == "127.0.0.2:6379"
+    assert config.executor.slurm_partition == "debug"
+    out = tmp_path / "out"
+    arguments = ["run", str(experiment), "--out", str(out), "--set"]
+    assert main([*arguments, "executor.ray_adress=auto"]) == 2
+    assert "unknown key 'ray_adress'; did you mean 'ray_address'?" in capsys.readouterr().err
+    assert main([*arguments, "executor.kind=ray"]) == 2  # the kind is experiment.executor
+    assert "unknown key 'kind'" in capsys.readouterr().err
+    assert main(["keys", "executor"]) == 0
+    assert "executor.slurm_partition" in capsys.readouterr().out
+    assert not out.exists()
 
 
 # --- a finished experiment: resume, sample, export, remeasure ----------------------------------

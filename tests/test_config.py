@@ -68,7 +68,7 @@ def test_shipped_experiment_files_parse(path):
         (
             'arch = "mlp"',
             'arch = "transformer"',
-            r"expected one of 'mlp', 'dual_scale', 'dual_expert'",
+            r"unknown model arch 'transformer'; valid: mlp, dual_scale, dual_expert, or ",
         ),
         ('datasets = ["moons"]', 'datasets = ["mars"]', r"unknown dataset 'mars'; valid: circle"),
         ('name = "t"', 'name = "t"\nbaseline = "nope"', r"experiment.baseline: unknown run 'nope'"),
@@ -143,3 +143,70 @@ def test_override_errors_name_the_override_not_a_line(tmp_path):
             load_experiment(  # the file's own error is still the file's, whatever else is set
                 write(tmp_path, GOOD.replace(old, new)), ["train.batch_size=64"]
             )
+
+
+# --- sweeps -------------------------------------------------------------------------------
+
+
+def test_sweep_table_expands_every_run_with_fixed_names(tmp_path):
+    path = write(tmp_path, GOOD + '\n[sweep]\n"train.diversity_weight" = [0, 0.01, 0.2]\n')
+    config = load_experiment(path)
+    expected = [
+        f"{run}-diversity_weight={value}"
+        for run in ("baseline", "learned")
+        for value in ("0", "0.01", "0.2")
+    ]
+    assert [r.name for r in config.runs] == expected
+    assert [r.train.diversity_weight for r in config.runs] == [0.0, 0.01, 0.2] * 2
+    assert config.run("learned-diversity_weight=0.2").train.learning_rate == 1e-3  # kept
+    assert config.experiment.baseline == "baseline-diversity_weight=0"
+    assert {r.source for r in config.sweep} == {"baseline", "learned"}
+
+
+def test_cli_sweep_is_a_grid_in_the_order_given_and_adds_to_the_file(tmp_path):
+    path = write(tmp_path, GOOD + '\n[sweep]\nruns = ["learned"]\ntrain.num_steps = [5, 6]\n')
+    config = load_experiment(path, sweeps=["model.hidden_dim=16,32", "train.num_steps=7"])
+    names = [r.name for r in config.runs]
+    # the file's key first (its values replaced by the command line's), then the new key
+    swept = ["learned-num_steps=7-hidden_dim=16", "learned-num_steps=7-hidden_dim=32"]
+    assert names == ["baseline", *swept]
+    assert config.run("learned-num_steps=7-hidden_dim=32").model.hidden_dim == 32
+    assert config.run("learned-num_steps=7-hidden_dim=32").train.num_steps == 7
+    assert config.run("baseline").model.hidden_dim == 256
+    assert config.sweep[1].values == {"train.num_steps": 7, "model.hidden_dim": 32}
+
+
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        (["train.lr=1,2"], "unknown key 'train.lr'"),
+        (["train.num_steps=1.5,2"], r"sweep.train.num_steps\[0\]: expected int"),
+        (["train.num_steps=2,2"], "values repeat"),
+        (["train.num_steps"], "KEY=V1,V2"),
+    ],
+)
+def test_bad_sweeps_get_clear_errors(tmp_path, sweep, message):
+    with pytest.raises(ConfigError, match=message):
+        load_experiment(write(tmp_path, GOOD), sweeps=sweep)
+
+
+def test_sweep_survives_experiment_json(tmp_path):
+    from lowdiff.config import from_json, to_dict
+
+    config = load_experiment(write(tmp_path, GOOD), sweeps=["train.diversity_weight=0,0.1"])
+    again = from_json(to_dict(config))
+    assert again.sweep == config.sweep
+    assert [r.name for r in again.runs] == [r.name for r in config.runs]
+
+
+def test_run_command_passes_its_sweeps(tmp_path, monkeypatch):
+    from lowdiff import cli
+
+    seen = {}
+    monkeypatch.setattr(
+        cli, "_run", lambda experiment, out, args: seen.setdefault("c", experiment) and 0
+    )
+    path = write(tmp_path, GOOD)
+    assert cli.main(["run", str(path), "--sweep", "train.diversity_weight=0,0.05"]) == 0
+    names = [run.name for run in seen["c"].runs]
+    assert names[:2] == ["baseline-diversity_weight=0", "baseline-diversity_weight=0.05"]

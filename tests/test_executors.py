@@ -10,22 +10,27 @@ import importlib.util
 import os
 import re
 import sys
+import time
+import types
 from pathlib import Path
 
 import pytest
 import torch
 from executor_toys import Toy, toy_task
 
-from lowdiff import results
+from lowdiff import executors, results
 from lowdiff.executors import (
     EXECUTORS,
     ExecutorConfig,
+    ExecutorError,
     LocalExecutor,
     Outcome,
     RayExecutor,
     SlurmExecutor,
     describe,
+    loopback_address,
     make_executor,
+    submission_error,
 )
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -54,6 +59,7 @@ def ray_cluster():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTHONPATH", path)  # the workers inherit the driver's environment
         ray.init(
+            _node_ip_address=loopback_address(),  # as lowdiff starts one: loopback only
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
@@ -149,6 +155,182 @@ def test_missing_engine_names_the_extra(monkeypatch):
         slurm.map(print, [1], names=["one"])
 
 
+# --- what a cluster refuses, and jobs whose state cannot be read ----------------------------
+
+PARTITION_REFUSAL = (
+    "sbatch: error: invalid partition specified: nope\n"
+    "sbatch: error: Batch job submission failed: Invalid partition name specified"
+)
+
+
+@pytest.mark.parametrize(
+    "said, setting",
+    [
+        (PARTITION_REFUSAL, "executor.slurm_partition"),
+        ("sbatch: error: Invalid generic resource (gres) specification", "slurm_gpus_per_task"),
+        ("sbatch: error: Requested time limit is invalid", "executor.slurm_time_min"),
+        ("sbatch: error: something new", "the slurm_* settings of [executor]"),
+    ],
+)
+def test_a_submission_refusal_is_one_line_naming_the_setting(said, setting):
+    message = submission_error(f"Command ['sbatch', 'x.sh'] failed\n{said}")
+    assert message.startswith("Slurm refused the job array: sbatch: error: ")
+    assert "\n" not in message and message.endswith(")") and setting in message
+
+
+class RefusingSubmitit:
+    def map_array(self, *arguments):
+        raise RuntimeError(f"Command failed with return code 1\n{PARTITION_REFUSAL}")
+
+
+def test_refused_submission_fails_every_pack_once_without_raising(tmp_path, monkeypatch):
+    executor = make_executor(ExecutorConfig(kind="slurm", max_retries=2), root=tmp_path)
+    monkeypatch.setattr(executor, "_submitit_executor", RefusingSubmitit)
+    outcomes = executor.map(print, [1, 2], names=["a", "b"])
+    expected = submission_error(PARTITION_REFUSAL)
+    assert outcomes == [Outcome("a", False, expected, 1), Outcome("b", False, expected, 1)]
+
+
+def fake_slurm(monkeypatch, answers: dict[str, tuple[bool, str]], calls: list | None = None):
+    """Slurm's commands answered from `answers` (by command name), sbatch on PATH."""
+    monkeypatch.setattr(executors.shutil, "which", lambda name: f"/usr/bin/{name}")
+
+    def run(command):
+        if calls is not None:
+            calls.append(command)
+        return answers[command[0]]
+
+    monkeypatch.setattr(executors, "_slurm", run)
+
+
+def test_slurm_check_names_a_missing_partition_before_anything_is_written(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    from lowdiff.experiments import execute
+
+    fake_slurm(monkeypatch, {"sinfo": (True, "debug*\ngpu\n"), "sacct": (True, "")})
+    config = ExecutorConfig(kind="slurm", slurm_partition="nope")
+    executor = make_executor(config, root=tmp_path / "out")
+    message = "executor.slurm_partition: Slurm has no partition 'nope'; valid: debug, gpu"
+    with pytest.raises(ExecutorError, match=re.escape(message)):
+        executor.check()
+    (tmp_path / "tiny.toml").write_text(TINY)
+    from lowdiff.config import load_experiment
+
+    with pytest.raises(ExecutorError, match="slurm_partition"):
+        execute(load_experiment(tmp_path / "tiny.toml"), tmp_path / "out", executor=executor)
+    assert not (tmp_path / "out").exists()
+    make_executor(dataclasses.replace(config, slurm_partition="gpu")).check()  # it exists
+
+
+def test_slurm_check_needs_sbatch_and_an_answer(monkeypatch):
+    pytest.importorskip("submitit")
+    executor = make_executor(ExecutorConfig(kind="slurm"))
+    monkeypatch.setattr(executors.shutil, "which", lambda name: None)
+    with pytest.raises(ExecutorError, match="sbatch is not on PATH.*slurm_cluster = 'local'"):
+        executor.check()
+    fake_slurm(monkeypatch, {"sinfo": (False, "sinfo: error: Unable to contact slurm controller")})
+    with pytest.raises(ExecutorError, match=r"does not answer \(sinfo: sinfo: error: Unable"):
+        executor.check()
+
+
+def test_slurm_check_warns_without_accounting(monkeypatch, caplog):
+    pytest.importorskip("submitit")
+    off = "sacct: error: Slurm accounting storage is disabled"
+    fake_slurm(monkeypatch, {"sinfo": (True, "debug*\n"), "sacct": (False, off)})
+    make_executor(ExecutorConfig(kind="slurm", slurm_state_timeout_s=7)).check()
+    assert off in caplog.text and "accounting" in caplog.text and "7 s" in caplog.text
+
+
+class FakeJob:
+    """A Slurm job as submitit shows it: done after `polls` looks, or never (None)."""
+
+    def __init__(self, job_id: str, polls: int | None, state: str = "UNKNOWN") -> None:
+        self.job_id, self.polls, self._state, self.looks = job_id, polls, state, 0
+        self.paths = types.SimpleNamespace(stdout=Path(f"/logs/{job_id}.out"))
+
+    def done(self) -> bool:
+        self.looks += 1
+        return self.polls is not None and self.looks > self.polls
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def result(self) -> None:
+        return None
+
+
+def test_a_job_whose_state_cannot_be_read_fails_after_the_deadline(monkeypatch):
+    """Accounting off: sacct says UNKNOWN for every job. A job squeue still lists is alive
+    however long it runs; one that squeue no longer lists and left no result is failed once
+    slurm_state_timeout_s has passed, and the others' outcomes are kept."""
+    calls: list = []
+    queued = "12_1\n"  # 12_0 finishes; 12_1 is queued (long); 12_2 vanished (scancel)
+    fake_slurm(monkeypatch, {"squeue": (True, queued)}, calls)
+    config = ExecutorConfig(kind="slurm", slurm_state_timeout_s=1)
+    executor = make_executor(config)
+    executor.poll_s = 0.05
+    jobs = [FakeJob("12_0", 0), FakeJob("12_1", 40), FakeJob("12_2", None)]
+    errors: list = [None, None, None]
+    started = time.monotonic()
+    executor._wait(dict(enumerate(jobs)), errors)
+    assert errors[0] is None and errors[1] is None  # 12_1 outlived the deadline, in the queue
+    assert time.monotonic() - started > 1
+    assert errors[2].startswith("job 12_2 left no result and its state could not be read for ")
+    assert "is Slurm accounting on?" in errors[2] and "/logs/12_2.out" in errors[2]
+    assert calls[0] == ["squeue", "--noheader", "--array", "--format=%i", "--jobs=12"]
+
+
+def test_a_job_with_a_known_state_is_waited_for(monkeypatch):
+    fake_slurm(monkeypatch, {"squeue": (True, "")})
+    executor = make_executor(ExecutorConfig(kind="slurm", slurm_state_timeout_s=1))
+    executor.poll_s = 0.05
+    errors: list = [None]
+    executor._wait({0: FakeJob("3_0", 30, state="RUNNING")}, errors)  # sacct reads it
+    assert errors == [None]
+
+
+class FakeRay(types.ModuleType):
+    """`ray` as far as RayExecutor uses it to connect; `init` fails with `failure`."""
+
+    def __init__(self, failure: Exception | None = None) -> None:
+        super().__init__("ray")
+        self.failure, self.inits = failure, []
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **options) -> None:
+        self.inits.append(options)
+        if self.failure:
+            raise self.failure
+
+
+def test_a_cluster_lowdiff_starts_is_on_loopback_and_a_joined_one_is_left_alone(monkeypatch):
+    ray = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    RayExecutor(ExecutorConfig(kind="ray", ray_address="local")).check()
+    RayExecutor(ExecutorConfig(kind="ray", ray_address="10.1.2.3:6379")).check()
+    assert ray.inits == [
+        {"address": "local", "_node_ip_address": loopback_address()},
+        {"address": "10.1.2.3:6379"},
+    ]
+    if sys.platform.startswith("linux"):
+        assert loopback_address().startswith("127.")
+
+
+def test_a_cluster_that_cannot_be_joined_is_one_line_with_the_auth_recipe(monkeypatch):
+    failure = ConnectionError("Failed to connect to GCS within 60 seconds.\nmore detail")
+    monkeypatch.setitem(sys.modules, "ray", FakeRay(failure))
+    executor = RayExecutor(ExecutorConfig(kind="ray", ray_address="127.0.0.2:6379"))
+    with pytest.raises(ExecutorError) as raised:
+        executor.check()
+    message = str(raised.value)
+    assert message.startswith("executor.ray_address = '127.0.0.2:6379': cannot join the Ray ")
+    assert "(Failed to connect to GCS within 60 seconds.)" in message and "\n" not in message
+    assert "RAY_AUTH_MODE=token" in message and "docs/scale.md" in message
+
+
 # --- the same behaviour on every executor ---------------------------------------------------
 
 
@@ -169,6 +351,12 @@ def test_ray_retries_reports_and_keeps_the_rest(tmp_path, ray_cluster):
     executor = RayExecutor(ExecutorConfig(kind="ray", max_retries=1, cpus_per_task=2))
     check_generic(run_toys(executor, tmp_path, BEHAVIOURS), tmp_path, retries=1)
     assert (tmp_path / "a.threads").read_text() == "2"  # torch threads = the task's CPUs
+
+
+@needs_ray
+def test_a_cluster_started_here_is_on_the_loopback_interface(ray_cluster):
+    addresses = [node["NodeManagerAddress"] for node in ray_cluster.nodes()]
+    assert addresses and all(address.startswith("127.") for address in addresses)
 
 
 @needs_ray

@@ -122,8 +122,11 @@ def test_the_architecture_list_is_the_declared_registry():
 
     from lowdiff import architectures, settings
 
-    arch = typing.get_type_hints(settings.ModelConfig)["arch"]
-    assert typing.get_args(arch) == tuple(architectures.ARCHITECTURES)
+    assert typing.get_args(architectures.ArchName) == tuple(architectures.ARCHITECTURES)
+    for name in architectures.ARCHITECTURES:  # ModelConfig accepts exactly the declared names
+        assert settings.ModelConfig(arch=name).arch == name
+    with pytest.raises(ValueError, match=", ".join(architectures.ARCHITECTURES)):
+        settings.ModelConfig(arch="not_declared")
     assert list(ARCHITECTURES) == list(architectures.ARCHITECTURES)
     for name, cls in ARCHITECTURES.items():
         assert cls.__module__ == f"lowdiff.models.{name}"

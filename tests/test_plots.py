@@ -65,6 +65,10 @@ def test_run_colors_baseline_fixed_others_distinct():
     assert plots.run_colors(["fixed", "baseline", "learned", "deeper"]) == colors
     many = plots.run_colors([f"run{i}" for i in range(15)])
     assert len(set(many.values())) == 15
+    # colour-blind-safe: the first seven runs get Okabe & Ito's colours, exactly
+    seven = plots.run_colors(["baseline", *(f"run{i}" for i in range(7))])
+    okabe_ito = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#f0e442"]
+    assert [seven[f"run{i}"] for i in range(7)] == okabe_ito
 
 
 def test_save_figure_writes_png_atomically(tmp_path):
@@ -133,9 +137,30 @@ def test_loss_curves_grid_of_smoothed_seed_means(rng):
             expected = plots.hanning_smooth(curves[run][dataset].mean(axis=0), 25)
             np.testing.assert_allclose(line.get_ydata(), expected)
         assert ax.get_xlabel() and ax.get_ylabel()
-        assert len(ax.collections) == len(RUNS)  # one min-max band per run
+        assert not ax.collections  # lines only: the differences have their own figure
         assert ax.get_yscale() == "linear"  # the curves span well under a factor 10
     assert _legend_labels(fig) == RUNS
+
+
+def test_loss_differences_are_paired_by_seed_with_a_t_interval(rng):
+    curves = _curves(rng, seeds=3)
+    fig = plots.loss_differences(curves, baseline="baseline", window=25)
+    window = np.hanning(25) / np.hanning(25).sum()  # protocol §2: Hanning window 25
+    for ax, dataset in zip(_panels(fig), DATASETS, strict=True):
+        assert ax.get_title() == dataset
+        lines = [line for line in ax.get_lines() if line.get_label() in RUNS]
+        assert [line.get_label() for line in lines] == ["fixed", "learned"]
+        for line in lines:
+            diff = curves[line.get_label()][dataset] - curves["baseline"][dataset]  # (3, 100)
+            smooth = np.stack([np.convolve(row, window, mode="valid") for row in diff])
+            np.testing.assert_allclose(line.get_ydata(), smooth.mean(axis=0))
+        band = ax.collections[0].get_paths()[0].vertices[:, 1]  # the first run's interval
+        diff = curves["fixed"][dataset] - curves["baseline"][dataset]
+        smooth = np.stack([np.convolve(row, window, mode="valid") for row in diff])
+        half = 4.302653 * smooth.std(axis=0, ddof=1) / np.sqrt(3)  # t(0.975, 2 df)
+        assert band.max() == pytest.approx((smooth.mean(axis=0) + half).max(), rel=1e-6)
+        zero = [line for line in ax.get_lines() if line not in lines]
+        assert len(zero) == 1 and set(zero[0].get_ydata()) == {0.0}
 
 
 def test_loss_curves_single_dataset_and_log_scale(rng):
@@ -349,16 +374,18 @@ def test_mode_bar_whiskers_stop_at_all_modes():
     assert whisker.get_segments()[0][:, 1].max() == pytest.approx(1.0)
 
 
-def test_save_figure_writes_a_small_palette_png_or_lossy_formats(tmp_path, rng):
+def test_save_figure_writes_a_full_colour_png_or_lossy_formats(tmp_path, rng):
     from PIL import Image
 
-    fig = plots.sample_grid({"baseline": {"moons": rng.normal(size=(3000, 2))}})
-    path = plots.save_figure(fig, tmp_path / "grid.png")
+    runs = {f"run{i}": {"moons": rng.normal(size=(300, 2))} for i in range(6)}
+    fig = plots.loss_curves({run: {"moons": rng.random((2, 200))} for run in runs})
+    path = plots.save_figure(fig, tmp_path / "curves.png")
     with Image.open(path) as image:
-        assert image.mode == "P" and len(image.getcolors()) <= plots.style.PALETTE_COLORS
-    raw = tmp_path / "raw.png"
-    fig.savefig(raw, dpi=plots.style.DPI)
-    assert path.stat().st_size < raw.stat().st_size
+        assert image.mode == "RGB" and image.info["dpi"][0] == pytest.approx(150, abs=1)
+        present = {color for _, color in image.getcolors(maxcolors=1 << 20)}
+    # every run's colour is in the file exactly (no palette merges neighbours)
+    for color in plots.run_colors(runs).values():
+        assert tuple(int(color[i : i + 2], 16) for i in (1, 3, 5)) in present, color
     assert plots.save_figure(fig, tmp_path / "grid.webp").read_bytes()[8:12] == b"WEBP"
     with pytest.raises(ValueError, match="valid: .png, .webp, .jpg"):
         plots.save_figure(fig, tmp_path / "grid.bmp")

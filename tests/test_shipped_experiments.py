@@ -32,6 +32,7 @@ SERIES_FIGURES = {
         "dino_train_loss.png",
         "dino_gating_weights_histogram.png",
     ],
+    "diversity_sweep": ["sweep_diversity_weight.png"],
 }
 COMMON_FIGURES = ["train_loss.png", "generated_images.png", "kl_divergence_comparison.png"]
 

@@ -17,6 +17,7 @@ _API = (
     "ResultsTable",
     "TrainedModel",
     "evaluate",
+    "evaluate_against_floor",
     "load",
     "remeasure",
     "run_experiment",

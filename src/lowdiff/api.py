@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ __all__ = [
     "TrainedModel",
     "did_you_mean",
     "evaluate",
+    "evaluate_against_floor",
     "load",
     "remeasure",
     "run_experiment",
@@ -167,15 +168,40 @@ def _as_config(path_or_config: Any, overrides: Sequence[str]) -> ExperimentConfi
 
 
 def _execute(
-    config: ExperimentConfig, out: Path, *, force: bool, progress: bool, report: bool
+    config: ExperimentConfig,
+    out: Path,
+    *,
+    force: bool,
+    progress: bool,
+    report: bool,
+    threads: int = 0,
 ) -> ResultsTable:
+    from lowdiff import runtime
+    from lowdiff.config import check_threads
+    from lowdiff.executors import make_executor
+
+    check_threads(threads)
+    runtime.share_cpu_environment()  # effective only if torch is not imported yet
     from lowdiff.experiments import execute
 
-    execute(config, out, force=force, progress=progress)
-    if report:
-        from lowdiff.report import write_report
+    runtime.configure_cpu(threads)  # the command line's policy: CPUs shared among busy jobs
+    local = config.executor.kind == "local"  # as `lowdiff run`: where experiment.executor says
+    executor = None if local else make_executor(config.executor, root=out)
 
-        write_report(out)
+    def once(config: ExperimentConfig, only: Collection[tuple[str, str]] | None = None) -> int:
+        execute(config, out, force=force, progress=progress, executor=executor, only=only)
+        if report:
+            from lowdiff.report import write_report
+
+            write_report(out)
+        return 0
+
+    if config.experiment.until_decided:
+        from lowdiff import rounds
+
+        rounds.until_decided(config, out, once, log.info)
+    else:
+        once(config)
     return ResultsTable.from_dirs([out])
 
 
@@ -190,6 +216,7 @@ def train(
     force: bool = False,
     progress: bool = False,
     report: bool = False,
+    threads: int = 0,
     **settings: Any,
 ) -> ResultsTable:
     """Train and measure `model` on every dataset x seed (resumable); returns its metrics.
@@ -197,10 +224,11 @@ def train(
     Any setting is a keyword: `num_steps=2000`, `hidden_dim=64`, or `train__num_steps=2000`
     where a name belongs to several sections (`lowdiff keys` lists them). Results go to `out`
     (default runs/<name>); `lowdiff.load(table.root / model / dataset / "seed_0")` reloads one.
+    `threads`: torch's CPU threads, as `--threads` (0: shared among busy processes).
     """
     config = train_config(model, datasets, seeds, name=name, device=device, settings=settings)
     root = Path(out) if out is not None else Path("runs") / config.experiment.name
-    return _execute(config, root, force=force, progress=progress, report=report)
+    return _execute(config, root, force=force, progress=progress, report=report, threads=threads)
 
 
 def run_experiment(
@@ -211,16 +239,20 @@ def run_experiment(
     force: bool = False,
     progress: bool = False,
     report: bool = False,
+    threads: int = 0,
 ) -> ResultsTable:
     """Run an experiment (a TOML or experiment.json path, a dict or an ExperimentConfig).
 
     Like `lowdiff run`: finished cells are kept, so calling it again resumes. `overrides` are
     `--set` strings. Results go to `out` (default runs/<experiment name>); `report=True` also
-    writes report.md / report.html. Returns the metrics of every finished cell.
+    writes report.md / report.html; `threads` as `--threads` (0: shared among busy
+    processes, the command line's policy). With `experiment.until_decided` it adds rounds of
+    seeds until decided, as `lowdiff run --until-decided` (`lowdiff.rounds`). Returns the
+    metrics of every finished cell.
     """
     config = _as_config(path_or_config, overrides)
     root = Path(out) if out is not None else Path("runs") / config.experiment.name
-    return _execute(config, root, force=force, progress=progress, report=report)
+    return _execute(config, root, force=force, progress=progress, report=report, threads=threads)
 
 
 def evaluate(
@@ -235,6 +267,65 @@ def evaluate(
     check_choice(dataset, data.DATASETS, "dataset", "dataset=")
     reference = metrics.load_reference(dataset, num_points or data.DEFAULT_N)
     return metrics.measure(np.asarray(samples, dtype=np.float32), reference, k)
+
+
+def _floor_words(metric: str, value: float, draws: Sequence[float]) -> str:
+    """Where one value lies against its oracle draws (fresh draws of the true distribution):
+    inside their 99% prediction interval (t, n - 1 degrees of freedom) it is "at the floor"."""
+    from scipy import stats as scipy_stats
+
+    from lowdiff.metrics import METRICS
+
+    info, n, mean = METRICS[metric], len(draws), float(np.mean(draws))
+    if n > 1:
+        spread = float(np.std(draws, ddof=1)) * np.sqrt(1 + 1 / n)
+        if abs(value - mean) <= scipy_stats.t.ppf(0.995, n - 1) * spread:
+            return "at the oracle floor (inside the 99% range of true samples)"
+    elif value == mean:
+        return "at the oracle floor"
+    short = None if info.improves is None else (value > mean) == (info.improves == "lower")
+    if short:
+        return f"short of the oracle floor ({info.improves} is better until it is reached)"
+    return info.below_oracle if value < mean else info.above_oracle
+
+
+def evaluate_against_floor(
+    samples: np.ndarray,
+    dataset: str,
+    k: int = 5,
+    *,
+    num_points: int | None = None,
+    draws: int = 5,
+) -> dict[str, dict[str, Any]]:
+    """Every sample metric of `samples` with its oracle floor and a verdict in words.
+
+    The floor is measured like `lowdiff run`'s (oracle.py): `draws` fresh draws of the true
+    distribution with as many points as `samples` (seeds 1000, 1001, ...), against the same
+    training points with the same k. Returns metric -> {"value", "floor", "floor_std",
+    "verdict"}; "at the oracle floor" means inside the draws' 99% prediction interval.
+    """
+    from lowdiff import data, metrics
+    from lowdiff.oracle import FIRST_SEED
+
+    check_choice(dataset, data.DATASETS, "dataset", "dataset=")
+    points = np.asarray(samples, dtype=np.float32)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) < k + 1:
+        raise ValueError(f"samples must have shape (N, 2) with N > k = {k}, got {points.shape}")
+    reference = metrics.load_reference(dataset, num_points or data.DEFAULT_N)
+    measured = metrics.measure(points, reference, k)
+    floors = [
+        metrics.measure(data.load(dataset, len(points), seed=FIRST_SEED + draw), reference, k)
+        for draw in range(draws)
+    ]
+    result = {}
+    for metric, value in measured.items():
+        if metric not in metrics.METRICS:  # counts beside the metrics (num_modes)
+            continue
+        draws_of = [floor[metric] for floor in floors]
+        mean, std = float(np.mean(draws_of)), float(np.std(draws_of))
+        words = _floor_words(metric, float(value), draws_of)
+        result[metric] = {"value": float(value), "floor": mean, "floor_std": std, "verdict": words}
+    return result
 
 
 # --- a trained model, reloaded from its cell -----------------------------------------------

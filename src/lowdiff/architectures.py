@@ -20,6 +20,7 @@ __all__ = [
     "ArchInfo",
     "ArchName",
     "Mixing",
+    "arch_info",
 ]
 
 COMMON_OPTIONS = ("embedding_dim", "hidden_dim", "hidden_layers", "input_scale", "time_scale")
@@ -71,3 +72,17 @@ ARCHITECTURE_OPTIONS = {name: info.options for name, info in ARCHITECTURES.items
 
 # The names as a Literal, for ModelConfig.arch (checked values, "one of ..." in config errors).
 ArchName = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]
+
+
+PLUGIN_INFO = ArchInfo(
+    description="your own single-model nn.Module, trained M at a time (lowdiff.models.plugin)",
+    options=("options",),
+)
+
+
+def arch_info(arch: str) -> ArchInfo:
+    """The declaration of a built-in architecture, or the one of every plugin class
+    ("file.py:ClassName", "module:ClassName"): its options are its constructor's arguments."""
+    if ":" in arch:
+        return PLUGIN_INFO
+    return ARCHITECTURES[arch]

@@ -57,7 +57,11 @@ __all__ = [
 HASH_VERSION = 2  # bump when the protocol's defaults or the cell contents change meaning
 
 # Fields that change how a result is computed but not the result itself.
-NOT_IN_HASH = {"eval": {"chunk_size"}, "train": {"checkpoint_every"}}
+NOT_IN_HASH = {
+    "eval": {"chunk_size"},
+    "train": {"checkpoint_every"},
+    "model": {"plugin_root"},  # where the plugin file lies; its content hash is in the key
+}
 
 Status = Literal["finished", "diverged"]
 FINISHED: Status = "finished"
@@ -114,6 +118,9 @@ def cell_hash(config: ExperimentConfig, run: RunConfig, dataset: str, seed: int)
         "seed": seed,
         "num_points": config.experiment.num_points,
     }
+    point_file = (config.experiment.data_files or {}).get(dataset)
+    if point_file is not None:  # a researcher's point file: its content is part of the key
+        key["data_sha256"] = point_file["sha256"]
     return results.config_hash(key)
 
 
@@ -137,9 +144,13 @@ def plan(config: ExperimentConfig, root: Path) -> list[Cell]:
     ]
 
 
-def write_configs(config: ExperimentConfig, root: Path) -> None:
-    """experiment.json and each run's config.json: what the results were asked to be."""
-    results.write_json(root / EXPERIMENT_FILE, to_dict(config))
+def write_configs(
+    config: ExperimentConfig, root: Path, provenance: Mapping[str, Any] | None = None
+) -> None:
+    """experiment.json (with what wrote it: `provenance.record`) and each run's config.json:
+    what the results were asked to be."""
+    record = to_dict(config) | ({"provenance": dict(provenance)} if provenance else {})
+    results.write_json(root / EXPERIMENT_FILE, record)
     for run in config.runs:
         results.write_json(
             root / run.name / RUN_CONFIG_FILE,

@@ -10,14 +10,13 @@ package when it is installed (`eval "$(register-python-argcomplete lowdiff)"`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import io
 import logging
 import re
 import sys
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from lowdiff import __version__, cells, results
 from lowdiff import config as config_module
 from lowdiff.api import check_choice, did_you_mean
 from lowdiff.config import ConfigError
+from lowdiff.executors import ExecutorError
 from lowdiff.progress import phase, resume_line, summary_table
 from lowdiff.results import ResultsError
 
@@ -42,6 +42,8 @@ examples:
   lowdiff train --model dual_expert --datasets moons --seeds 0,1,2 --out runs/de
   lowdiff sample runs/de/dual_expert/moons/seed_0 --n 1000 --out moons.csv
   lowdiff export runs/de --out metrics.csv             # tidy CSV of every metric
+  lowdiff evaluate samples.csv --dataset moons          # metrics of any points + oracle floor
+  lowdiff export-model CELL_DIR --out model.safetensors # plain single-model weights
   lowdiff keys                                         # every setting --set can change
 
 `lowdiff COMMAND --help` shows each command's options and examples.
@@ -87,7 +89,7 @@ def _csv(text: str) -> list[str]:
 
 def _check_overrides(assignments: Sequence[str]) -> None:
     """Each `--set KEY=VALUE` names a real key (checked before any file is read)."""
-    sections = {"experiment": config_module.ExperimentSettings, **config_module.SECTIONS}
+    sections = config_module.TABLES
     for assignment in assignments:
         path, _ = config_module.parse_override(assignment)
         where = f"--set {assignment}"
@@ -97,7 +99,7 @@ def _check_overrides(assignments: Sequence[str]) -> None:
                 continue
         check_choice(path[0], [*sections, "runs"], "table", where)
         if len(path) > 1 and path[0] in sections:
-            fields = [f.name for f in dataclasses.fields(sections[path[0]])]
+            fields = [f.name for f in config_module.table_fields(path[0])]
             check_choice(path[1], fields, "key", where)
 
 
@@ -153,18 +155,43 @@ def _train_config(args: argparse.Namespace) -> config_module.ExperimentConfig:
     )
 
 
+def _sequential_overrides(args: argparse.Namespace) -> list[str]:
+    """--until-decided, --max-seeds and --round-seeds as experiment settings."""
+    extra = []
+    if getattr(args, "until_decided", False):
+        extra.append("experiment.until_decided=true")
+    if getattr(args, "max_seeds", None) is not None:
+        extra.append(f"experiment.max_seeds={args.max_seeds}")
+    if getattr(args, "round_seeds", None) is not None:
+        extra.append(f"experiment.round_seeds={args.round_seeds}")
+    return extra
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
     """The --set overrides, with the flags that are shorthands for a setting."""
     executor = [f'experiment.executor="{args.executor}"'] if args.executor else []
-    return [*args.set, *executor]
+    return [*args.set, *executor, *_sequential_overrides(args)]
 
 
-def _finished_cells(experiment: config_module.ExperimentConfig, out: Path) -> tuple[int, int]:
-    planned = cells.plan(experiment, out)
+def _finished_cells(
+    experiment: config_module.ExperimentConfig,
+    out: Path,
+    only: Collection[tuple[str, str]] | None = None,
+) -> tuple[int, int]:
+    planned = [
+        cell
+        for cell in cells.plan(experiment, out)
+        if only is None or (cell.run, cell.dataset) in only
+    ]
     return sum(cells.is_done(cell) for cell in planned), len(planned)
 
 
-def _run(experiment: config_module.ExperimentConfig, out: Path, args: argparse.Namespace) -> int:
+def _run(
+    experiment: config_module.ExperimentConfig,
+    out: Path,
+    args: argparse.Namespace,
+    only: Collection[tuple[str, str]] | None = None,
+) -> int:
     from lowdiff import runtime
 
     config_module.check_threads(args.threads)  # before anything is written
@@ -174,12 +201,12 @@ def _run(experiment: config_module.ExperimentConfig, out: Path, args: argparse.N
     from lowdiff.report import write_report
 
     runtime.configure_cpu(args.threads)
-    finished, total = _finished_cells(experiment, out)
+    finished, total = _finished_cells(experiment, out, only)
     print(f"{out}: {resume_line(0 if args.force else finished, total)}", flush=True)
     local = experiment.executor.kind == "local"
     executor = None if local else make_executor(experiment.executor, root=out)
     executed = execute(
-        experiment, out, force=args.force, progress=not args.quiet, executor=executor
+        experiment, out, force=args.force, progress=not args.quiet, executor=executor, only=only
     )
     with phase("report and figures", disable=args.quiet):
         path = write_report(out)
@@ -194,16 +221,34 @@ def _run(experiment: config_module.ExperimentConfig, out: Path, args: argparse.N
             f"at step {step}; its batch-mates and the other runs are kept",
             file=sys.stderr,
         )
+    by_error: dict[str, list[str]] = {}  # a refused submission fails every pack alike
     for name, error in executed.failed:
-        print(f"lowdiff: pack {name} failed after its retries: {error}", file=sys.stderr)
+        by_error.setdefault(error, []).append(name)
+    for error, names in by_error.items():
+        packs = f"pack {names[0]}" if len(names) == 1 else f"packs {', '.join(names)}"
+        print(f"lowdiff: {packs} failed after its retries: {error}", file=sys.stderr)
     return 3 if executed.diverged or executed.failed else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     _check_overrides(args.set)
-    experiment = config_module.load_experiment(args.experiment, _overrides(args))
+    experiment = config_module.load_experiment(args.experiment, _overrides(args), args.sweep)
     out = Path(args.out) if args.out else Path("runs") / experiment.experiment.name
+    if experiment.experiment.until_decided:
+        return _run_until_decided(experiment, out, args)
     return _run(experiment, out, args)
+
+
+def _run_until_decided(
+    experiment: config_module.ExperimentConfig, out: Path, args: argparse.Namespace
+) -> int:
+    """Rounds of seeds until every comparison of interest is decided (`lowdiff.rounds`)."""
+    from lowdiff import rounds
+
+    def once(config: config_module.ExperimentConfig, only: Collection[tuple[str, str]]) -> int:
+        return _run(config, out, args, only)
+
+    return rounds.until_decided(experiment, out, once, lambda line: print(line, flush=True))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -211,9 +256,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lowdiff.report import write_report
+    from lowdiff.report import ReportOptions, write_report
 
-    print(f"report: {write_report(Path(args.run_dir))}")
+    claims = Path(args.claims) if args.claims else None
+    if claims is not None and not claims.is_file():
+        raise ConfigError(f"--claims {claims}: no such file; give a NAME.claims.toml file")
+    print(f"report: {write_report(Path(args.run_dir), ReportOptions(claims=claims))}")
     return 0
 
 
@@ -262,10 +310,105 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_points(path: Path) -> np.ndarray:
+    """(N, 2) points from a .npy (no pickle) or a .csv with two columns (an x,y header or
+    none), or a one-line ConfigError saying what is wrong."""
+    check_choice(path.suffix, [".csv", ".npy"], "file type", "POINTS")
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; give a .csv (x,y) or .npy of shape (N, 2)")
+    try:
+        if path.suffix == ".npy":
+            points = np.load(path, allow_pickle=False)
+        else:
+            text = path.read_text(encoding="utf-8").splitlines()
+            skip = 1 if text and any(c.isalpha() for c in text[0]) else 0
+            points = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+    except (ValueError, OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not readable as points: {error}") from error
+    if points.ndim != 2 or points.shape[1] != 2 or not np.isfinite(points).all():
+        raise ConfigError(f"{path}: expected finite points of shape (N, 2), got {points.shape}")
+    return points
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from lowdiff import data
+    from lowdiff.api import evaluate_against_floor
+    from lowdiff.metrics import METRICS
+
+    points = _read_points(Path(args.points))
+    check_choice(args.dataset, data.DATASETS, "dataset", "--dataset")
+    if args.k < 1 or args.draws < 1 or len(points) <= args.k:
+        raise ConfigError(
+            f"--k and --draws must be >= 1 and the file needs more than k points; got k = "
+            f"{args.k}, draws = {args.draws}, {len(points)} points"
+        )
+    found = evaluate_against_floor(
+        points, args.dataset, args.k, num_points=args.num_points, draws=args.draws
+    )
+    print(f"{args.points}: {len(points)} points against {args.dataset} (k = {args.k}; floor: "
+          f"{args.draws} fresh draws of {len(points)} true points)")  # fmt: skip
+    width = max(len(METRICS[m].label) for m in found)
+    for metric, entry in found.items():
+        info = METRICS[metric]
+        value, floor = format(entry["value"], info.format), format(entry["floor"], info.format)
+        spread = format(entry["floor_std"], info.format)
+        print(f"  {info.label:<{width}}  {value:>9} {info.unit:<4}  floor {floor} ± {spread}  "
+              f"{entry['verdict']}")  # fmt: skip
+    return 0
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from lowdiff.api import load
+
+    out = Path(args.out)
+    check_choice(out.suffix, [".safetensors"], "file type", "--out")
+    try:
+        from lowdiff.models.single import SingleDenoiser, save
+    except ImportError as error:
+        raise ConfigError(
+            "export-model needs safetensors: pip install 'lowdiff[safetensors]'"
+        ) from error
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: the directory {out.parent} does not exist")
+    model = load(args.cell)
+    single = SingleDenoiser.from_batched(
+        model.network, model.run.model, model.run.schedule.num_timesteps
+    )
+    save(single, out)
+    print(
+        f"{out}: EMA weights of {model.directory} ({model.run.model.arch}); load with "
+        f"lowdiff.models.single.SingleDenoiser.from_file({str(out)!r})"
+    )
+    return 0
+
+
+def _export_tracking(args: argparse.Namespace) -> None:
+    """`--mlflow URI` / `--tensorboard DIR`: every finished cell into the trackers."""
+    from lowdiff import tracking
+
+    for flag, extra, target, write in [
+        ("--mlflow", "mlflow", args.mlflow, tracking.to_mlflow),
+        ("--tensorboard", "tensorboard", args.tensorboard, tracking.to_tensorboard),
+    ]:
+        if target is None:
+            continue
+        try:
+            count = write(args.dirs, target)
+        except ImportError as error:
+            raise ConfigError(
+                f"{flag} needs the {extra} package: pip install 'lowdiff[{extra}]' ({error})"
+            ) from error
+        print(f"{flag} {target}: {count} finished cells")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from lowdiff.table import ResultsTable
 
-    table = ResultsTable.from_dirs(args.dirs)
+    table = ResultsTable.from_dirs(args.dirs)  # checks every folder before anything is written
+    if args.mlflow is not None or args.tensorboard is not None:
+        _export_tracking(args)
+        if args.out is None:
+            return 0
     if args.out in (None, "-"):
         sys.stdout.write(table.to_csv())
         return 0
@@ -364,11 +507,30 @@ def _add_run_commands(commands: Any) -> None:
         "run an experiment file (resuming a finished part) and write its report",
         "  lowdiff run experiments/quickstart.toml\n"
         "  lowdiff run experiments/dual_expert.toml --set train.num_steps=2000 --out runs/short\n"
-        "  lowdiff run experiments/quickstart.toml --force     # redo every cell\n",
+        "  lowdiff run experiments/quickstart.toml --force     # redo every cell\n"
+        "  lowdiff run experiments/quickstart.toml --sweep train.diversity_weight=0,0.05\n",
         cmd_run,
     )
     run.add_argument("experiment", help="path to an experiment TOML file")
     run.add_argument("--out", help="results directory (default: runs/<experiment name>)")
+    run.add_argument(
+        "--until-decided",
+        action="store_true",
+        help="add rounds of seeds to undecided comparisons until decided or --max-seeds "
+        "(sets experiment.until_decided; a group-sequential design keeps the error rates)",
+    )
+    run.add_argument(
+        "--max-seeds", type=int, help="seed budget per run for --until-decided (default 15)"
+    )
+    run.add_argument("--round-seeds", type=int, help="seeds per round (default 5)")
+    run.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="one run per value for each run, named RUN-LEAF=VALUE, e.g. "
+        "train.diversity_weight=0,0.02,0.05 (repeatable: a grid; adds to the file's [sweep])",
+    )
     _add_run_options(run)
 
     train = _command(
@@ -400,10 +562,17 @@ def _add_result_commands(commands: Any) -> None:
         commands,
         "report",
         "(re)build report.md and report.html from a results directory",
-        "  lowdiff report runs/quickstart\n",
+        "  lowdiff report runs/quickstart\n"
+        "  lowdiff report /tmp/copy --claims experiments/dual_expert.claims.toml\n",
         cmd_report,
     )
     report.add_argument("run_dir", help="a results directory written by `lowdiff run`")
+    report.add_argument(
+        "--claims",
+        metavar="FILE",
+        help="the write-up's claims file (default: RESULTS/claims.toml, else "
+        "experiments/NAME.claims.toml in a folder above; give it for a copied results folder)",
+    )
 
     sample = _command(
         commands,
@@ -426,6 +595,31 @@ def _add_result_commands(commands: Any) -> None:
     sample.add_argument("--out", required=True, help="x.csv (header x,y) or x.npy")
     sample.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
 
+    evaluate = _command(
+        commands,
+        "evaluate",
+        "score points made elsewhere: every metric with its oracle floor and a verdict",
+        "  lowdiff evaluate samples.csv --dataset moons\n"
+        "  lowdiff evaluate samples.npy --dataset dino --k 5 --draws 5\n",
+        cmd_evaluate,
+    )
+    evaluate.add_argument("points", help="POINTS: a .csv (x,y) or .npy of shape (N, 2)")
+    evaluate.add_argument("--dataset", required=True, help="the dataset the points should follow")
+    evaluate.add_argument("--k", type=int, default=5, help="neighbours of the kNN metrics (5)")
+    evaluate.add_argument("--draws", type=int, default=5, help="oracle draws for the floor (5)")
+    evaluate.add_argument(
+        "--num-points", type=int, default=None, help="training points (default 100,000)"
+    )
+    export_model = _command(
+        commands,
+        "export-model",
+        "write a cell's EMA weights as a plain single-model state dict (safetensors)",
+        "  lowdiff export-model runs/quickstart/baseline/moons/seed_0 --out model.safetensors\n",
+        cmd_export_model,
+    )
+    export_model.add_argument("cell", help="a cell directory, RESULTS/RUN/DATASET/seed_S")
+    export_model.add_argument("--out", required=True, help="FILE.safetensors to write")
+
     export = _command(
         commands,
         "export",
@@ -437,6 +631,17 @@ def _add_result_commands(commands: Any) -> None:
     )
     export.add_argument("dirs", nargs="+", metavar="DIR", help="results directories")
     export.add_argument("--out", help="CSV file to write (default: standard output)")
+    export.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="sqlite:///mlflow.db",
+        metavar="URI",
+        help="log every cell as an MLflow run (default URI sqlite:///mlflow.db, a local "
+        "store in the working directory; a server URI also works)",
+    )
+    export.add_argument(
+        "--tensorboard", metavar="DIR", help="write TensorBoard event files under DIR"
+    )
 
     compare = _command(
         commands,
@@ -509,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.handler(args)
-    except (ConfigError, ResultsError) as error:  # includes StorageError and LockedError
+    except (ConfigError, ResultsError, ExecutorError) as error:  # StorageError, LockedError too
         print(f"lowdiff: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # disk full, read-only, not a directory...: one line, no traceback

@@ -19,6 +19,8 @@ it can be found) the line, and lists what is valid, before any training starts.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import math
 import os
 import re
@@ -29,8 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lowdiff import data
 from lowdiff.data import DATASETS
 from lowdiff.executors import EXECUTORS, ExecutorConfig
+from lowdiff.metrics import METRICS
+from lowdiff.plugins import (
+    FILE_PREFIX,
+    PluginError,
+    file_dataset_name,
+    is_file_dataset,
+    is_plugin,
+    plugin_source,
+    sha256_of,
+)
 from lowdiff.results import describe_os_error
 from lowdiff.settings import EvalConfig, ModelConfig, ScheduleConfig, TrainConfig
 
@@ -56,8 +69,8 @@ class ConfigError(ValueError):
 
 
 # Names that become directories (experiment and run names): no separators, no leading dot.
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-SAFE_NAME_RULE = "letters, digits, '_', '-' and '.', starting with a letter or digit"
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]*")  # '=' for swept runs: `R-key=value`
+SAFE_NAME_RULE = "letters, digits, '_', '-', '.' and '=', starting with a letter or digit"
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
@@ -83,6 +96,26 @@ class ExperimentSettings:
     device: str = "auto"
     oracle_draws: int = 5  # fresh draws of the true distribution for each metric's floor
     executor: Literal["local", "ray", "slurm"] = "local"  # where packs run; options in [executor]
+    # filled in from `file:` datasets: name -> {"path": absolute path, "sha256": content hash}
+    data_files: dict[str, Any] | None = None
+    margins: dict[str, float] = field(default_factory=dict)  # equivalence margin per metric
+    until_decided: bool = False  # add rounds of seeds until every comparison is decided
+    max_seeds: int = 0  # the sequential design's seed budget per run (0: fixed sample)
+    round_seeds: int = 5  # seeds per round of --until-decided (looks at 5, 10, 15, ...)
+    decide_claims: tuple[str, ...] = ()  # claim ids --until-decided works on (empty: all)
+    # written by --until-decided: where its rounds may add seeds (the sequential design's scope)
+    sequential_datasets: tuple[str, ...] = ()  # datasets the rounds work on
+    sequential_runs: tuple[str, ...] = ()  # runs the rounds may extend (empty: every run)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweptRun:
+    """A run made by a sweep: `source` (the run as written) with `values` (dotted key -> the
+    TOML value) set; its name is `{source}-{leaf}={value}` for each key, in the sweep's order."""
+
+    name: str
+    source: str
+    values: dict[str, Any]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,9 +125,21 @@ class ExperimentConfig:
     experiment: ExperimentSettings
     runs: tuple[RunConfig, ...]
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    sweep: tuple[SweptRun, ...] = ()  # the runs that a [sweep] expanded, in run order
 
     def run(self, name: str) -> RunConfig:
         return next(run for run in self.runs if run.name == name)
+
+
+# The tables `--set` and `lowdiff keys` know. executor.kind is no key of its own: it is
+# experiment.executor (written once, so the two cannot disagree).
+TABLES: dict[str, type] = {"experiment": ExperimentSettings, **SECTIONS, "executor": ExecutorConfig}
+NOT_KEYS = frozenset({"executor.kind"})
+
+
+def table_fields(table: str) -> list[dataclasses.Field[Any]]:
+    """The fields of one of TABLES that are settable keys."""
+    return [f for f in dataclasses.fields(TABLES[table]) if f"{table}.{f.name}" not in NOT_KEYS]
 
 
 # --- type checking of plain TOML values against dataclass fields ---------------------------
@@ -103,6 +148,8 @@ class ExperimentConfig:
 def _type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) is Literal:
         return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    if typing.get_origin(annotation) is dict:
+        return "a table of numbers, e.g. { kl_divergence = 0.03 }"
     if typing.get_origin(annotation) is tuple:
         return f"a list of {_type_name(typing.get_args(annotation)[0])}"
     return getattr(annotation, "__name__", str(annotation))
@@ -124,12 +171,22 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is tuple and isinstance(value, list | tuple):
         item = typing.get_args(annotation)[0]
         return tuple(coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict and isinstance(value, dict):
+        key_type, value_type = typing.get_args(annotation)
+        return {
+            coerce(k, key_type, where): coerce(v, value_type, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if origin in (types.UnionType, typing.Union):
         for option in typing.get_args(annotation):
             try:
                 return coerce(value, option, where)
             except ConfigError:
                 continue
+    if value is None and annotation is type(None):  # an optional table left out
+        return None
+    if origin is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return dict(value)  # a plugin's constructor options: passed on as written
     if annotation in _SCALARS and _SCALARS[annotation](value):
         return float(value) if annotation is float else value
     raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}", key=where)
@@ -207,11 +264,43 @@ def _check_names(settings: ExperimentSettings) -> None:
         )
 
 
-def _settings(raw: dict[str, Any]) -> ExperimentSettings:
+def _point_file(entry: str, base: Path) -> tuple[str, dict[str, str]]:
+    """A `file:` dataset's results-folder name and {"path", "sha256"} (relative to `base`)."""
+    path = Path(entry.removeprefix(FILE_PREFIX))
+    path = (path if path.is_absolute() else base / path).resolve()
+    name = file_dataset_name(entry)
+    if not path.is_file():
+        raise PluginError(f"{entry!r}: point file {str(path)!r} not found")
+    return name, {"path": str(path), "sha256": sha256_of(path)}
+
+
+def _with_point_files(settings: ExperimentSettings, base: Path | None) -> ExperimentSettings:
+    """Each `file:` dataset replaced by its folder name and registered in `lowdiff.data`
+    (relative paths against `base`, the experiment file's folder, else the working directory);
+    the files an experiment.json lists (`data_files`) are registered again."""
+    files, names = dict(settings.data_files or {}), []
+    try:
+        for entry in settings.datasets:
+            if is_file_dataset(entry):
+                name, files[name] = _point_file(entry, base or Path.cwd())
+                if name in names or name in settings.datasets:
+                    raise PluginError(f"{entry!r}: a second dataset named {name!r}; rename one")
+                entry = name
+            names.append(entry)
+        for name in names:
+            if name in files:
+                data.register_file(name, files[name]["path"])
+    except (PluginError, ValueError, TypeError, KeyError) as error:
+        raise ConfigError(f"experiment.datasets: {error}", key="experiment.datasets") from error
+    return dataclasses.replace(settings, datasets=tuple(names), data_files=files or None)
+
+
+def _settings(raw: dict[str, Any], base: Path | None = None) -> ExperimentSettings:
     """The [experiment] table, checked (its baseline is filled in once the runs are known)."""
     settings = build(
         ExperimentSettings, _check_table(raw.get("experiment", {}), "experiment"), "experiment"
     )
+    settings = _with_point_files(settings, base)
     _check_names(settings)
     for dataset in settings.datasets:
         if dataset not in DATASETS:
@@ -233,10 +322,54 @@ def _settings(raw: dict[str, Any]) -> ExperimentSettings:
             "experiment.num_points must be >= 2, max_models_per_batch and oracle_draws >= 1",
             key="experiment",
         )
+    _check_sequential(settings)
     return settings
 
 
-def _run(name: str, run_raw: Any, shared: dict[str, dict[str, Any]]) -> RunConfig:
+def _plugin_model(model: ModelConfig, base: Path | None, where: str) -> ModelConfig:
+    """A plugin model with its folder and its source file's hash filled in (from the experiment
+    file's folder `base`); one read back from experiment.json (no `base`) keeps its own."""
+    if not is_plugin(model.arch) or (base is None and model.plugin_hash):
+        return model
+    root = str(base or Path.cwd())
+    try:
+        digest = sha256_of(plugin_source(model.arch, root))
+    except PluginError as error:
+        raise ConfigError(f"{where}.model.arch: {error}", key=f"{where}.model.arch") from error
+    return dataclasses.replace(model, plugin_root=root, plugin_hash=digest)
+
+
+def _check_sequential(settings: ExperimentSettings) -> None:
+    """Margins (a known metric, finite and >= 0) and the seed budget of --until-decided."""
+    for metric, margin in settings.margins.items():
+        if metric not in METRICS:
+            raise ConfigError(
+                f"experiment.margins: unknown metric {metric!r}; valid: {', '.join(METRICS)}",
+                key="experiment.margins",
+            )
+        if not math.isfinite(margin) or margin < 0.0:
+            raise ConfigError(
+                f"experiment.margins.{metric}: must be a finite number >= 0, got {margin}",
+                key="experiment.margins",
+            )
+    if settings.round_seeds < 2:
+        raise ConfigError(
+            f"experiment.round_seeds must be >= 2, got {settings.round_seeds}",
+            key="experiment.round_seeds",
+        )
+    if settings.max_seeds and settings.max_seeds < len(settings.seeds):
+        raise ConfigError(
+            f"experiment.max_seeds ({settings.max_seeds}) is below the {len(settings.seeds)} "
+            "seeds already listed in experiment.seeds; give at least that many",
+            key="experiment.max_seeds",
+        )
+    if settings.max_seeds < 0:
+        raise ConfigError("experiment.max_seeds must be >= 0", key="experiment.max_seeds")
+
+
+def _run(
+    name: str, run_raw: Any, shared: dict[str, dict[str, Any]], base: Path | None = None
+) -> RunConfig:
     """One [runs.NAME] table over the shared section tables."""
     where = f"runs.{name}"
     if not SAFE_NAME.fullmatch(name):
@@ -257,25 +390,142 @@ def _run(name: str, run_raw: Any, shared: dict[str, dict[str, Any]]) -> RunConfi
         )
         for section, cls in SECTIONS.items()
     }
+    parts["model"] = _plugin_model(parts["model"], base, where)
     description = coerce(run_raw.get("description", ""), str, f"{where}.description")
     return RunConfig(name=name, description=description, **parts)
 
 
-def _resolve(raw: dict[str, Any]) -> ExperimentConfig:
-    valid_top = ["experiment", "runs", "executor", *SECTIONS]
+# --- sweeps: one run per value (several keys: the grid), named `{run}-{leaf}={value}` -------
+
+
+def _sweep_axes(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """[sweep] as dotted key -> values, whether written `"train.x" = [...]` or as a subtable."""
+    axes: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            axes.update(_sweep_axes(value, f"{prefix}{key}."))
+        else:
+            axes[f"{prefix}{key}"] = value
+    return axes
+
+
+def _check_axis(key: str, values: Any) -> tuple[str, str, list[Any]]:
+    """One swept key `SECTION.FIELD` and its values, checked against the field's type."""
+    section, _, leaf = key.partition(".")
+    fields = {f.name for f in dataclasses.fields(SECTIONS[section])} if section in SECTIONS else ()
+    if leaf not in fields:
+        raise ConfigError(
+            f"sweep: unknown key {key!r}; a swept key is SECTION.FIELD with SECTION one of "
+            f"{', '.join(SECTIONS)} (`lowdiff keys` lists the fields)",
+            key=f"sweep.{key}",
+        )
+    if not isinstance(values, list) or not values:
+        raise ConfigError(
+            f"sweep.{key}: expected a non-empty list of values, got {values!r}", key=f"sweep.{key}"
+        )
+    hint = typing.get_type_hints(SECTIONS[section])[leaf]
+    for index, value in enumerate(values):
+        coerce(value, hint, f"sweep.{key}[{index}]")
+    if len({str(v) for v in values}) != len(values):
+        raise ConfigError(f"sweep.{key}: values repeat: {values!r}", key=f"sweep.{key}")
+    return section, leaf, values
+
+
+def expand_sweep(
+    runs_raw: dict[str, Any], table: Any
+) -> tuple[dict[str, Any], tuple[SweptRun, ...]]:
+    """Replace each swept run by one run per point of the grid of the [sweep] values.
+
+    `table` maps dotted keys to lists; an optional `runs = [...]` names the runs to sweep
+    (default: every run). The run `R` becomes `R-{leaf}={str(value)}` (keys joined by '-' in
+    the order given), its own settings overridden by the point's values.
+    """
+    if table is None:
+        return runs_raw, ()
+    table = dict(_check_table(table, "sweep"))
+    chosen = table.pop("runs", list(runs_raw))
+    if not isinstance(chosen, list) or any(name not in runs_raw for name in chosen):
+        raise ConfigError(
+            f"sweep.runs: expected a list of run names among {', '.join(runs_raw)}, got {chosen!r}",
+            key="sweep.runs",
+        )
+    axes = [_check_axis(key, values) for key, values in _sweep_axes(table).items()]
+    if not axes:
+        raise ConfigError("sweep: no keys to sweep; e.g. train.diversity_weight = [0, 0.1]")
+    expanded: dict[str, Any] = {}
+    swept: list[SweptRun] = []
+    for name, run_raw in runs_raw.items():
+        if name not in chosen:
+            expanded[name] = run_raw
+            continue
+        for point in itertools.product(*(values for _, _, values in axes)):
+            pairs = zip(axes, point, strict=True)
+            settings = [(section, leaf, value) for (section, leaf, _), value in pairs]
+            suffix = "-".join(f"{leaf}={value}" for _, leaf, value in settings)
+            patch: dict[str, Any] = {}
+            for section, leaf, value in settings:
+                patch.setdefault(section, {})[leaf] = value
+            expanded[f"{name}-{suffix}"] = _merge(_check_table(run_raw, f"runs.{name}"), patch)
+            values = {f"{section}.{leaf}": value for section, leaf, value in settings}
+            swept.append(SweptRun(name=f"{name}-{suffix}", source=name, values=values))
+    return expanded, tuple(swept)
+
+
+def apply_sweeps(raw: dict[str, Any], sweeps: list[str]) -> dict[str, Any]:
+    """`--sweep KEY=V1,V2,...` into the [sweep] table (a key given again replaces the file's)."""
+    table = dict(_sweep_axes(_check_table(raw.get("sweep", {}), "sweep")))
+    for assignment in sweeps:
+        if "=" not in assignment:
+            raise ConfigError(
+                f"--sweep {assignment!r}: expected KEY=V1,V2,..., "
+                "e.g. train.diversity_weight=0,0.02,0.05"
+            )
+        key, text = (part.strip() for part in assignment.split("=", 1))
+        try:
+            values = tomllib.loads(f"value = [{text}]")["value"]
+        except tomllib.TOMLDecodeError:
+            values = [word.strip() for word in text.split(",")]  # bare words are strings
+        table[key] = values
+    return {**raw, "sweep": table} if table else raw
+
+
+def _check_point_files(settings: ExperimentSettings, runs: list[RunConfig]) -> None:
+    """A point file must hold the training set and enough points for the k-NN metrics."""
+    for name in settings.data_files or {}:
+        rows = len(data.POINT_FILES[name].points)
+        if settings.num_points > rows:
+            raise ConfigError(
+                f"experiment.num_points: {settings.num_points} is more than the {rows} points "
+                f"of dataset {name!r} ({settings.data_files[name]['path']}); set it to {rows} "
+                "or fewer",
+                key="experiment.num_points",
+            )
+        k = max(run.eval.knn_k for run in runs)
+        if settings.num_points <= k + 1:
+            raise ConfigError(
+                f"experiment.num_points: {settings.num_points} training points of {name!r} are "
+                f"too few for the k-NN metrics with eval.knn_k = {k}; use more than {k + 1}",
+                key="experiment.num_points",
+            )
+
+
+def _resolve(raw: dict[str, Any], base: Path | None = None) -> ExperimentConfig:
+    valid_top = ["experiment", "runs", "executor", "sweep", *SECTIONS]
     for key in raw:
         if key not in valid_top:
             raise ConfigError(
                 f"unknown table [{key}]; valid tables: {', '.join(valid_top)}", key=key
             )
-    settings = _settings(raw)
+    settings = _settings(raw, base)
     shared = {name: _check_table(raw.get(name, {}), name) for name in SECTIONS}
     for section, cls in SECTIONS.items():  # shared tables are checked on their own first
         check_keys(cls, shared[section], section)
     runs_raw = _check_table(raw.get("runs", {}), "runs")
     if not runs_raw:
         raise ConfigError("no runs; add at least one [runs.NAME] table", key="runs")
-    runs = [_run(name, run_raw, shared) for name, run_raw in runs_raw.items()]
+    runs_raw, swept = expand_sweep(runs_raw, raw.get("sweep"))
+    runs = [_run(name, run_raw, shared, base) for name, run_raw in runs_raw.items()]
+    _check_point_files(settings, runs)
     for run in runs:
         if run.train.batch_size > settings.num_points:
             raise ConfigError(
@@ -284,6 +534,8 @@ def _resolve(raw: dict[str, Any]) -> ExperimentConfig:
                 key=f"runs.{run.name}.train.batch_size",
             )
     baseline = settings.baseline or runs[0].name
+    # a swept run named as the baseline: its first point (e.g. the lambda = 0 run)
+    baseline = next((r.name for r in swept if r.source == baseline), baseline)
     if baseline not in [run.name for run in runs]:
         raise ConfigError(
             f"experiment.baseline: unknown run {baseline!r}; "
@@ -292,7 +544,10 @@ def _resolve(raw: dict[str, Any]) -> ExperimentConfig:
         )
     settings = dataclasses.replace(settings, baseline=baseline)
     return ExperimentConfig(
-        experiment=settings, runs=tuple(runs), executor=_executor(raw, settings.executor)
+        experiment=settings,
+        runs=tuple(runs),
+        executor=_executor(raw, settings.executor),
+        sweep=swept,
     )
 
 
@@ -361,20 +616,22 @@ def _spellings(key: str) -> list[str]:
     return [key]
 
 
-def _file_error(raw: dict[str, Any]) -> str | None:
+def _file_error(raw: dict[str, Any], base: Path | None = None) -> str | None:
     """The message of the file's own error, before any override (None: the file is valid)."""
     try:
-        _resolve(raw)
+        _resolve(raw, base)
     except ConfigError as error:
         return str(error)
     return None
 
 
-def _blamed_override(error: ConfigError, raw: dict[str, Any], overrides: list[str]) -> str | None:
+def _blamed_override(
+    error: ConfigError, raw: dict[str, Any], overrides: list[str], base: Path | None = None
+) -> str | None:
     """The last `--set` assignment that set the error's key (or a table around it or a key
     inside it), unless the file makes the same error without the overrides."""
     key = error.key
-    if key is None or not overrides or _file_error(raw) == str(error):
+    if key is None or not overrides or _file_error(raw, base) == str(error):
         return None
     for assignment in reversed(overrides):
         path = ".".join(parse_override(assignment)[0])
@@ -439,9 +696,11 @@ def read_experiment_text(path: Path) -> str:
         raise ConfigError(describe_os_error(error, path)) from error
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_experiment(
+    path: str | Path, overrides: list[str] | None = None, sweeps: list[str] | None = None
+) -> ExperimentConfig:
     """Read, override and resolve an experiment file; a ConfigError names the file and line
-    (or the `--set` assignment) where the problem was written."""
+    (or the `--set` assignment) where the problem was written. `sweeps` are `--sweep`s."""
     path, overrides = Path(path), overrides or []
     text = read_experiment_text(path)
     try:
@@ -449,10 +708,15 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
     overridden = apply_overrides(raw, overrides)  # its errors name the override, not a line
+    if sweeps:
+        try:
+            overridden = apply_sweeps(overridden, sweeps)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}", key=error.key) from error
     try:
-        return _resolve(overridden)
+        return _resolve(overridden, path.parent.resolve())
     except ConfigError as error:
-        override = _blamed_override(error, raw, overrides)
+        override = _blamed_override(error, raw, overrides, path.parent.resolve())
         if override is not None:
             raise ConfigError(f"--set {override}: {error}", key=error.key) from error
         line = None if error.key is None else line_of(text, error.key)
@@ -467,6 +731,32 @@ def to_dict(config: Any) -> Any:
     if isinstance(config, tuple | list):
         return [to_dict(v) for v in config]
     return config
+
+
+def identical_runs(config: ExperimentConfig) -> list[list[str]]:
+    """Runs grouped by identical resolved configuration (name and description aside), in order:
+    identical runs have the same cells, so they are the same models."""
+    groups: dict[str, list[str]] = {}
+    for run in config.runs:
+        settings = {k: v for k, v in to_dict(run).items() if k not in ("name", "description")}
+        groups.setdefault(json.dumps(settings, sort_keys=True), []).append(run.name)
+    return list(groups.values())
+
+
+def swept_from_json(records: Any, run_names: list[str], where: str) -> tuple[SweptRun, ...]:
+    """experiment.json's `sweep` list (already expanded runs) back into SweptRun records."""
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict)
+        and r.get("name") in run_names
+        and isinstance(r.get("source"), str)
+        and isinstance(r.get("values"), dict)
+        for r in records
+    ):
+        raise ConfigError(
+            f"{where}: sweep: expected a list of {{'name': RUN, 'source': RUN, 'values': {{...}}}}"
+            " naming the experiment's runs"
+        )
+    return tuple(SweptRun(name=r["name"], source=r["source"], values=r["values"]) for r in records)
 
 
 def from_json(raw: dict[str, Any], where: str = "<json>") -> ExperimentConfig:
@@ -487,7 +777,10 @@ def from_json(raw: dict[str, Any], where: str = "<json>") -> ExperimentConfig:
                 raise ConfigError(f"{where}: runs[{index}]: duplicate run name {run['name']!r}")
             named[run["name"]] = {key: value for key, value in run.items() if key != "name"}
         runs = named
-    return resolve({**raw, "runs": runs}, where)
+    swept = raw.get("sweep", [])  # written expanded: the runs are already the sweep's points
+    settings = {k: v for k, v in raw.items() if k not in ("sweep", "provenance")}
+    config = resolve({**settings, "runs": runs}, where)
+    return dataclasses.replace(config, sweep=swept_from_json(swept, list(runs), where))
 
 
 # --- what the machine must offer: device and memory, checked before any file is written ------
@@ -599,10 +892,24 @@ def check_memory(config: ExperimentConfig, available: int | None = None) -> None
         )
 
 
+def check_plugins(config: ExperimentConfig) -> None:
+    """Every plugin model class can be built, called and batched (lowdiff.models.plugin)."""
+    from lowdiff.models.plugin import check_plugin
+
+    for run in config.runs:
+        if is_plugin(run.model.arch):
+            try:
+                check_plugin(run.model, run.schedule.num_timesteps)
+            except PluginError as error:
+                raise ConfigError(f"runs.{run.name}: {error}", key=f"runs.{run.name}") from error
+
+
 def check_resources(config: ExperimentConfig) -> None:
-    """What the machine must offer the experiment (device, memory): call before any write."""
+    """What the machine must offer the experiment (device, memory, the plugin classes it
+    names): call before any write."""
     check_device_available(config.experiment.device)
     check_precisions(config)
+    check_plugins(config)
     check_memory(config)
 
 

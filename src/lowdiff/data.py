@@ -62,8 +62,13 @@ from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from numbers import Integral
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lowdiff.point_files import PointFile
 
 Sampler = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
 
@@ -342,3 +347,29 @@ def load_with_labels(
 def load(name: str, n: int = DEFAULT_N, seed: int = DEFAULT_SEED) -> np.ndarray:
     """Points (n, 2) float32."""
     return load_with_labels(name, n, seed)[0]
+
+
+# --- the researcher's own point files (lowdiff.point_files) -------------------------------
+
+BUILT_IN = frozenset(DATASETS)
+POINT_FILES: dict[str, PointFile] = {}  # dataset name -> its registered point file
+
+
+def register_file(name: str, path: str | Path) -> DatasetSpec:
+    """Add the point file at `path` to the registry as dataset `name` (validated; a built-in
+    name is refused). Its law is its smoothed bootstrap (`lowdiff.point_files`)."""
+    from lowdiff.point_files import PointFile  # imported here: point_files needs SciPy
+
+    if name in BUILT_IN:
+        raise ValueError(
+            f"point file {str(path)!r} would be named {name!r}, a built-in dataset; rename the file"
+        )
+    points = PointFile(Path(path))
+    spec = DatasetSpec(
+        name,
+        f"the {len(points.points)} points of {Path(path).name} (law: their smoothed bootstrap)",
+        points.sample,
+        Components(points.weights, scale=points.scale, centres=points.centres),
+    )
+    DATASETS[name], POINT_FILES[name] = spec, points
+    return spec

@@ -89,6 +89,18 @@ def stream_generators(member: Member, device: torch.device) -> dict[str, torch.G
     return generators
 
 
+def repeat_generator(member: Member, repeat: int, device: torch.device) -> torch.Generator:
+    """The sampling generator of repeat `repeat` >= 1 of a model (eval.sample_repeats): seeded
+    by (dataset, seed, repeat) alone, apart from every stream of `stream_generators` (repeat 0
+    is the "sample" stream itself)."""
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1 (repeat 0 is the 'sample' stream), got {repeat}")
+    crc = zlib.crc32(member.dataset.encode())
+    sequence = np.random.SeedSequence([member.seed, crc, len(STREAMS), repeat])
+    seed = int(sequence.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 class BatchSource:
     """Per-model minibatches: data reshuffled every epoch, t ~ U{0..T-1}, eps ~ N(0, I).
 

@@ -20,7 +20,7 @@ import functools
 import logging
 import re
 import shutil
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from lowdiff import cells, oracle, results, summary
+from lowdiff import cells, data, oracle, provenance, results, summary
 from lowdiff.cells import Cell, cell_hash, plan
 from lowdiff.config import ExperimentConfig, RunConfig, check_resources
-from lowdiff.engine import DivergenceError, Member, Trainer, TrainResult, resolve_device
+from lowdiff.engine import (
+    DivergenceError,
+    Member,
+    Trainer,
+    TrainResult,
+    repeat_generator,
+    resolve_device,
+)
 from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
 from lowdiff.executors import Executor
 from lowdiff.lock import RunLock
@@ -64,6 +71,14 @@ def reference(name: str, num_points: int) -> Reference:
     return load_reference(name, num_points)
 
 
+def register_point_files(config: ExperimentConfig) -> None:
+    """The experiment's point-file datasets, in this process's registry (an executor's worker
+    process starts without them)."""
+    for name, entry in (config.experiment.data_files or {}).items():
+        if name not in data.POINT_FILES:
+            data.register_file(name, entry["path"])
+
+
 # --- planning -----------------------------------------------------------------------------
 
 
@@ -89,15 +104,20 @@ class Pack:
 
 
 def _work(
-    config: ExperimentConfig, root: Path, force: bool
+    config: ExperimentConfig,
+    root: Path,
+    force: bool,
+    only: Collection[tuple[str, str]] | None = None,
 ) -> tuple[list[Cell], list[tuple[Cell, Cell]]]:
     """The cells to train and the (source, target) copies between cells of one config.
 
     Cells with one hash (a run repeating another run's settings) are trained once: the first
     done one, else the first one, is the source of the others that are not done (all, if
-    `force`)."""
+    `force`). `only`: just the cells of these (run, dataset) pairs (None: all)."""
     groups: dict[str, list[Cell]] = {}
     for cell in plan(config, root):
+        if only is not None and (cell.run, cell.dataset) not in only:
+            continue
         groups.setdefault(cell.config_hash, []).append(cell)
     to_train, copies = [], []
     for group in groups.values():
@@ -130,7 +150,7 @@ def _packs(config: ExperimentConfig, to_train: Sequence[Cell], root: Path) -> li
     wanted = set(to_train)
     resumed = [
         Pack(pack.run, pack.cells, tuple(c for c in pack.cells if c not in wanted))
-        for pack in _chunks(config, _work(config, root, True)[0])
+        for pack in _chunks(config, _work(config, root, True, None)[0])
         if wanted.intersection(pack.cells) and checkpoint_path(root, pack).is_file()
     ]
     taken = {cell for pack in resumed for cell in pack.cells}
@@ -145,7 +165,7 @@ def checkpoint_path(root: Path, pack: Pack) -> Path:
 
 def plan_packs(config: ExperimentConfig, root: Path, *, force: bool = False) -> list[Pack]:
     """The packs that train every cell not done yet (every cell, if `force`), run by run."""
-    return _packs(config, _work(config, root, force)[0], Path(root))
+    return _packs(config, _work(config, root, force, None)[0], Path(root))
 
 
 # --- one pack: train, evaluate, write -----------------------------------------------------
@@ -199,7 +219,12 @@ def _batch_record(outputs: BatchOutputs) -> dict[str, Any]:
 
 
 def write_model_cell(
-    outputs: BatchOutputs, m: int, cell: Cell, run: RunConfig, truth: Reference
+    outputs: BatchOutputs,
+    m: int,
+    cell: Cell,
+    run: RunConfig,
+    truth: Reference,
+    repeats: Sequence[np.ndarray] = (),
 ) -> None:
     """Measure model m of the batch and write its finished cell (cell.json last)."""
     result, drawn, num_models = outputs.result, outputs.samples, len(outputs.eval_losses)
@@ -216,6 +241,7 @@ def write_model_cell(
         "weights.npz": _weight_arrays(outputs, m, run.eval.field_extent),
         "process.npz": _process_arrays(drawn, m),
         "model_ema.npz": _model_arrays(result.ema_model, m),
+        "repeats.npz": _repeat_metrics(measured, repeats, m, truth, run.eval.knn_k),
     }
     cells.write_finished(cell, arrays, measured, _batch_record(outputs))
 
@@ -279,6 +305,7 @@ def evaluate_batch(
     for m in range(len(batch)):
         if m not in diverged and not np.isfinite(outputs.samples.points[m]).all():
             diverged[m] = run.train.num_steps  # trained, but sampling left the finite numbers
+    repeats = sample_repeats(result, run, batch, schedule, device)
     metrics_bar = tqdm(batch, desc=f"{run.name}: metrics", unit="cell", disable=not progress)
     for m, cell in enumerate(metrics_bar):
         if cell in keep:
@@ -287,8 +314,49 @@ def evaluate_batch(
             log.warning("%s diverged at step %d", cell.label(), diverged[m])
             cells.write_diverged(cell, diverged[m], _batch_record(outputs))
         else:
-            write_model_cell(outputs, m, cell, run, truths[m])
+            write_model_cell(outputs, m, cell, run, truths[m], repeats)
     return diverged
+
+
+def sample_repeats(
+    result: TrainResult,
+    run: RunConfig,
+    batch: Sequence[Cell],
+    schedule: NoiseSchedule,
+    device: torch.device,
+) -> list[np.ndarray]:
+    """eval.sample_repeats > 1: the batch's EMA models sampled again, once per repeat seed
+    1..K-1 (`engine.repeat_generator`), each (M, N, 2); [] with one repeat."""
+    drawn = []
+    for repeat in range(1, run.eval.sample_repeats):
+        generators = [repeat_generator(Member(c.dataset, c.seed), repeat, device) for c in batch]
+        with autocast(run.eval.precision, device):  # as the cell's own sample
+            points = sample(
+                result.ema_model,
+                schedule,
+                generators,
+                device,
+                num_samples=run.eval.num_samples,
+                sampler=run.eval.sampler,
+                num_steps=run.eval.sampling_steps,
+                eta=run.eval.eta,
+            ).points
+        drawn.append(points)
+    return drawn
+
+
+def _repeat_metrics(
+    own: Mapping[str, float], repeats: Sequence[np.ndarray], m: int, truth: Reference, k: int
+) -> dict[str, np.ndarray] | None:
+    """repeats.npz of model m: per metric, its value for every repeat (K,), repeat 0 first."""
+    if not repeats:
+        return None
+    measured = [measure(points[m], truth, k) for points in repeats]
+    return {
+        name: np.array([own[name], *(values[name] for values in measured)])
+        for name in measured[0]
+        if name in own
+    }
 
 
 def _divergence_steps(error: DivergenceError, count: int) -> dict[int, int]:
@@ -316,6 +384,7 @@ def run_pack(
     point: it needs nothing but its arguments and the files). Diverged models are written as
     diverged cells; only an error that is not divergence is raised."""
     run = config.run(pack.run)
+    register_point_files(config)
     device = resolve_device(str(device or config.experiment.device))
     truths = [reference(c.dataset, config.experiment.num_points) for c in pack.cells]
     tensors = {
@@ -382,8 +451,10 @@ def execute(
     force: bool = False,
     progress: bool = True,
     executor: Executor | None = None,
+    only: Collection[tuple[str, str]] | None = None,
 ) -> Executed:
-    """Make every cell of `config` under `root` that is not done (every cell, if `force`).
+    """Make every cell of `config` under `root` that is not done (every cell, if `force`);
+    with `only`, just the cells of those (run, dataset) pairs (a round of --until-decided).
 
     Packs run in this process, one after another, when `executor` is None, else through
     `executor.map(run_pack for this experiment, packs, names=...)`. Cells whose config repeats
@@ -391,9 +462,12 @@ def execute(
     """
     root = Path(root)
     check_resources(config)  # device and memory, before anything is written
+    check_cluster = getattr(executor, "check", None)  # an executor without one asks nothing
+    if check_cluster is not None:
+        check_cluster()  # the cluster answers and accepts the settings, before any write
     root.mkdir(parents=True, exist_ok=True)
     with RunLock(root):  # one run per results directory; readers need no lock
-        return _execute(config, root, force=force, progress=progress, executor=executor)
+        return _execute(config, root, force=force, progress=progress, executor=executor, only=only)
 
 
 def _execute(
@@ -403,9 +477,11 @@ def _execute(
     force: bool,
     progress: bool,
     executor: Executor | None,
+    only: Collection[tuple[str, str]] | None = None,
 ) -> Executed:
-    cells.write_configs(config, root)
-    to_train, copies = _work(config, root, force)
+    device = str(resolve_device(config.experiment.device))
+    cells.write_configs(config, root, provenance.record(device))
+    to_train, copies = _work(config, root, force, only)
     packs = _packs(config, to_train, root)
     total = len(config.runs) * len(config.experiment.datasets) * len(config.experiment.seeds)
     log.info("%d cells to train, %d to copy, of %d", len(to_train), len(copies), total)

@@ -1,9 +1,9 @@
 """Every setting an experiment file or `--set` can change: its key, default and meaning.
 
-Derived from the config dataclasses (config.SECTIONS and ExperimentSettings), so a new field
-is listed as soon as it exists. Its meaning is the comment on its line in the dataclass, or an
-entry of KEY_MEANINGS; choices come from its Literal type, and a model option says which
-architectures read it (architectures.ARCHITECTURES). `lowdiff keys` prints this table.
+Derived from the config dataclasses (config.TABLES: experiment, the run sections, executor),
+so a new field is listed as soon as it exists. Its meaning is the comment on its line in the
+dataclass, or an entry of KEY_MEANINGS; choices come from its Literal type, and a model option
+says which architectures read it (architectures.ARCHITECTURES). `lowdiff keys` prints this table.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ KEY_MEANINGS = {
     "model.zoom": "magnification of the local branch's input",
     "model.gate": "the gate network mixing the two experts",
     "model.larger_experts": "experts with twice the hidden width",
+    "model.options": "keyword arguments of your own denoiser class (arch = 'file.py:Class')",
+    "model.plugin_root": "folder a relative plugin path is resolved in (set from the file)",
+    "model.plugin_hash": "SHA-256 of the plugin class's source file (set when loaded)",
+    "experiment.data_files": "path and SHA-256 of each file: dataset (set when loaded)",
     "train.num_steps": "optimiser steps per model",
     "train.batch_size": "training points per step and model",
     "train.learning_rate": "AdamW learning rate at the start (cosine-annealed to 0)",
@@ -91,11 +95,10 @@ def key_rows() -> list[tuple[str, str, str]]:
         for info in ARCHITECTURES.values()
         for option in info.options
     }
-    sections = {"experiment": config_module.ExperimentSettings, **config_module.SECTIONS}
     rows = []
-    for section, cls in sections.items():
+    for section, cls in config_module.TABLES.items():
         comments, hints = _field_comments(cls), typing.get_type_hints(cls)
-        for field in dataclasses.fields(cls):
+        for field in config_module.table_fields(section):
             key = f"{section}.{field.name}"
             meaning = KEY_MEANINGS.get(key) or comments.get(field.name, "")
             choices = typing.get_args(hints[field.name])

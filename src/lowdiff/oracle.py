@@ -10,8 +10,11 @@ on k, so oracle.json holds one entry per (num_samples, k) pair that some run use
                                            "datasets": {dataset: {metric: {"mean", "std",
                                                                            "values"}}}}}}
 
-An entry counts only if its key (training-set size, sample count, k, number of draws) matches
-the experiment's; the single-entry file of earlier versions is read as its one pair.
+An entry counts only if its key (training-set size, sample count, k, number of draws, and the
+content hash of each point file) matches the experiment's; the single-entry file of earlier
+versions is read as its one pair. A point-file dataset (`file:points.csv`) has no exact law: its
+floor comes from smoothed-bootstrap draws of the file (`lowdiff.point_files`), and the entry's
+"bootstrap" field says so for each such dataset.
 """
 
 from __future__ import annotations
@@ -50,15 +53,26 @@ def pair_of(run: RunConfig) -> Pair:
 
 def _key(config: ExperimentConfig, pair: Pair) -> str:
     num_samples, k = pair
-    return results.config_hash(
-        {
-            "n": config.experiment.num_points,
-            "m": num_samples,
-            "k": k,
-            "draws": config.experiment.oracle_draws,
-            "format": results.FORMAT,
-        }
-    )
+    key = {
+        "n": config.experiment.num_points,
+        "m": num_samples,
+        "k": k,
+        "draws": config.experiment.oracle_draws,
+        "format": results.FORMAT,
+    }
+    files = config.experiment.data_files
+    if files:  # a point file's floors are stale once its content changes
+        key["point_files"] = {name: entry["sha256"] for name, entry in files.items()}
+    return results.config_hash(key)
+
+
+def _sources(config: ExperimentConfig) -> dict[str, str]:
+    """How the floor of each point-file dataset was drawn (they have no exact law)."""
+    return {
+        name: f"smoothed bootstrap of {Path(entry['path']).name} (sha256 {entry['sha256'][:12]}): "
+        "rows drawn with replacement plus Gaussian noise of Silverman's bandwidth"
+        for name, entry in (config.experiment.data_files or {}).items()
+    }
 
 
 def _name(pair: Pair) -> str:
@@ -131,6 +145,7 @@ def write_floors(
 def _write(config: ExperimentConfig, path: Path, floors: Mapping[Pair, Floors]) -> None:
     entries = {
         _name(pair): {"key": _key(config, pair), "num_samples": pair[0], "k": pair[1]}
+        | ({"bootstrap": _sources(config)} if _sources(config) else {})
         | {"datasets": datasets}
         for pair, datasets in sorted(floors.items())
     }

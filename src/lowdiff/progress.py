@@ -1,6 +1,7 @@
 """What the console shows while lowdiff works: progress bars that suit where output goes.
 
-`bar(...)` is a drop-in for `tqdm(...)`. On a terminal it is tqdm. When the stream is not a
+`bar(...)` is a drop-in for `tqdm(...)`. On a terminal it is tqdm; in a Jupyter kernel it is
+`tqdm.auto`'s notebook bar. When the stream is not a
 terminal (a log file, CI, `nohup`), tqdm's carriage returns and cursor moves become debris, so
 `bar` returns a `PlainBar` instead: one plain line at the start, one every `interval` seconds
 with the phase, count, rate and time left, and one when the phase ends — never the same line
@@ -25,7 +26,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["PlainBar", "bar", "is_terminal", "phase", "resume_line", "summary_table"]
+__all__ = [
+    "PlainBar",
+    "bar",
+    "in_notebook",
+    "is_terminal",
+    "phase",
+    "resume_line",
+    "summary_table",
+]
 
 DEFAULT_INTERVAL = 10.0  # seconds between two plain progress lines
 
@@ -169,11 +178,19 @@ class PlainBar:
         self.close()
 
 
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (where tqdm.auto draws a widget, not lines)."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def _use_plain(plain: bool | None, stream: IO[str] | None) -> bool:
     if plain is not None:
         return plain
     forced = os.environ.get("LOWDIFF_PROGRESS", "").lower()
-    return forced == "plain" or (forced != "tty" and not is_terminal(stream))
+    if forced in ("plain", "tty"):
+        return forced == "plain"
+    return not (is_terminal(stream) or in_notebook())
 
 
 def bar(

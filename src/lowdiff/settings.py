@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 import typing
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
-from lowdiff.architectures import ARCHITECTURES, COMMON_OPTIONS, ArchName
+from lowdiff.architectures import ARCHITECTURES, COMMON_OPTIONS
+from lowdiff.plugins import is_plugin, split_plugin
 from lowdiff.precision import Precision
 from lowdiff.precision import check_name as check_precision_name
 
@@ -30,9 +31,11 @@ ETA_SAMPLERS = ("ddim",)
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """An architecture (a name of `lowdiff.architectures.ARCHITECTURES`) and its options."""
+    """An architecture (a name of `lowdiff.architectures.ARCHITECTURES`) and its options, or
+    a plugin class ("file.py:ClassName" or "module:ClassName", `lowdiff.plugins`) and the
+    keyword arguments of its constructor (`options`)."""
 
-    arch: ArchName = "mlp"
+    arch: str = "mlp"
     embedding_dim: int = 128
     hidden_dim: int = 256
     hidden_layers: int = 3
@@ -45,11 +48,24 @@ class ModelConfig:
     # dual_expert
     gate: Literal["simple", "enhanced"] = "simple"
     larger_experts: bool = False
+    # plugin models: constructor keyword arguments; the folder a relative file path is resolved
+    # against (filled in from the experiment file, not part of the cell key); the SHA-256 of
+    # the class's source file (filled in when the experiment is loaded, part of the cell key)
+    options: dict[str, Any] | None = None
+    plugin_root: str = ""
+    plugin_hash: str = ""
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown model arch {self.arch!r}; valid: {', '.join(ARCHITECTURES)}")
-        options = (*COMMON_OPTIONS, *ARCHITECTURES[self.arch].options)
+        if is_plugin(self.arch):
+            split_plugin(self.arch)  # form only; lowdiff.models.plugin checks the class
+            options: tuple[str, ...] = ("options", "plugin_root", "plugin_hash")
+        elif self.arch not in ARCHITECTURES:
+            raise ValueError(
+                f"unknown model arch {self.arch!r}; valid: {', '.join(ARCHITECTURES)}, or "
+                "'path/to/file.py:ClassName' / 'package.module:ClassName' for your own class"
+            )
+        else:
+            options = (*COMMON_OPTIONS, *ARCHITECTURES[self.arch].options)
         for field in fields(self):
             used = field.name == "arch" or field.name in options
             if not used and getattr(self, field.name) != field.default:
@@ -60,7 +76,8 @@ class ModelConfig:
         hints = typing.get_type_hints(ModelConfig)
         for field in fields(self):  # a choice must be one of its Literal's values
             choices = typing.get_args(hints[field.name])
-            if choices and getattr(self, field.name) not in choices:
+            literal = typing.get_origin(hints[field.name]) is Literal
+            if literal and getattr(self, field.name) not in choices:
                 valid = ", ".join(map(str, choices))
                 raise ValueError(
                     f"model.{field.name}: {getattr(self, field.name)!r} is not one of {valid}"
@@ -139,13 +156,22 @@ class EvalConfig:
     eta: float = 0.0  # DDIM's eta in [0, 1] (ddim only)
     process_snapshots: int = 6  # states kept for the reverse-process figure: 0 or >= 2
     process_points: int = 2000  # points per snapshot
+    # repeat 0 is the cell's own sample (samples.npy); the others go to repeats.npz
+    sample_repeats: int = 1  # samples drawn and measured per model, each its own sampling seed
     # "bf16": the network runs under bf16 autocast while sampling (and for the weight field);
     # the sampler's state stays fp32 (lowdiff.precision). eval_loss is always fp32.
     precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         check_precision_name(self.precision, "eval.precision")
-        positive = ("num_samples", "chunk_size", "knn_k", "field_resolution", "field_timesteps")
+        positive = (
+            "num_samples",
+            "chunk_size",
+            "knn_k",
+            "field_resolution",
+            "field_timesteps",
+            "sample_repeats",
+        )
         for name in (*positive, "process_points"):
             if getattr(self, name) < 1:
                 raise ValueError(

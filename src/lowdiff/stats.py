@@ -9,7 +9,9 @@ What is here (pure functions over per-seed values, numpy/scipy only, no I/O):
   (primary) and the exact Wilcoxon signed-rank test (secondary).
 - ``holm_adjusted_pvalues`` / ``holm_bonferroni`` / ``correct_family``: Holm's step-down
   correction for a family of comparisons.
-- ``verdict``: the only phrase generated text may use to describe a comparison.
+- ``verdict``: the only phrase generated text may use to describe a comparison: better,
+  worse, equivalent (within the margin, by TOST), undecided, or past the oracle value; the
+  equivalence test and the sequential design are ``lowdiff.decisions``'.
 
 Floor-aware comparisons
 -----------------------
@@ -82,6 +84,7 @@ from numpy.typing import ArrayLike
 
 __all__ = [
     "BETTER",
+    "EQUIVALENT",
     "NO_DIFFERENCE",
     "PAST_ORACLE",
     "NOT_TESTED_NO_ORACLE",
@@ -97,6 +100,8 @@ __all__ = [
     "is_past_oracle",
     "paired_comparison",
     "summarize",
+    "variance_split",
+    "VarianceSplit",
     "verdict",
     "wilcoxon_smallest_p_value",
 ]
@@ -104,7 +109,9 @@ __all__ = [
 # The only phrases ``verdict`` produces.
 BETTER = "better (significant)"
 WORSE = "worse (significant)"
-NO_DIFFERENCE = "no significant difference"
+# not significant and equivalence (within the margin) not shown: more seeds would decide it
+NO_DIFFERENCE = "undecided"
+EQUIVALENT = "equivalent (within the margin)"
 NOT_TESTED_SINGLE_SEED = "single seed: not tested"
 NOT_TESTED_ZERO_VARIANCE = "constant difference across seeds: not tested"
 NOT_TESTED_NO_ORACLE = "no oracle value: not judged"
@@ -165,6 +172,14 @@ class Comparison:
     past_p_value_adjusted: float | None = None
     past_significant: bool = False
     past_wording: str | None = None  # what being past o means for this metric
+    # four verdicts (``lowdiff.decisions.decide_family``): equivalence and the seeds' power
+    margin: float | None = None  # equivalence margin of the tested difference; None: no TOST
+    equivalence_p: float | None = None  # TOST p (Schuirmann 1987) at the deciding look
+    equivalent: bool = False  # |tested difference| < margin shown (Holm, at the look's level)
+    decided_at: int | None = None  # seeds of the look that decided it (None: undecided)
+    nominal_alpha: float | None = None  # two-sided level of the current look (sequential)
+    max_seeds: int | None = None  # the sequential design's maximum (None: fixed sample)
+    power: object | None = None  # decisions.PowerStatement of an undecided comparison
 
     @property
     def goal(self) -> Literal["lower", "higher", "oracle"]:
@@ -544,6 +559,8 @@ def verdict(comparison: Comparison, lower_is_better: bool | None = None) -> str:
     difference = comparison.tested_difference
     if comparison.p_value is None:
         return NO_DIFFERENCE if difference == 0.0 else NOT_TESTED_ZERO_VARIANCE
+    if comparison.equivalent and not comparison.significant:
+        return EQUIVALENT
     if not comparison.significant or difference == 0.0:
         return NO_DIFFERENCE
     if comparison.oracle is not None:
@@ -555,3 +572,37 @@ def verdict(comparison: Comparison, lower_is_better: bool | None = None) -> str:
 def is_past_oracle(phrase: str) -> bool:
     """Whether a ``verdict`` phrase says the candidate is past the oracle value."""
     return phrase.startswith(PAST_ORACLE)
+
+
+# --- measurement noise apart from training noise ------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class VarianceSplit:
+    """One-way random-effects split of a metric over seeds (training) and sampling repeats."""
+
+    seeds: int
+    repeats: int
+    between_seeds: float  # variance of the models' true values across training seeds
+    within_model: float  # variance of one model's measurement across sampling repeats
+
+    @property
+    def within_share(self) -> float:
+        """Share of one measurement's variance that is sampling and estimator noise."""
+        total = self.between_seeds + self.within_model
+        return self.within_model / total if total > 0.0 else 0.0
+
+
+def variance_split(table: ArrayLike) -> VarianceSplit:
+    """Method-of-moments variance components of a (seeds S, repeats K) table (one-way ANOVA):
+    within = mean over seeds of the repeats' variance (ddof 1); between = variance of the seed
+    means (ddof 1) - within / K, floored at 0. Needs S >= 2 and K >= 2."""
+    values = np.asarray(table, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] < 2 or values.shape[1] < 2:
+        raise ValueError(f"need a (seeds >= 2, repeats >= 2) table, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("variance_split: values must be finite")
+    seeds, repeats = values.shape
+    within = float(values.var(axis=1, ddof=1).mean())
+    between = max(0.0, float(values.mean(axis=1).var(ddof=1)) - within / repeats)
+    return VarianceSplit(seeds=seeds, repeats=repeats, between_seeds=between, within_model=within)

@@ -12,16 +12,16 @@ never guessed. A diverged cell is a `MissingCell` too, with the step it diverged
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lowdiff import cells, oracle, results, stats
-from lowdiff.architectures import ARCHITECTURES, Mixing
-from lowdiff.config import ConfigError, ExperimentConfig, resolve
+from lowdiff import cells, decisions, headline, oracle, results, stats
+from lowdiff.architectures import Mixing, arch_info
+from lowdiff.config import ConfigError, ExperimentConfig, resolve, swept_from_json
 
 __all__ = [
     "CellResult",
@@ -76,6 +76,11 @@ class CellResult:
     @cached_property
     def samples(self) -> np.ndarray | None:  # (N, 2)
         return self._npy("samples.npy")
+
+    @cached_property
+    def repeats(self) -> dict[str, np.ndarray] | None:
+        """repeats.npz: per metric, its value for each sampling repeat (K,); None if absent."""
+        return self._npz("repeats.npz")
 
     @cached_property
     def weights(self) -> dict[str, np.ndarray] | None:
@@ -142,9 +147,45 @@ class ExperimentResults:
         entry = self.oracle_for(run or self.baseline).get(dataset, {}).get(metric)
         return None if entry is None else float(entry["mean"])
 
+    def oracle_sd(self, dataset: str, metric: str, run: str | None = None) -> float | None:
+        entry = self.oracle_for(run or self.baseline).get(dataset, {}).get(metric)
+        return None if entry is None or entry.get("std") is None else float(entry["std"])
+
+    def margin(self, dataset: str, metric: str) -> float | None:
+        """The equivalence margin of `metric` on `dataset`: experiment.margins if set, else
+        the default from the oracle estimator's spread (`decisions.default_margin`)."""
+        margins = self.config.experiment.margins
+        if metric in margins:
+            return float(margins[metric])
+        return decisions.default_margin(self.oracle_sd(dataset, metric))
+
+    @property
+    def design(self) -> decisions.Design:
+        """The sequential design of --until-decided, or a fixed-sample test (max_seeds 0)."""
+        settings = self.config.experiment
+        maximum = settings.max_seeds or None
+        if maximum is not None:
+            maximum = max(maximum, settings.round_seeds)
+        return decisions.Design(max_seeds=maximum, round_seeds=settings.round_seeds)
+
+    def design_for(self, run: str, reference: str, dataset: str) -> decisions.Design:
+        """The design of one comparison: sequential when rounds of seeds could extend it (its
+        dataset among experiment.sequential_datasets and both runs among the runs of interest,
+        `sequential_runs`), else a fixed-sample test."""
+        settings = self.config.experiment
+        sequential = dataset in settings.sequential_datasets and {run, reference} <= set(
+            self.sequential_runs
+        )
+        return self.design if sequential else decisions.Design(alpha=self.design.alpha)
+
+    @property
+    def sequential_runs(self) -> list[str]:
+        """Runs that rounds of seeds may extend: experiment.sequential_runs, or every run."""
+        return list(self.config.experiment.sequential_runs) or self.run_names
+
     def mixing(self, run: str) -> Mixing | None:
         """The mixing weights `run`'s architecture records (None: it records none)."""
-        return ARCHITECTURES[self.config.run(run).model.arch].mixing
+        return arch_info(self.config.run(run).model.arch).mixing
 
     def runs_with_mixing(self, kind: str) -> list[str]:
         """Runs whose architecture mixes with weights of `kind` ("branches" or "gate") and
@@ -179,6 +220,18 @@ class ExperimentResults:
         }
 
 
+def repeat_values(
+    loaded: ExperimentResults, metric: str, run: str, dataset: str
+) -> dict[int, np.ndarray]:
+    """{seed: the metric of every sampling repeat (K,)} of the cells that recorded repeats."""
+    found = {}
+    for cell in loaded.finished(run, dataset):
+        table = cell.repeats
+        if table is not None and metric in table:
+            found[cell.seed] = np.asarray(table[metric], dtype=np.float64)
+    return found
+
+
 def read_config(root: Path) -> ExperimentConfig:
     """experiment.json -> ExperimentConfig, or a ResultsError saying why it is not ours."""
     root = Path(root)
@@ -203,7 +256,8 @@ def read_config(root: Path) -> ExperimentConfig:
         )
     runs = {run["name"]: {k: v for k, v in run.items() if k != "name"} for run in raw["runs"]}
     try:
-        return resolve({"experiment": raw["experiment"], "runs": runs}, str(path))
+        config = resolve({"experiment": raw["experiment"], "runs": runs}, str(path))
+        return replace(config, sweep=swept_from_json(raw.get("sweep", []), list(runs), str(path)))
     except ConfigError as error:
         raise results.ResultsError(f"{path}: not a valid lowdiff experiment: {error}") from error
 
@@ -260,7 +314,73 @@ def final_info(loaded: ExperimentResults, run: str) -> dict[str, Any]:
         if diverged:
             entry["diverged"] = {str(seed): step for seed, step in diverged.items()}
         info[dataset] = entry
+    _add_headline(loaded, run, info)
     return info
+
+
+HEADLINE_METRIC = "kl_divergence"
+
+
+def run_headline(
+    loaded: ExperimentResults, run: str, metric: str = HEADLINE_METRIC
+) -> headline.Headline | None:
+    """`run` against the baseline across datasets (`lowdiff.headline`), on paired seeds."""
+    if run == loaded.baseline:
+        return None
+    pairs, floors = {}, {}
+    for dataset in loaded.datasets:
+        ours = loaded.values(metric, run, dataset)
+        theirs = loaded.values(metric, loaded.baseline, dataset)
+        common = sorted(seed for seed in ours if seed in theirs)
+        pairs[dataset] = ([ours[s] for s in common], [theirs[s] for s in common])
+        floors[dataset] = loaded.oracle_mean(dataset, metric)
+    return headline.headline(pairs, floors)
+
+
+def _add_headline(loaded: ExperimentResults, run: str, info: dict[str, Any]) -> None:
+    """Per dataset entry, "versus_baseline": the dataset's gap closed and P(improvement), and
+    the aggregate across datasets (repeated in each entry, so every top-level key stays a
+    dataset, as the template's readers expect)."""
+    found = run_headline(loaded, run)
+    if found is None:
+        return
+    shared = found.to_json()
+    verdicts = _headline_verdicts(loaded, run)
+    for dataset, entry in info.items():
+        if dataset in found.gap_closed:
+            entry["versus_baseline"] = {
+                "metric": HEADLINE_METRIC,
+                **verdicts.get(dataset, {}),
+                "gap_closed": found.gap_closed[dataset],
+                "probability_of_improvement": found.probability_of_improvement[dataset],
+                "aggregate": shared["aggregate"],
+            }
+
+
+def _headline_verdicts(loaded: ExperimentResults, run: str) -> dict[str, dict[str, Any]]:
+    """{dataset: verdict, margin, seeds, seeds needed} of `run` on the headline metric: the
+    report's own family (`report.tables`: every run x dataset, four verdicts)."""
+    from lowdiff.report.tables import metric_tables  # torch-free; the report reads this module
+
+    comparisons = metric_tables(loaded, [HEADLINE_METRIC])[HEADLINE_METRIC].comparisons
+    found = {}
+    for (name, dataset), comparison in comparisons.items():
+        if name != run:
+            continue
+        power = comparison.power
+        found[dataset] = {
+            "verdict": stats.verdict(comparison),
+            "margin": comparison.margin,
+            "paired_seeds": comparison.n,
+            "seeds_needed": None
+            if power is None
+            else (
+                power.seeds_for_equivalence
+                if power.kind == "equivalence"
+                else power.seeds_for_effect
+            ),
+        }
+    return found
 
 
 def write_final_info(

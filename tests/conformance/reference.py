@@ -379,13 +379,14 @@ def train(
     grad_clip: float = 0.5,
     ema_beta: float = 0.995,
     on_step: Callable[[EMA], None] | None = None,
+    ema_warmup_steps: int = 100,
 ) -> tuple[list[float], EMA]:
     """The template's training loop (protocol §1 "Training"); returns the per-step MSEs and the EMA.
 
     With diversity_weight λ > 0 the loss is MSE − λ · mean pairwise distance (protocol §3 run 4);
     the MSE part is what is recorded. `on_step(ema)`, if given, is called after every step.
     """
-    ema = EMA(model, beta=ema_beta, update_every=10)
+    ema = EMA(model, beta=ema_beta, update_after_step=ema_warmup_steps, update_every=10)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_steps)
     losses = []

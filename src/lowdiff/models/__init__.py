@@ -14,6 +14,7 @@ import importlib
 from lowdiff.architectures import ARCHITECTURE_OPTIONS, COMMON_OPTIONS
 from lowdiff.architectures import ARCHITECTURES as ARCHITECTURE_INFO
 from lowdiff.models.base import Denoiser, DenoiserOutput
+from lowdiff.plugins import is_plugin
 from lowdiff.settings import ModelConfig
 
 __all__ = [
@@ -51,5 +52,13 @@ ARCHITECTURES: dict[str, type[Denoiser]] = {
 
 
 def build_model(config: ModelConfig, num_models: int, num_timesteps: int) -> Denoiser:
-    """M uninitialised models of `config.arch`; call `reset_parameters(generators)` next."""
+    """M uninitialised models of `config.arch`; call `reset_parameters(generators)` next.
+
+    A plugin arch ("file.py:ClassName", `lowdiff.plugins`) is the researcher's own single-model
+    class, stacked M times by `lowdiff.models.plugin.PluginDenoiser`.
+    """
+    if is_plugin(config.arch):
+        from lowdiff.models.plugin import PluginDenoiser
+
+        return PluginDenoiser(num_models, num_timesteps, config)
     return ARCHITECTURES[config.arch](num_models, num_timesteps, config)

@@ -11,6 +11,7 @@ name; dict order is drawing order.
 from __future__ import annotations
 
 import itertools
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from scipy import stats
 
 from lowdiff.plots import style
 from lowdiff.plots.style import Color, Nested
@@ -52,8 +54,9 @@ def loss_curves(
     """Training loss, one panel per dataset, one curve per run (protocol §2: train_loss.png).
 
     curves[run][dataset] is (seeds, steps). The curve is the Hanning-smoothed seed mean plotted
-    at the window centres; the band is the min-max over seeds of the per-seed smoothed curves.
-    The y axis is logarithmic where a panel's curves span more than a factor 10.
+    at the window centres, without seed bands: bands of runs that differ by less than their
+    spread overlap into one grey area (`loss_differences` shows the differences and their
+    spread). The y axis is logarithmic where a panel's curves span more than a factor 10.
     """
     runs = list(curves)
     names = list(datasets) if datasets is not None else style.datasets_of(curves)
@@ -65,11 +68,58 @@ def loss_curves(
             smooth = hanning_smooth(losses, window)  # (seeds, steps - window + 1)
             steps = np.arange(smooth.shape[-1]) + (losses.shape[-1] - smooth.shape[-1]) // 2
             # smoothing is linear: the mean of the smoothed seeds = the smoothed seed mean
-            style.mean_with_band(ax, steps, smooth, color=colors[run]).set_label(run)
+            ax.plot(steps, smooth.mean(axis=0), color=colors[run], lw=1.4, label=run)
         style.log_y_if_wide(ax)
         ax.set(title=dataset, xlabel="training step", ylabel="training loss (MSE)")
     style.figure_legend(fig, style.run_handles(runs, colors))
-    fig.suptitle(f"Training loss (seed mean, Hanning-{window} smoothed)\nband = min–max over seeds")
+    fig.suptitle(f"Training loss (seed mean, Hanning-{window} smoothed)")
+    return fig
+
+
+def paired_loss_difference(
+    run: np.ndarray, baseline: np.ndarray, window: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Smoothed per-seed differences run - baseline of (seeds, steps) curves paired by row:
+    (steps, mean, half-width of the 95% t interval over seeds; 0 for one seed)."""
+    seeds = min(len(run), len(baseline))
+    length = min(run.shape[-1], baseline.shape[-1])
+    difference = hanning_smooth(run[:seeds, :length] - baseline[:seeds, :length], window)
+    steps = np.arange(difference.shape[-1]) + (length - difference.shape[-1]) // 2
+    mean = difference.mean(axis=0)
+    if seeds < 2:
+        return steps, mean, np.zeros_like(mean)
+    sem = difference.std(axis=0, ddof=1) / np.sqrt(seeds)
+    return steps, mean, stats.t.ppf(0.975, seeds - 1) * sem
+
+
+def loss_differences(
+    curves: Nested,
+    *,
+    baseline: str,
+    window: int = 25,
+    datasets: Sequence[str] | None = None,
+    colors: Mapping[str, Color] | None = None,
+) -> Figure:
+    """Training loss minus the baseline's, seed by seed (same seed = same data order and noise),
+    smoothed; one panel per dataset, one line per run with its 95% interval over seeds, and the
+    baseline as the zero line. Below zero: the run trains to a lower loss at that step."""
+    runs = [run for run in curves if run != baseline]
+    names = list(datasets) if datasets is not None else style.datasets_of(curves)
+    colors = style.colors_for([baseline, *runs], colors)
+    fig, axes = style.panel_grid(len(names))
+    for ax, dataset in zip(axes, names, strict=True):
+        reference = curves.get(baseline, {}).get(dataset)
+        for run in (r for r in runs if reference is not None and dataset in curves[r]):
+            pair = (
+                np.atleast_2d(np.asarray(c, dtype=float)) for c in (curves[run][dataset], reference)
+            )
+            steps, mean, half = paired_loss_difference(*pair, window)
+            ax.plot(steps, mean, color=colors[run], lw=1.4, label=run)
+            ax.fill_between(steps, mean - half, mean + half, color=colors[run], alpha=0.15, lw=0)
+        ax.axhline(0.0, color=colors[baseline], lw=1.0, ls="--")
+        ax.set(title=dataset, xlabel="training step", ylabel=f"loss − {baseline}'s")
+    style.figure_legend(fig, style.run_handles([baseline, *runs], colors))
+    fig.suptitle(f"Training loss minus {baseline}'s (paired by seed, Hanning-{window} smoothed)")
     return fig
 
 
@@ -215,7 +265,8 @@ def metric_bars(
         _reference_lines(ax, groups, oracle, reference_label)
     labels = dict(group_labels or {})
     ax.set_xticks(range(len(groups)), [labels.get(g, g) for g in groups])
-    ax.set(ylabel=ylabel, title=title)
+    # wrapped to the panel (about 11 characters per inch at the title's 12 pt): never cut off
+    ax.set(ylabel=ylabel, title=textwrap.fill(title, width=max(30, int(11 * width))))
     handles = style.run_handles(runs, colors, patch=True)
     if oracle:
         handles.append(

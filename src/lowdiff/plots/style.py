@@ -4,14 +4,14 @@ Figures are built on `Figure` with the Agg canvas directly, never through pyplot
 headless and from worker threads and leave no global state behind. Conventions:
 
 - a run keeps one colour everywhere: `run_colors` gives the baseline a fixed near-black and the
-  other runs a qualitative map, in order. Compute it once from all runs of an experiment and pass
-  it as `colors=` to every figure (by default each figure colours only the runs it gets);
+  other runs colour-blind-safe colours in order (Okabe & Ito 2008 up to 7 runs, Tol's "muted"
+  up to 9, both beyond). Compute it once from all runs of an experiment and pass it as
+  `colors=` to every figure (by default each figure colours only the runs it gets);
 - legends sit outside the panels and the layout is constrained, so nothing covers data;
 - 2-D scatters have equal aspect and one fixed square view, [-6, 6]² unless the data need more;
   points left outside the view are counted in the panel, never dropped silently;
-- `save_figure` writes atomically and small: PNG quantised to a palette by Pillow (lossless
-  for the flat colours of plots), or WebP/JPEG by the file's suffix, at a modest dpi, so a
-  self-contained HTML report with a dozen figures stays light.
+- `save_figure` writes atomically: full-colour PNG at 150 dpi (a reduced palette merged
+  neighbouring run colours and banded the gate colour map), or WebP/JPEG by the file's suffix.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.collections import PathCollection
-from matplotlib.colors import Normalize, to_hex
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -53,26 +52,34 @@ MAX_SCATTER_LIMIT = 20.0  # a diverged model must not shrink every other panel t
 PANEL_SIZE = (3.8, 3.0)  # inches (width, height) of one panel
 SQUARE_PANEL = (2.4, 2.4)
 SMALL_PANEL = (1.3, 1.3)  # reverse-process frames
-DPI = 80
-PALETTE_COLORS = (
-    32  # PNG palette size: plots use few flat colours; 32 keeps anti-aliasing and gates
-)
+DPI = 150
 LOSSY_QUALITY = 80  # WebP / JPEG quality
+# Colour-blind-safe qualitative palettes, without black/grey (the baseline's and the truth's):
+# Okabe & Ito (2008), "Color Universal Design", and Paul Tol's "muted" scheme (2021).
+OKABE_ITO: tuple[Color, ...] = (
+    "#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#f0e442",
+)  # fmt: skip
+TOL_MUTED: tuple[Color, ...] = (
+    "#332288", "#cc6677", "#117733", "#88ccee", "#aa4499", "#44aa99", "#999933", "#882255",
+    "#ddcc77",
+)  # fmt: skip
 
 
 def run_colors(run_names: Iterable[str], *, baseline: str = BASELINE) -> dict[str, Color]:
-    """One colour per run: `baseline` near-black, the others in order from tab10 (tab20 past 9).
-
-    The greys of the qualitative maps are left out so that no run can be mistaken for the
-    baseline. The result depends only on the order of `run_names`.
+    """One colour per run: `baseline` near-black, the others in order from a colour-blind-safe
+    palette (Okabe-Ito up to 7 runs, Tol muted up to 9, both together, 16, beyond; then they
+    repeat). The result depends only on the order of `run_names`.
     """
     names = list(dict.fromkeys(run_names))
     others = [name for name in names if name != baseline]
-    palette = [c for i, c in enumerate(colormaps["tab10"].colors) if i != 7]
-    if len(others) > len(palette):
-        palette = [c for i, c in enumerate(colormaps["tab20"].colors) if i not in (14, 15)]
+    if len(others) <= len(OKABE_ITO):
+        palette = OKABE_ITO
+    elif len(others) <= len(TOL_MUTED):
+        palette = TOL_MUTED
+    else:
+        palette = OKABE_ITO + TOL_MUTED
     cycle = itertools.cycle(palette)
-    return {name: BASELINE_COLOR if name == baseline else to_hex(next(cycle)) for name in names}
+    return {name: BASELINE_COLOR if name == baseline else next(cycle) for name in names}
 
 
 def render(fig: Figure, *, dpi: int = DPI) -> Image.Image:
@@ -84,8 +91,8 @@ def render(fig: Figure, *, dpi: int = DPI) -> Image.Image:
         return image.convert("RGB")
 
 
-def encode(image: Image.Image, suffix: str) -> bytes:
-    """PNG with a quantised palette (default), or lossy WebP / JPEG, as bytes."""
+def encode(image: Image.Image, suffix: str, *, dpi: int = DPI) -> bytes:
+    """Full-colour PNG (default), or lossy WebP / JPEG, as bytes."""
     buffer = io.BytesIO()
     suffix = suffix.lower()
     if suffix == ".webp":
@@ -93,8 +100,7 @@ def encode(image: Image.Image, suffix: str) -> bytes:
     elif suffix in (".jpg", ".jpeg"):
         image.save(buffer, format="JPEG", quality=LOSSY_QUALITY, optimize=True)
     elif suffix == ".png":
-        palette = image.quantize(colors=PALETTE_COLORS, method=Image.Quantize.MEDIANCUT)
-        palette.save(buffer, format="PNG", optimize=True)
+        image.save(buffer, format="PNG", optimize=True, dpi=(dpi, dpi))
     else:
         raise ValueError(f"unknown figure format {suffix!r}; valid: .png, .webp, .jpg")
     return buffer.getvalue()
@@ -107,7 +113,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = DPI) ->
     file at `path` is left untouched. Missing parent directories are created.
     """
     path = Path(path)
-    data = encode(render(fig, dpi=dpi), path.suffix or ".png")
+    data = encode(render(fig, dpi=dpi), path.suffix or ".png", dpi=dpi)
     results.atomic_write_bytes(path, data)
     return path
 

@@ -16,12 +16,15 @@ the `comparison` run(s), and optionally the write-up's numbers `reported` ({data
   write-up's number, whether that number lies inside our seeds' range, the paired difference
   (candidate − comparison over common seeds) and the Holm-corrected p — Holm over every tested
   comparison of the claims file, one family — and a verdict: confirmed (significant in the
-  expected direction), not supported (no significant difference, or significantly past the
-  oracle value) or contradicted (significant the other way). The test is the report's own
-  (`tables.compare_runs`): for a metric with an oracle value (goal "oracle", e.g. KL) it is
-  floor-aware, comparing the distance to the dataset's oracle floor, so a KL below the floor
-  is over-sharp, not better; without a floor such a metric is not tested. `metric` may list
-  several names: the first one the results hold is used (e.g. coverage, else modes captured).
+  expected direction), contradicted (significant the other way), equivalent (the difference is
+  shown to lie within ±margin, by TOST), past the oracle value, or undecided with the seeds a
+  decision would take (`lowdiff.decisions`). A claim may set its own `margin` (in the metric's
+  unit); else the experiment's `margins`, else the default from the oracle estimator's spread.
+  The test is the report's own (`tables.compare_runs`): for a metric with an oracle value
+  (goal "oracle", e.g. KL) it is floor-aware, comparing the distance to the dataset's oracle
+  floor, so a KL below the floor is over-sharp, not better; without a floor such a metric is
+  not tested. `metric` may list several names: the first one the results hold is used (e.g.
+  coverage, else modes captured).
 - "weight_shift": the change of the first branch weight from t = T−1 to t = 0 per dataset
   (mean ± 95% CI over seeds), and the spread of those means across datasets.
 - "time_ratio": the ratio of a time (training_time or inference_time), candidate / comparison,
@@ -49,17 +52,25 @@ from lowdiff.metrics import METRICS
 from lowdiff.report.document import Block, Bullets, Heading, Paragraph, Table
 from lowdiff.report.load import ExperimentResults
 from lowdiff.report.options import run_groups, weight_cells
-from lowdiff.report.tables import ALPHA, compare_runs, metric_values
-from lowdiff.report.text import format_number, format_summary
+from lowdiff.report.tables import (
+    ALPHA,
+    compare_runs,
+    decide,
+    metric_values,
+    paired,
+    tested_differences,
+)
+from lowdiff.report.text import format_number, format_summary, seeds_needed_text
 
 KINDS = ("difference", "weight_shift", "time_ratio", "bimodal_gate")
 DIRECTIONS = ("better", "worse")
 CONFIRMED = "confirmed"
-NOT_SUPPORTED = "not supported (no significant difference)"
+UNDECIDED = "undecided"
+EQUIVALENT = "equivalent (no difference beyond the margin)"
 CONTRADICTED = "contradicted (significant the other way)"
 NOT_TESTED = "not tested"  # fewer than 2 paired seeds, no variation, or no oracle value
 NOT_COMPARED = "—"  # no seed of both runs finished
-PAST_ORACLE = "not supported (significantly past the oracle value)"
+PAST_ORACLE = "past the oracle value (significant)"
 BIMODAL = 5.0 / 9.0  # bimodality coefficient of a uniform distribution
 
 
@@ -76,6 +87,7 @@ class Claim:
     default_expected: str = "better"
     reported_ratio: float | None = None
     note: str = ""
+    margin: float | None = None  # equivalence margin of this claim (the metric's unit)
 
 
 # --- the claims file -----------------------------------------------------------------------------
@@ -125,10 +137,10 @@ def _expected(value: Any, where: str) -> tuple[dict[str, str], str]:
 
 def _claim(raw: dict[str, Any], where: str) -> Claim:
     known = {"id", "text", "kind", "metric", "candidates", "comparison", "reported", "expected"}
-    unknown = sorted(set(raw) - known - {"reported_ratio", "note"})
+    unknown = sorted(set(raw) - known - {"reported_ratio", "note", "margin"})
     if unknown:
         raise ValueError(
-            f"{where}: unknown keys {unknown}; valid: {sorted(known)}, note, reported_ratio"
+            f"{where}: unknown keys {unknown}; valid: {sorted(known)}, margin, note, reported_ratio"
         )
     for key in ("id", "text", "candidates"):
         if key not in raw:
@@ -139,6 +151,14 @@ def _claim(raw: dict[str, Any], where: str) -> Claim:
     candidates = _strings(raw["candidates"], f"{where}.candidates")
     expected, default = _expected(raw.get("expected", "better"), f"{where}.expected")
     ratio = raw.get("reported_ratio")
+    margin = raw.get("margin")
+    if margin is not None and (
+        isinstance(margin, bool)
+        or not isinstance(margin, int | float)
+        or not np.isfinite(margin)
+        or margin < 0
+    ):
+        raise ValueError(f"{where}.margin: must be a finite number >= 0, got {margin!r}")
     return Claim(
         id=str(raw["id"]),
         text=str(raw["text"]),
@@ -151,6 +171,7 @@ def _claim(raw: dict[str, Any], where: str) -> Claim:
         default_expected=default,
         reported_ratio=None if ratio is None else float(ratio),
         note=str(raw.get("note", "")),
+        margin=None if margin is None else float(margin),
     )
 
 
@@ -186,17 +207,19 @@ def _metric_of(claim: Claim, loaded: ExperimentResults) -> str | None:
 
 def _compare(
     loaded: ExperimentResults, metric: str, run: str, reference: str, dataset: str
-) -> stats.Comparison | None:
+) -> tuple[stats.Comparison, np.ndarray] | None:
     """The report's comparison of `run` with `reference` on one dataset (`tables.compare_runs`:
-    floor-aware for metrics with an oracle value), uncorrected; None without a common seed."""
+    floor-aware for metrics with an oracle value), uncorrected, with its per-seed tested
+    differences; None without a common seed."""
     by_run = metric_values(loaded, metric)
     values = {r: {dataset: by_run.get(r, {}).get(dataset, {})} for r in (run, reference)}
-    floors = {dataset: loaded.oracle_mean(dataset, metric)}
-    found = compare_runs(values, reference, [run], metric=metric, oracle=floors)
+    floor = loaded.oracle_mean(dataset, metric)
+    found = compare_runs(values, reference, [run], metric=metric, oracle={dataset: floor})
     comparison = found.get((run, dataset))
     if comparison is None:
         return None
-    return replace(comparison, p_value_adjusted=comparison.p_value, correction="none")
+    candidate, baseline = paired(values, run, reference, dataset)
+    return comparison, tested_differences(candidate, baseline, floor, metric)
 
 
 def _datasets(claim: Claim, loaded: ExperimentResults) -> list[str]:
@@ -207,7 +230,7 @@ def _datasets(claim: Claim, loaded: ExperimentResults) -> list[str]:
 def difference_rows(claims: Sequence[Claim], loaded: ExperimentResults) -> list[Row]:
     """Every (claim, candidate, comparison run, dataset) of the difference claims, Holm-corrected
     as one family over the claims file."""
-    rows = []
+    rows, tested = [], []
     for claim in (c for c in claims if c.kind == "difference"):
         metric = _metric_of(claim, loaded)
         if metric is None:
@@ -215,16 +238,29 @@ def difference_rows(claims: Sequence[Claim], loaded: ExperimentResults) -> list[
         for run in claim.candidates:
             for reference in claim.comparison:
                 for dataset in _datasets(claim, loaded):
-                    comparison = _compare(loaded, metric, run, reference, dataset)
-                    rows.append(Row(claim, metric, run, reference, dataset, comparison))
-    tested = [row for row in rows if row.comparison is not None]
-    corrected = stats.correct_family([r.comparison for r in tested], alpha=ALPHA) if tested else []
-    fixed = {id(row): c for row, c in zip(tested, corrected, strict=True)}
+                    found = _compare(loaded, metric, run, reference, dataset)
+                    row = Row(claim, metric, run, reference, dataset, found and found[0])
+                    rows.append(row)
+                    if found is not None:
+                        tested.append((row, found[1]))
+    margins = [_margin(row.claim, loaded, row.dataset, row.metric) for row, _ in tested]
+    decided = decide(
+        [row.comparison for row, _ in tested],
+        [differences for _, differences in tested],
+        margins,
+        [loaded.design_for(row.run, row.reference, row.dataset) for row, _ in tested],
+    )
+    fixed = {id(row): c for (row, _), c in zip(tested, decided, strict=True)}
     return [replace(row, comparison=fixed.get(id(row))) for row in rows]
 
 
+def _margin(claim: Claim, loaded: ExperimentResults, dataset: str, metric: str) -> float | None:
+    return claim.margin if claim.margin is not None else loaded.margin(dataset, metric)
+
+
 def claim_verdict(comparison: stats.Comparison | None, expected: str) -> str:
-    """confirmed / not supported / contradicted, from the corrected test's verdict."""
+    """confirmed / contradicted / equivalent / past the oracle value / undecided, from the
+    family's decision (`stats.verdict`)."""
     if comparison is None:
         return NOT_COMPARED
     phrase = stats.verdict(comparison)
@@ -232,7 +268,9 @@ def claim_verdict(comparison: stats.Comparison | None, expected: str) -> str:
         return CONFIRMED if (phrase == stats.BETTER) == (expected == "better") else CONTRADICTED
     if stats.is_past_oracle(phrase):
         return PAST_ORACLE
-    return NOT_TESTED if comparison.p_value is None else NOT_SUPPORTED
+    if phrase == stats.EQUIVALENT:
+        return EQUIVALENT
+    return NOT_TESTED if comparison.p_value is None else UNDECIDED
 
 
 def _inside(values: Sequence[float], reported: float | None, metric: str) -> str:
@@ -275,6 +313,10 @@ def _verdict_text(comparison: stats.Comparison | None, expected: str) -> str:
     verdict = claim_verdict(comparison, expected)
     if verdict == NOT_TESTED and comparison is not None:
         verdict += f" ({stats.verdict(comparison)})"
+    if verdict == UNDECIDED and comparison is not None:
+        verdict += f" ({seeds_needed_text(comparison)})"
+    if comparison is not None and comparison.margin is not None:
+        verdict += f"; δ = ±{comparison.margin:.3g}"
     return f"{expected}: {verdict}"
 
 
@@ -412,11 +454,12 @@ INTRO = (
     "± 95% CI beside the write-up's single number, whether that number lies inside the range of "
     "our seeds, the paired difference (candidate − comparison over common seeds) and its p, "
     "Holm-corrected over the {family} tested comparisons of this section, at α = {alpha}. "
-    "Verdict: confirmed (significant in the claimed direction), not supported (no significant "
-    "difference, or significantly past the oracle value), contradicted (significant the other "
-    "way); — where no seed of both runs has finished. For metrics with an oracle value the "
-    "test compares the distance to the oracle floor. Claims that are not a metric difference "
-    "get a measured statement instead of a test."
+    "Verdict: confirmed (significant in the claimed direction), contradicted (significant the "
+    "other way), equivalent (the difference is shown, by two one-sided tests, to lie within "
+    "± the margin δ given per row), past the oracle value, or undecided with the seeds a "
+    "decision would take; — where no seed of both runs has finished. For metrics with an "
+    "oracle value the test compares the distance to the oracle floor. Claims that are not a "
+    "metric difference get a measured statement instead of a test."
 )
 
 

@@ -140,11 +140,14 @@ def _metric_blocks(
     floors: Mapping[str, float | None],
     comparable: Sequence[str],
     out: Path,
+    margins: Mapping[str, float | None] | None = None,
 ) -> list[Block]:
     info = METRICS[metric]
     datasets = list(dict.fromkeys(d for by_d in values.values() for d in by_d))
     candidates = [key for key in values if key != reference and key in comparable]
-    comparisons = compare_runs(values, reference, candidates, metric=metric, oracle=floors)
+    comparisons = compare_runs(
+        values, reference, candidates, metric=metric, oracle=floors, margins=margins
+    )
     seeds = max((len(s) for by_d in values.values() for s in by_d.values()), default=1)
     rows = tuple(
         (key, *(_entry(values, key, d, metric, seeds, comparisons) for d in datasets))
@@ -201,8 +204,9 @@ def write_comparison(dirs: Sequence[str | Path], out: str | Path) -> Path:
         Paragraph(
             f"Each run is named <directory>/<run>. Δ is the paired difference against {reference} "
             f"over the seeds both have; {STAR}: better by the Holm-corrected test over the "
-            "metric's table (closer to the reference's oracle floor where the metric has one). "
-            "Mean ± 95% CI over seeds."
+            "metric's table (closer to the reference's oracle floor where the metric has one), "
+            "▼ worse, ≈ equivalent within the reference's margin (two one-sided tests); "
+            "unmarked: undecided. Mean ± 95% CI over seeds."
         ),
         Bullets(tuple(_pairing(loaded, reference, scales))),
     ]
@@ -210,8 +214,9 @@ def write_comparison(dirs: Sequence[str | Path], out: str | Path) -> Path:
     for metric in HEADLINE_METRICS:
         values = _values(loaded, metric)
         floors = {d: first.oracle_mean(d, metric) for d in first.datasets}
+        margins = {d: first.margin(d, metric) for d in first.datasets}
         if values:
-            blocks += _metric_blocks(values, metric, reference, floors, comparable, out)
+            blocks += _metric_blocks(values, metric, reference, floors, comparable, out, margins)
     pages = {
         "report.md": render_markdown(blocks),
         "report.html": render_html(blocks, title="lowdiff comparison", root=out),

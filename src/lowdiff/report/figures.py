@@ -105,6 +105,36 @@ def loss_figure(ctx: Context, datasets: Sequence[str], stem: str, title: str) ->
     )
 
 
+def loss_difference_figure(ctx: Context) -> FigurePlan:
+    baseline = ctx.loaded.baseline
+    runs = [baseline, *(run for run in ctx.runs if run != baseline)]
+    curves = nested(ctx, runs, ctx.loaded.datasets, _stacked_losses)
+    draw = partial(
+        plots.loss_differences, curves, baseline=baseline, datasets=ctx.loaded.datasets,
+        colors=ctx.colors,
+    )  # fmt: skip
+    drawable = baseline in curves and len(curves) > 1
+    return FigurePlan(
+        "train_loss_difference",
+        f"Training loss against {baseline}",
+        f"Each run's training loss minus {baseline}'s, seed by seed (a seed fixes the data "
+        "order and noise), Hanning-25 smoothed; the band is the 95% t interval over seeds and "
+        f"the dashed zero line is {baseline}. Below zero: lower training loss at that step.",
+        draw if drawable else None,
+        "no other run with a finished cell beside the baseline's",
+    )
+
+
+def _modes_saturated(ctx: Context) -> bool:
+    """Every finished cell captured all K modes of its dataset: a figure that cannot vary."""
+    table = ctx.tables["modes_captured"]
+    return all(
+        value == num_modes(dataset)
+        for run, dataset in table.summaries
+        for value in ctx.loaded.values("modes_captured", run, dataset).values()
+    )
+
+
 def _samples_figure(ctx: Context) -> FigurePlan:
     loaded = ctx.loaded
     samples = nested(ctx, ctx.runs, loaded.datasets, first_samples)
@@ -189,11 +219,24 @@ def _modes_figure(ctx: Context) -> FigurePlan:
 def common_plans(ctx: Context) -> list[FigurePlan]:
     plans = [
         loss_figure(ctx, ctx.loaded.datasets, "train_loss", "Training loss"),
+        loss_difference_figure(ctx),
         _samples_figure(ctx),
     ]
     plans += [_metric_figure(ctx, m) for m in headline_metrics(ctx.tables)]
     if "modes_captured" in ctx.tables and ctx.tables["modes_captured"].summaries:
-        plans.append(_modes_figure(ctx))
+        if _modes_saturated(ctx):
+            plans.append(
+                FigurePlan(
+                    "modes_captured",
+                    "Modes captured",
+                    "",
+                    None,
+                    "every run captured all K modes on every dataset in every seed, so the "
+                    "figure could not vary; the coverage and precision metrics separate the runs",
+                )  # fmt: skip
+            )
+        else:
+            plans.append(_modes_figure(ctx))
     return plans
 
 

@@ -12,12 +12,11 @@ is listed among the missing ones with its step, and shown as "diverged at step N
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from lowdiff import data
-from lowdiff.config import to_dict
+from lowdiff.config import identical_runs
 from lowdiff.report.load import CellResult, ExperimentResults
 
 
@@ -28,7 +27,7 @@ class ReportOptions:
     datasets: tuple[str, ...] | None = None  # series figures; None: `default_series_datasets`
     process: bool = True  # reverse-process figures from process.npz (absent: skipped quietly)
     animate: bool = False  # one GIF of the reverse process per run (first seed)
-    figure_format: str = ".png"  # ".png" (palette), ".webp" or ".jpg"
+    figure_format: str = ".png"  # ".png" (full colour), ".webp" or ".jpg"
     claims: Path | None = None  # a claims file; None: found by `claims.find_claims`
 
 
@@ -59,11 +58,7 @@ def run_groups(loaded: ExperimentResults) -> list[list[str]]:
     Identical runs have the same config hash in every cell, so their results are the same
     models; the report shows each group once, under the names of all its runs.
     """
-    groups: dict[str, list[str]] = {}
-    for run in loaded.config.runs:
-        settings = {k: v for k, v in to_dict(run).items() if k not in ("name", "description")}
-        groups.setdefault(json.dumps(settings, sort_keys=True), []).append(run.name)
-    return list(groups.values())
+    return identical_runs(loaded.config)
 
 
 def representatives(loaded: ExperimentResults) -> list[str]:

@@ -3,7 +3,8 @@
 Rows are the groups of identical runs (named by all their runs), columns the datasets, and each
 entry gives KL and, where the results hold them, coverage, precision and W2 (mean ± 95% CI,
 clipped to the metric's range), with ★ where the corrected, floor-aware test of
-`report.tables` calls the run better than the baseline. A diverged cell says where it stopped.
+`report.tables` calls the run better than the baseline and ▼ where it calls it worse. A
+diverged cell says where it stopped.
 The last row is the oracle floor: what a perfect generator gets.
 """
 
@@ -11,13 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lowdiff import stats
 from lowdiff.metrics import METRICS
 from lowdiff.report.document import Block, Heading, Paragraph, Table
 from lowdiff.report.load import ExperimentResults
 from lowdiff.report.options import divergence_note, group_label, run_groups
 from lowdiff.report.tables import MetricTable
-from lowdiff.report.text import STAR, format_number, format_summary
+from lowdiff.report.text import (
+    EQUIVALENT_MARK,
+    STAR,
+    WORSE_MARK,
+    format_number,
+    format_summary,
+    verdict_mark,
+)
 
 HEADLINE_METRICS = ("kl_divergence", "coverage", "precision", "w2")
 
@@ -40,9 +47,9 @@ def _entry(
         if summary is None:
             continue
         comparison = tables[metric].comparisons.get((run, dataset))
-        better = comparison is not None and stats.verdict(comparison) == stats.BETTER
+        mark = verdict_mark(comparison) if comparison is not None else ""
         text = format_summary(summary, metric, dataset, len(loaded.seeds))
-        lines.append(f"{METRICS[metric].label} {text}" + (f" {STAR}" if better else ""))
+        lines.append(f"{METRICS[metric].label} {text}" + (f" {mark}" if mark else ""))
     note = divergence_note(loaded, run, dataset)
     if note:
         lines.append(note)
@@ -82,8 +89,17 @@ def summary_blocks(loaded: ExperimentResults, tables: Mapping[str, MetricTable])
     text = (
         f"Mean over seeds ± 95% CI{f' ({units})' if units else ''}; {STAR}: better than "
         f"{loaded.baseline} by the corrected test (closer to the oracle floor where the metric "
-        "has one). Runs joined by = have the same configuration and are the same models."
+        f"has one), {WORSE_MARK}: worse, {EQUIVALENT_MARK}: equivalent within the margin; "
+        "unmarked: undecided (the Verdicts section says what deciding would take). Runs joined "
+        "by = have the same configuration and are the same models."
     )
+    point_files = sorted(loaded.config.experiment.data_files or {})
+    if point_files and floor is not None:  # no exact law: say where their floors come from
+        text += (
+            f" The oracle floors of {', '.join(point_files)} (point files) come from smoothed "
+            "bootstrap draws of the file (rows drawn with replacement plus Gaussian noise of "
+            "Silverman's bandwidth), not from an exact law."
+        )
     return [
         Heading(2, "Summary"),
         Paragraph(text),

@@ -18,7 +18,7 @@ from lowdiff.report.document import Block, Heading, Image
 from lowdiff.report.figures import FIRST_SEED_NOTE, Context, FigurePlan
 from lowdiff.report.options import series_datasets
 
-PROCESS_DPI = 64  # many small panels of scattered points: the report's heaviest figures
+PROCESS_DPI = 150  # small panels: at less, their labels are a few pixels high
 
 
 def first_process(ctx: Context, run: str, dataset: str) -> tuple[np.ndarray, np.ndarray] | None:

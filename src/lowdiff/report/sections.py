@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lowdiff.architectures import ARCHITECTURES, COMMON_OPTIONS
+from lowdiff.architectures import COMMON_OPTIONS, arch_info
 from lowdiff.config import RunConfig, to_dict
 from lowdiff.ema import ema_mean_age, ema_warning
 from lowdiff.metrics import METRICS
@@ -87,7 +87,9 @@ HOW_TO_READ = (
     "more modes than exist) is clipped to it and written [low, high]. Δ is the paired "
     "difference run − baseline over the same seeds (the seeds share data order and noise). "
     "{star} marks a difference the corrected test (Holm over all runs × datasets of the metric, "
-    "α = {alpha}) calls better; for metrics with an oracle value, better means closer to it. "
+    "α = {alpha}) calls better, ▼ one it calls worse, ≈ one shown equivalent within the "
+    "metric's margin δ (two one-sided tests); for metrics with an oracle value, better means "
+    "closer to it. Unmarked differences are undecided. "
     "↓ after a metric: lower values are the improvement; ↑: higher values are. The oracle floor "
     "is the metric for fresh draws of the true distribution: what a perfect generator gets. "
     "Times are the measured wall clock of the batch the model was trained (sampled) in, with "
@@ -134,7 +136,8 @@ def header_blocks(loaded: ExperimentResults) -> list[Block]:
 
 
 def _model_line(run: RunConfig) -> str:
-    options = (*COMMON_OPTIONS, *ARCHITECTURES[run.model.arch].options)
+    own = arch_info(run.model.arch).options
+    options = own if ":" in run.model.arch else (*COMMON_OPTIONS, *own)  # a plugin: its own
     return (
         f"model.arch = {run.model.arch} ("
         + comma_list(f"{name} = {getattr(run.model, name)}" for name in options)
@@ -153,13 +156,14 @@ def option_differences(run: RunConfig, baseline: RunConfig) -> list[str]:
         changes.append(f"model.arch = {run.model.arch}")
         changes += [
             f"model.{name} = {getattr(run.model, name)}"
-            for name in ARCHITECTURES[run.model.arch].options
+            for name in arch_info(run.model.arch).options
         ]
     own, reference = to_dict(run), to_dict(baseline)
     for section in ("model", "train", "schedule", "eval"):
         for key, value in own[section].items():
             line = f"{section}.{key} = {value}"
-            if value != reference[section].get(key) and line not in changes and key != "arch":
+            skip = key in ("arch", "plugin_root")  # plugin_root: where the file lies, no option
+            if value != reference[section].get(key) and line not in changes and not skip:
                 changes.append(line)
     return changes
 

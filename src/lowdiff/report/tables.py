@@ -15,9 +15,11 @@ metric catalogue).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from lowdiff import stats
+import numpy as np
+
+from lowdiff import decisions, stats
 from lowdiff.metrics import METRICS
 from lowdiff.report.load import ExperimentResults
 
@@ -66,6 +68,9 @@ def compare_runs(
     metric: str | None = None,
     oracle: Mapping[str, float | None] | None = None,
     alpha: float = ALPHA,
+    margins: Mapping[str, float | None] | None = None,
+    design: decisions.Design | Callable[[str, str], decisions.Design] | None = None,
+    power: bool = True,
 ) -> dict[tuple[str, str], stats.Comparison]:
     """Each candidate vs `reference` per dataset, paired on their common seeds; one Holm family.
 
@@ -73,22 +78,92 @@ def compare_runs(
     distance to `oracle[dataset]` (the dataset's oracle floor; None or absent: not judged),
     else by its direction. `lower_is_better` alone gives a plain direction (no catalogue).
     Returns {(candidate, dataset): Comparison} for every pair that shares at least one seed.
+    Each is decided by `decisions.decide_family` (four verdicts): `margins[dataset]` is the
+    equivalence margin of the tested difference (None: no equivalence test), `design` the
+    sequential design, for all or per (candidate, dataset) (None: a fixed-sample test at
+    `alpha`); `power=False` skips the power statements of undecided comparisons (simulations).
     """
     judge = _judge(metric, lower_is_better)
-    keys, comparisons = [], []
+    keys, comparisons, tested = [], [], []
     for run in candidates:
-        for dataset, by_seed in values.get(run, {}).items():
-            reference_values = values.get(reference, {}).get(dataset, {})
-            common = sorted(seed for seed in by_seed if seed in reference_values)
-            if not common:
+        for dataset in values.get(run, {}):
+            candidate, baseline = paired(values, run, reference, dataset)
+            if not candidate:
                 continue
-            candidate = [by_seed[seed] for seed in common]
-            baseline = [reference_values[seed] for seed in common]
             floor = None if oracle is None else oracle.get(dataset)
             keys.append((run, dataset))
             comparisons.append(judge(candidate, baseline, floor, alpha))
-    corrected = stats.correct_family(comparisons, alpha=alpha) if comparisons else []
-    return dict(zip(keys, corrected, strict=True))
+            tested.append(tested_differences(candidate, baseline, floor, metric))
+    margin_of = [None if margins is None else margins.get(dataset) for _, dataset in keys]
+    design = design or decisions.Design(alpha=alpha)
+    designs = [design if isinstance(design, decisions.Design) else design(*key) for key in keys]
+    decided = decide(comparisons, tested, margin_of, designs, power=power)
+    return dict(zip(keys, decided, strict=True))
+
+
+def decide(
+    comparisons: Sequence[stats.Comparison],
+    tested: Sequence[np.ndarray],
+    margins: Sequence[float | None],
+    designs: Sequence[decisions.Design],
+    *,
+    power: bool = True,
+) -> list[stats.Comparison]:
+    """One family: Holm-corrected (`stats.correct_family`, for the adjusted p's shown) and
+    decided by `decisions.decide_family` (better / worse / equivalent / undecided, at the
+    design's looks); `tested` holds each comparison's per-seed tested differences."""
+    if not comparisons:
+        return []
+    corrected = stats.correct_family(comparisons, alpha=designs[0].alpha)
+    decided = decisions.decide_family(tested, margins, designs, power=power)
+    return [
+        _with_decision(comparison, decision, margin, design)
+        for comparison, decision, margin, design in zip(
+            corrected, decided, margins, designs, strict=True
+        )
+    ]
+
+
+def paired(values: Values, run: str, reference: str, dataset: str) -> tuple[list, list]:
+    """(candidate, reference) values over the seeds both finished, in seed order."""
+    by_seed = values.get(run, {}).get(dataset, {})
+    reference_values = values.get(reference, {}).get(dataset, {})
+    common = sorted(seed for seed in by_seed if seed in reference_values)
+    return [by_seed[s] for s in common], [reference_values[s] for s in common]
+
+
+def tested_differences(
+    candidate: list[float], baseline: list[float], floor: float | None, metric: str | None
+) -> np.ndarray:
+    """Per seed, the difference the verdict is about: of distances to the floor, or raw."""
+    candidate_values, baseline_values = np.asarray(candidate), np.asarray(baseline)
+    if metric is not None and METRICS[metric].goal == "oracle":
+        if floor is None:
+            return np.zeros(0)  # not judged
+        return np.abs(candidate_values - floor) - np.abs(baseline_values - floor)  # (n,)
+    return candidate_values - baseline_values
+
+
+def _with_decision(
+    comparison: stats.Comparison,
+    decision: decisions.Decision,
+    margin: float | None,
+    design: decisions.Design,
+) -> stats.Comparison:
+    """The comparison re-marked by the family's decision (fixed sample: the same Holm test)."""
+    if comparison.oracle is None and comparison.lower_is_better is None:
+        return comparison  # not judged: no floor
+    return replace(
+        comparison,
+        significant=decision.significant,
+        equivalent=decision.equivalent,
+        margin=margin,
+        equivalence_p=decision.equivalence_p,
+        decided_at=decision.decided_at,
+        nominal_alpha=decision.nominal_alpha,
+        max_seeds=design.max_seeds,
+        power=decision.power,
+    )
 
 
 Judge = Callable[[list[float], list[float], float | None, float], stats.Comparison]
@@ -142,10 +217,13 @@ def metric_values(loaded: ExperimentResults, metric: str) -> dict[str, dict[str,
     }
 
 
-def metric_tables(loaded: ExperimentResults) -> dict[str, MetricTable]:
-    """Every table metric: summaries of each (run, dataset), comparisons with the baseline."""
+def metric_tables(
+    loaded: ExperimentResults, metrics: Sequence[str] = TABLE_METRICS
+) -> dict[str, MetricTable]:
+    """Every table metric (or `metrics`): summaries of each (run, dataset), comparisons with
+    the baseline."""
     tables = {}
-    for metric in TABLE_METRICS:
+    for metric in metrics:
         values = metric_values(loaded, metric)
         summaries = {
             (run, dataset): stats.summarize(list(by_seed.values()))
@@ -155,7 +233,13 @@ def metric_tables(loaded: ExperimentResults) -> dict[str, MetricTable]:
         candidates = [run for run in loaded.run_names if run != loaded.baseline]
         floors = {dataset: loaded.oracle_mean(dataset, metric) for dataset in loaded.datasets}
         comparisons = compare_runs(
-            values, loaded.baseline, candidates, metric=metric, oracle=floors
+            values,
+            loaded.baseline,
+            candidates,
+            metric=metric,
+            oracle=floors,
+            margins={dataset: loaded.margin(dataset, metric) for dataset in loaded.datasets},
+            design=lambda run, dataset: loaded.design_for(run, loaded.baseline, dataset),
         )
         tables[metric] = MetricTable(metric, summaries, comparisons)
     return tables

@@ -13,11 +13,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
-from lowdiff import data, stats
+from lowdiff import data, decisions, stats
 from lowdiff.metrics import METRICS
 from lowdiff.report.load import CellResult
 
 STAR = "★"  # better by the corrected, floor-aware test
+WORSE_MARK = "▼"  # worse by the same test
+EQUIVALENT_MARK = "≈"  # equivalent within the margin (TOST)
+
+
+def verdict_mark(comparison: stats.Comparison) -> str:
+    """★ better, ▼ worse, ≈ equivalent, '' otherwise (undecided, untested, past the oracle)."""
+    phrase = stats.verdict(comparison)
+    return {stats.BETTER: STAR, stats.WORSE: WORSE_MARK, stats.EQUIVALENT: EQUIVALENT_MARK}.get(
+        phrase, ""
+    )
 
 
 def num_modes(dataset: str) -> int:
@@ -87,7 +97,9 @@ def format_delta(comparison: stats.Comparison, metric: str) -> str:
     if phrase == stats.BETTER:
         return f"{text} {STAR} better"
     if phrase == stats.WORSE:
-        return f"{text} worse (significant)"
+        return f"{text} {WORSE_MARK} worse"
+    if phrase == stats.EQUIVALENT:
+        return f"{text} {EQUIVALENT_MARK} equivalent"
     if stats.is_past_oracle(phrase):
         return f"{text} past the oracle value (significant)"
     return text
@@ -116,8 +128,60 @@ def describe_comparison(comparison: stats.Comparison, metric: str) -> str:
         details.append(f"Holm-adjusted p = {comparison.p_value_adjusted:.3g}")
     if comparison.past_significant and comparison.past_p_value_adjusted is not None:
         details.append(f"past the oracle value: p = {comparison.past_p_value_adjusted:.3g}")
+    if comparison.margin is not None:
+        details.append(f"margin ±{number(comparison.margin)}")
+    if comparison.equivalence_p is not None:
+        details.append(f"TOST p = {comparison.equivalence_p:.3g}")
     details.append(f"{comparison.n} paired seeds")
-    return f"{stats.verdict(comparison)} ({', '.join(details)})"
+    if comparison.max_seeds is not None:
+        details.append(f"sequential design up to {comparison.max_seeds} seeds")
+    phrase = stats.verdict(comparison)
+    if phrase == stats.NO_DIFFERENCE and comparison.p_value is not None:
+        details.append(power_text(comparison, metric))
+    return f"{phrase} ({', '.join(details)})"
+
+
+def _seeds(count: int | None) -> str:
+    return f"more than {decisions.MAX_SEEDS_STATED}" if count is None else f"{count}"
+
+
+def seeds_needed_text(comparison: stats.Comparison) -> str:
+    """'about 14 seeds to decide the observed difference (7–93 over the sd's 95% interval)':
+    the seeds (in all, not more) that 80 % power would take, for the difference or, when the
+    observed difference lies within the margin, for equivalence."""
+    power = comparison.power
+    if not isinstance(power, decisions.PowerStatement):
+        return "no estimate: fewer than 2 seeds or no spread"
+    if power.kind == "equivalence" and power.seeds_for_equivalence is not None:
+        return f"about {power.seeds_for_equivalence} seeds to show equivalence"
+    low, high = power.seeds_for_effect_range
+    if power.seeds_for_effect is None:
+        return (
+            f"{_seeds(None)} seeds to decide the observed difference: it is too small "
+            "to tell from zero, and no margin makes it equivalent"
+        )
+    return (
+        f"about {power.seeds_for_effect} seeds to decide the observed difference "
+        f"({_seeds(low)}–{_seeds(high)} over the sd's 95% interval)"
+    )
+
+
+def power_text(comparison: stats.Comparison, metric: str) -> str:
+    """The smallest effect the seeds detect with 80 % power, and the seeds needed."""
+    power = comparison.power
+    if not isinstance(power, decisions.PowerStatement):
+        return seeds_needed_text(comparison)
+    detectable = (
+        "—"
+        if power.minimum_detectable is None
+        else _with_unit_number(power.minimum_detectable, metric=metric)
+    )
+    return (
+        f"{power.n} seeds detect {detectable} with 80% power at α = {power.alpha:.2g} (paired sd "
+        f"{_with_unit_number(power.sd, metric=metric)}, 95% interval "
+        f"{format_number(power.sd_low, metric)}–{format_number(power.sd_high, metric)}); "
+        + seeds_needed_text(comparison)
+    )
 
 
 def _with_unit_number(value: float, *, metric: str, signed: bool = False) -> str:
