@@ -6,9 +6,11 @@ the four reference datasets, M = 4 models in one batch) runs alone, then N of th
 steps/s is measured over the window in which all N run. Settings:
 
 - default:  torch's defaults (as many threads as CPUs, OpenMP threads spin while waiting)
-- passive:  OMP_WAIT_POLICY=PASSIVE set before torch loads (runtime.share_cpu_environment)
+- passive:  OMP_WAIT_POLICY=PASSIVE set before torch loads (runtime.SHARING_ENVIRONMENT)
+- spin:     spin-then-sleep (runtime.ALONE_ENVIRONMENT: GOMP_SPINCOUNT) and chosen threads
 - threads:  threads chosen by runtime.choose_threads (CPUs shared among busy processes)
-- lowdiff:  both, which is what the command line does
+- lowdiff:  what the command line does: threads chosen, and the wait policy chosen by
+            runtime.share_cpu_environment (spin-then-sleep alone, passive beside others)
 
 Run it alone on the machine (other load changes the figures):
 
@@ -29,11 +31,18 @@ from pathlib import Path
 MODES = {
     "default": "torch's defaults",
     "passive": "passive OpenMP wait policy",
+    "spin": "spin-then-sleep, threads chosen",
     "threads": "threads chosen from free CPUs",
     "lowdiff": "lowdiff's setting (both)",
 }
 DATASETS = ("circle", "dino", "line", "moons")
-CLEARED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME")
+CLEARED = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "KMP_BLOCKTIME",
+    "GOMP_SPINCOUNT",
+)
 BLOCK = 50  # steps between time stamps
 
 
@@ -44,8 +53,8 @@ def worker(mode: str, steps: int, models: int, points: int) -> None:
     """Set up a training, say READY, wait for GO, train; print time stamps as JSON."""
     from lowdiff import runtime
 
-    if mode in ("passive", "lowdiff"):
-        runtime.share_cpu_environment()  # before torch is imported
+    if mode in ("passive", "spin", "lowdiff"):  # before torch is imported
+        runtime.share_cpu_environment({"passive": False, "spin": True}.get(mode))
     import torch
 
     from lowdiff.data import load
@@ -53,7 +62,7 @@ def worker(mode: str, steps: int, models: int, points: int) -> None:
     from lowdiff.models import ModelConfig
     from lowdiff.schedule import NoiseSchedule, ScheduleConfig
 
-    if mode in ("threads", "lowdiff"):
+    if mode in ("threads", "spin", "lowdiff"):
         runtime.configure_cpu(0)
     else:
         runtime.keep_freed_memory()  # the allocator setting is common to every mode

@@ -1,37 +1,59 @@
-"""Throughput of the batched engine against M, and what running packs through Ray costs.
+"""How lowdiff's cost grows: training throughput against M and precision, the machine's floor,
+and what evaluating a model costs beside training it.
 
-1. models x steps per second of the baseline training step for M = 1, 4, 16, 64 models in one
-   batch (where memory allows) on the chosen device, with the hardware recorded.
-2. The same tiny experiment run by the local executor and by Ray (a cluster on this machine
-   with one CPU, so both run one pack at a time): wall time of each and Ray's overhead, with
-   the cluster's start-up time apart.
+1. models x steps per second of the baseline training step (the engine's step with its data
+   chunks and EMA, as `Trainer.run` takes it) for M = 1, 4, 16, 64, in fp32 and, where the
+   device has native bf16, in bf16 (`train.precision`). The two precisions alternate, each
+   timed over at least --seconds, and the median of --repeats is printed with their ratio, so
+   the ratio comes from one run under one load.
+2. The floor: the step's matrix-product FLOPs (counted by torch.utils.flop_counter) at the
+   measured rate of a batched 256 x 256 `bmm` in each precision, and the fraction of that floor
+   the step reaches.
+3. Sampling 10,000 points x 100 steps per model (ancestral), fp32 and bf16 (`eval.precision`),
+   against its own floor.
+4. Evaluation per model at the protocol's sizes against its training: eval loss over the
+   100,000 training points, sampling, every metric of `metrics.measure` (each function it calls,
+   timed by cProfile, so a new metric appears by itself) and the dataset's reference (k-NN radii,
+   once per dataset and process), beside 10,000 training steps at the M = 16 rate.
+5. The same tiny experiment through the local executor and through Ray (--skip-overhead: not).
 
-Run it alone on the machine (other load changes the figures):
+    python benchmarks/throughput.py [--models 1,4,16,64] [--quick] [--threads 0]
+                                    [--device auto] [--skip-overhead] [--overhead-steps 1000]
 
-    python benchmarks/throughput.py [--models 1,4,16,64] [--steps 300] [--device auto]
-                                    [--overhead-steps 1000] [--skip-overhead]
+--quick: M = 1, 4, 16, shorter timings, 2,000 samples, no Ray (a check in about a minute).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
 import platform
+import pstats
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from lowdiff import config as config_module
 from lowdiff.data import load
-from lowdiff.engine import Member, TrainConfig, Trainer, resolve_device
+from lowdiff.engine import CHUNK_STEPS, Member, TrainConfig, Trainer, resolve_device
+from lowdiff.evaluation import eval_loss
 from lowdiff.executors import ExecutorConfig, LocalExecutor, RayExecutor
-from lowdiff.models import ModelConfig
+from lowdiff.metrics import load_reference, measure
+from lowdiff.models import ModelConfig, build_model
+from lowdiff.precision import autocast, bf16_missing
 from lowdiff.runtime import available_cpus, configure_cpu
+from lowdiff.samplers import sample
 from lowdiff.schedule import NoiseSchedule, ScheduleConfig
 
-WARMUP_STEPS = 20
+DATASETS = ("circle", "dino", "line", "moons")
+PROTOCOL_STEPS = 10_000
 
 
 def hardware(device: torch.device) -> str:
@@ -42,9 +64,11 @@ def hardware(device: torch.device) -> str:
         names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
         model = names[0] if names else model
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    load_average = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"device {device} ({name}); CPU {model}, {os.cpu_count()} CPUs, {available_cpus()} "
-        f"usable; torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"usable; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"load average {load_average}"
     )
 
 
@@ -53,32 +77,153 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def train_steps(trainer: Trainer, steps: int) -> None:
-    for step in range(steps):
-        if step % 100 == 0:
-            x0, t, eps = trainer.source.next_chunk(min(100, steps - step))
-        trainer.step(x0[step % 100], t[step % 100], eps[step % 100])
-        trainer.ema.update(trainer.model)
+def timed(run: Callable[[], None], device: torch.device, seconds: float) -> float:
+    """Seconds per call of `run`, calling it until at least `seconds` have passed."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        run()
+        calls += 1
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return elapsed / calls
 
 
-def models_steps_per_s(num_models: int, steps: int, device: torch.device) -> float | None:
-    """models x steps / s of the baseline over `steps` timed steps; None if out of memory."""
-    points = torch.from_numpy(load("dino"))
-    members = [Member("dino", seed) for seed in range(num_models)]
+# --- 1. training throughput ---------------------------------------------------------------
+
+
+def make_trainer(num_models: int, precision: str, device: torch.device) -> Trainer:
+    names = [DATASETS[m % len(DATASETS)] for m in range(num_models)]
+    tensors = {name: torch.from_numpy(load(name)) for name in set(names)}
+    members = [Member(name, m // len(DATASETS)) for m, name in enumerate(names)]
     schedule = NoiseSchedule(ScheduleConfig(), device)
-    try:
-        trainer = Trainer(ModelConfig(), members, {"dino": points}, schedule, TrainConfig(), device)
-        train_steps(trainer, WARMUP_STEPS)
-        synchronize(device)
-        start = time.perf_counter()
-        train_steps(trainer, steps)
-        synchronize(device)
-    except torch.OutOfMemoryError:
-        return None
-    return num_models * steps / (time.perf_counter() - start)
+    config = TrainConfig(precision=precision)
+    return Trainer(ModelConfig(), members, tensors, schedule, config, device)
 
 
-# --- local against Ray ---------------------------------------------------------------------
+def stepper(trainer: Trainer) -> Callable[[], None]:
+    """One training step per call, data drawn in chunks as `Trainer.run` draws them."""
+    state = {"step": 0, "chunk": None}
+
+    def step() -> None:
+        k = state["step"] % CHUNK_STEPS
+        if k == 0:
+            state["chunk"] = trainer.source.next_chunk(CHUNK_STEPS)
+        x0, t, eps = state["chunk"]
+        trainer.step(x0[k], t[k], eps[k])
+        trainer.ema.update(trainer.model)
+        state["step"] += 1
+
+    return step
+
+
+def step_flops(trainer: Trainer) -> int:
+    """FLOPs of one training step of all M models (matrix products, forward and backward)."""
+    x0, t, eps = trainer.source.next_chunk(1)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        trainer.step(x0[0], t[0], eps[0])
+    return counter.get_total_flops()
+
+
+def training_rates(
+    models: list[int], precisions: list[str], args: argparse.Namespace, device: torch.device
+) -> dict[tuple[int, str], float]:
+    """models x steps / s for each (M, precision): precisions alternate, median of repeats."""
+    rates = {}
+    for num_models in models:
+        trainers = {p: make_trainer(num_models, p, device) for p in precisions}
+        steps = {p: stepper(trainer) for p, trainer in trainers.items()}
+        for run in steps.values():  # warm-up: allocator, kernels, first chunk
+            for _ in range(3):
+                run()
+        samples: dict[str, list[float]] = {p: [] for p in precisions}
+        for _ in range(args.repeats):
+            for p in precisions:
+                samples[p].append(num_models / timed(steps[p], device, args.seconds))
+        for p in precisions:
+            rates[num_models, p] = statistics.median(samples[p])
+    return rates
+
+
+def bmm_rate(dtype: torch.dtype, device: torch.device, seconds: float) -> float:
+    """FLOP/s of a batched (16, 256, 256) @ (16, 256, 256) product, the step's largest GEMM."""
+    a = torch.randn(16, 256, 256, device=device).to(dtype)
+    b = torch.randn(16, 256, 256, device=device).to(dtype)
+    torch.bmm(a, b)
+    per_call = timed(lambda: torch.bmm(a, b), device, seconds)
+    return 2 * 16 * 256**3 / per_call
+
+
+# --- 3. sampling ----------------------------------------------------------------------------
+
+
+def sampling_seconds(
+    num_models: int, precision: str, num_samples: int, device: torch.device
+) -> float:
+    """Seconds per model to sample num_samples points x 100 steps (an untrained network)."""
+    model = build_model(ModelConfig(), num_models, 100).to(device)
+    model.reset_parameters([torch.Generator().manual_seed(m) for m in range(num_models)])
+    schedule = NoiseSchedule(ScheduleConfig(), device)
+    generators = [torch.Generator(device).manual_seed(m) for m in range(num_models)]
+    with autocast(precision, device):
+        drawn = sample(model, schedule, generators, device, num_samples=num_samples)
+    return drawn.inference_time / num_models
+
+
+def sampling_flops(num_samples: int, device: torch.device) -> int:
+    """FLOPs of the 100 network evaluations that sample num_samples points of one model."""
+    model = build_model(ModelConfig(), 1, 100).to(device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, num_samples, 2, device=device), 50)
+    return 100 * counter.get_total_flops()
+
+
+# --- 4. evaluation against training --------------------------------------------------------
+
+
+def metric_seconds(samples: np.ndarray, dataset: str) -> dict[str, float]:
+    """Seconds of each function metrics.measure calls, and of the dataset's reference."""
+    start = time.perf_counter()
+    reference = load_reference(dataset, 100_000)
+    reference.rho(5), reference.euclidean_radii(5), reference.regions()
+    seconds = {"reference (once per dataset)": time.perf_counter() - start}
+    profiler = cProfile.Profile()
+    profiler.runcall(measure, samples, reference, 5)
+    stats = pstats.Stats(profiler)
+    stats.calc_callees()
+    for function, callees in stats.all_callees.items():
+        if function[2] == "measure" and function[0].endswith("metrics.py"):
+            for callee, timing in callees.items():
+                if timing[3] >= 1e-3:  # cumulative time, seconds
+                    seconds[f"metric: {callee[2]}"] = timing[3]
+    return seconds
+
+
+def evaluation_costs(
+    rate_16: float, precisions: list[str], num_samples: int, device: torch.device
+) -> None:
+    """Per model: eval loss, sampling, each metric, against its 10,000 training steps."""
+    trainer = make_trainer(4, "fp32", device)
+    points = torch.stack([torch.from_numpy(load(name)) for name in DATASETS]).to(device)
+    generators = [g["eval"] for g in trainer.generators]
+    start = time.perf_counter()
+    eval_loss(trainer.model, trainer.schedule, points, generators, 10_000)
+    synchronize(device)
+    costs = {"eval loss (100,000 points)": (time.perf_counter() - start) / 4}
+    for p in precisions:
+        costs[f"sampling {num_samples:,} points, {p}"] = sampling_seconds(4, p, num_samples, device)
+    samples = np.random.default_rng(0).normal(size=(num_samples, 2)).astype(np.float32)
+    costs |= metric_seconds(samples, "dino")
+    training = PROTOCOL_STEPS / rate_16
+    print("\nevaluation per model (dino; M = 4 sampled together) against training it")
+    print(f"{'training, 10,000 steps at the M = 16 fp32 rate':52} {training:8.2f} s")
+    for name, seconds in costs.items():
+        print(f"{name:52} {seconds:8.2f} s  {100 * seconds / training:6.1f} % of training")
+
+
+# --- 5. local against Ray -------------------------------------------------------------------
 
 
 def tiny_experiment(steps: int) -> config_module.ExperimentConfig:
@@ -129,26 +274,71 @@ def overhead(steps: int) -> None:
     print(f"Ray overhead   {100 * (on_ray - local) / local:+7.1f} % (start-up excluded)")
 
 
+# --- the report -------------------------------------------------------------------------------
+
+
+def print_training(
+    rates: dict[tuple[int, str], float],
+    models: list[int],
+    precisions: list[str],
+    flops: float,
+    peaks: dict[str, float],
+) -> None:
+    print(f"baseline training step: {flops / 1e6:.0f} MFLOP per model-step (matrix products)")
+    print(", ".join(f"{p} bmm {peaks[p] / 1e9:.0f} GFLOP/s" for p in precisions) + "\n")
+    header = "".join(f" {p + ' models*steps/s':>22} {'% of floor':>10}" for p in precisions)
+    print(f"{'M':>4}{header}" + ("   bf16/fp32" if len(precisions) > 1 else ""))
+    for m in models:
+        row = f"{m:4d}"
+        for p in precisions:
+            rate = rates[m, p]
+            row += f" {rate:22.0f} {100 * rate * flops / peaks[p]:9.0f}%"
+        if len(precisions) > 1:
+            row += f" {rates[m, 'bf16'] / rates[m, 'fp32']:10.2f}x"
+        print(row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="1,4,16,64")
-    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="0: lowdiff's choice")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per timing")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=10_000, help="points sampled per model")
+    parser.add_argument("--quick", action="store_true", help="M = 1,4,16, short timings")
     parser.add_argument("--overhead-steps", type=int, default=1000)
-    parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-overhead", action="store_true", help="no local vs Ray")
     args = parser.parse_args()
+    if args.quick:
+        args.models, args.seconds, args.repeats, args.samples = "1,4,16", 0.5, 2, 2000
+        args.skip_overhead = True
     configure_cpu(args.threads)
     device = resolve_device(args.device)
+    models = [int(m) for m in args.models.split(",")]
+    missing = bf16_missing(device.type)
+    precisions = ["fp32"] if missing else ["fp32", "bf16"]
     print(hardware(device))
-    print(f"baseline training step, {args.steps} steps after {WARMUP_STEPS} of warm-up\n")
-    print(f"{'M':>4} {'models x steps/s':>17} {'ms per step':>12}")
-    for num_models in (int(m) for m in args.models.split(",")):
-        rate = models_steps_per_s(num_models, args.steps, device)
-        if rate is None:
-            print(f"{num_models:4d} {'out of memory':>17}")
-            continue
-        print(f"{num_models:4d} {rate:17.0f} {1e3 * num_models / rate:12.2f}")
+    if missing:
+        print(f"bf16 not measured: {missing}")
+    flops = step_flops(make_trainer(1, "fp32", device))
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peaks = {p: bmm_rate(dtypes[p], device, args.seconds) for p in precisions}
+    rates = training_rates(models, precisions, args, device)
+    print_training(rates, models, precisions, flops, peaks)
+    floor_flops = sampling_flops(args.samples, device)
+    print(
+        f"\nsampling {args.samples:,} points x 100 steps: {floor_flops / 1e9:.1f} GFLOP per model"
+    )
+    for m in (1, 4):
+        for p in precisions:
+            seconds = statistics.median(
+                sampling_seconds(m, p, args.samples, device) for _ in range(args.repeats)
+            )
+            floor = 100 * floor_flops / peaks[p] / seconds
+            print(f"M = {m} {p}: {seconds:6.2f} s per model ({floor:.0f}% of the {p} bmm floor)")
+    rate_16 = rates.get((16, "fp32")) or rates[models[-1], "fp32"]
+    evaluation_costs(rate_16, precisions, args.samples, device)
     if not args.skip_overhead:
         overhead(args.overhead_steps)
 

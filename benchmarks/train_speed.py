@@ -1,24 +1,36 @@
-"""Training and sampling speed of the batched engine against a plain single-model loop.
+"""Training and sampling speed of the batched engine against a plain single-model loop, and
+of the real pipeline (what `lowdiff run` / `lowdiff train` do) against the engine's bare step.
 
 Prints ms per model-step of the baseline training step for M = 1, 4, 16 (and more with --models),
 the same for a plain loop written the usual way (DataLoader over a TensorDataset, one nn.Module,
 AdamW, clipping, EMA, one Python step at a time), their ratio, the ms per model-step of every
 architecture family, and the time to sample 10,000 points x 100 steps per model.
 
+The pipeline rows run an experiment through `lowdiff.experiments.execute` (the entry point of
+`lowdiff run`: packs, data order, random-number chunks, learning-rate schedule, EMA, divergence
+checks, checkpoints, progress) as `lowdiff train --datasets ...` builds it, and read its training
+time from cell.json; the bare engine step of the same M runs right after it, repeated and
+interleaved, and the gap between the medians is printed.
+
     python benchmarks/train_speed.py [--steps 60] [--models 1,4,16] [--device cpu|cuda]
+                                     [--pipeline-steps 300] [--pipeline-models 1,4,16]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lowdiff import config as config_module
 from lowdiff.data import load
 from lowdiff.engine import CHUNK_STEPS, Member, TrainConfig, Trainer, resolve_device
 from lowdiff.models import ModelConfig
@@ -103,6 +115,75 @@ def engine_ms(
     return statistics.median(block_times) / num_models * 1e3
 
 
+PIPELINE_DATASETS = ("circle", "dino", "line", "moons")
+
+
+def pipeline_experiment(num_models: int, steps: int) -> config_module.ExperimentConfig:
+    """What `lowdiff train --datasets ... --seeds ...` runs for M models, with a small eval."""
+    datasets = list(PIPELINE_DATASETS[: min(num_models, 4)])
+    raw = {
+        "experiment": {
+            "name": "pipeline",
+            "datasets": datasets,
+            "seeds": list(range(max(1, num_models // len(datasets)))),
+            "oracle_draws": 1,
+            "device": "cpu",
+        },
+        "train": {"num_steps": steps},
+        "eval": {"num_samples": 500, "process_snapshots": 0},
+        "runs": {"baseline": {"model": {"arch": "mlp"}}},
+    }
+    return config_module.resolve(raw, "pipeline")
+
+
+def pipeline_ms(num_models: int, steps: int) -> float:
+    """ms per model-step of the training loop of a real run (cell.json's batch record)."""
+    from lowdiff import experiments
+
+    with tempfile.TemporaryDirectory() as scratch:
+        experiment = pipeline_experiment(num_models, steps)
+        executed = experiments.execute(experiment, Path(scratch), progress=True)
+        if not executed.ok or not executed.made:
+            raise RuntimeError(f"the pipeline run failed: {executed}")
+        record = json.loads((executed.made[0].directory / "cell.json").read_text())
+    batch = record["batch"]
+    return batch["training_time"] / steps / batch["models"] * 1e3
+
+
+def bare_ms(num_models: int, steps: int, device: torch.device) -> float:
+    """ms per model-step of the engine's bare step over `steps` steps, on the pipeline's data."""
+    names = [PIPELINE_DATASETS[m % 4] for m in range(num_models)]
+    tensors = {name: torch.from_numpy(load(name)) for name in set(names)}
+    members = [Member(name, m // 4) for m, name in enumerate(names)]
+    schedule = NoiseSchedule(ScheduleConfig(), device)
+    trainer = Trainer(ModelConfig(), members, tensors, schedule, TrainConfig(), device)
+    synchronize(device)
+    start = time.perf_counter()
+    for step in range(steps):
+        if step % CHUNK_STEPS == 0:
+            x0, t, eps = trainer.source.next_chunk(min(CHUNK_STEPS, steps - step))
+        k = step % CHUNK_STEPS
+        trainer.step(x0[k], t[k], eps[k])
+        trainer.ema.update(trainer.model)
+    synchronize(device)
+    return (time.perf_counter() - start) / steps / num_models * 1e3
+
+
+def pipeline_gap(models: list[int], steps: int, repeats: int, plain: float) -> None:
+    """The real pipeline against the bare step, interleaved, medians of `repeats`."""
+    print(f"\nreal pipeline (experiments.execute, {steps} steps) against the bare engine step")
+    for num_models in models:
+        real, bare = [], []
+        for _ in range(repeats):
+            real.append(pipeline_ms(num_models, steps))
+            bare.append(bare_ms(num_models, steps, torch.device("cpu")))
+        real_ms, bare_ms_ = statistics.median(real), statistics.median(bare)
+        print(
+            f"M={num_models:<3} pipeline {real_ms:6.2f} ms/model-step, bare step {bare_ms_:6.2f} "
+            f"({100 * (real_ms / bare_ms_ - 1):+.1f} %), pipeline/plain loop {real_ms / plain:.2f}"
+        )
+
+
 def sampling_s(num_models: int, points: torch.Tensor, device: torch.device) -> float:
     members = [Member("dino", seed) for seed in range(num_models)]
     schedule = NoiseSchedule(ScheduleConfig(), device)
@@ -122,6 +203,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--skip-families", action="store_true")
+    parser.add_argument("--pipeline-steps", type=int, default=300)
+    parser.add_argument("--pipeline-models", default="1,4,16", help="'' to skip")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     configure_cpu(args.threads)
     device = resolve_device(args.device)
@@ -135,6 +219,9 @@ def main() -> None:
         print(
             f"engine baseline M={num_models:<3} {ms:6.2f} ms/model-step, plain/engine {ratio:.2f}x"
         )
+    if args.pipeline_models and device.type == "cpu":
+        models = [int(m) for m in args.pipeline_models.split(",")]
+        pipeline_gap(models, args.pipeline_steps, args.repeats, plain)
     if not args.skip_families:
         base = None
         for name, config in FAMILIES.items():

@@ -145,7 +145,8 @@ def test_limit_threads_sets_torch_and_the_environment(monkeypatch):
 
 
 def run_fresh(code: str, **env: str) -> str:
-    environment = {k: v for k, v in os.environ.items() if k not in runtime.SHARING_ENVIRONMENT}
+    waits = {*runtime.SHARING_ENVIRONMENT, *runtime.ALONE_ENVIRONMENT}
+    environment = {k: v for k, v in os.environ.items() if k not in waits}
     return subprocess.run(
         [sys.executable, "-c", code],
         env=environment | env,
@@ -157,18 +158,36 @@ def run_fresh(code: str, **env: str) -> str:
 
 def test_wait_policy_is_set_before_torch_and_a_users_value_kept():
     code = (
-        "import os; from lowdiff import runtime; ok = runtime.share_cpu_environment(); "
-        "print(ok, os.environ['OMP_WAIT_POLICY'], os.environ['KMP_BLOCKTIME'])"
+        "import os; from lowdiff import runtime; ok = runtime.share_cpu_environment({alone}); "
+        "print(ok, *(os.environ.get(k, '-') for k in "
+        "('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME')))"
     )
-    assert run_fresh(code) == "True PASSIVE 0"
-    assert run_fresh(code, OMP_WAIT_POLICY="ACTIVE") == "True ACTIVE 0"
+    assert run_fresh(code.format(alone=False)) == "True PASSIVE - 0"
+    assert run_fresh(code.format(alone=False), OMP_WAIT_POLICY="ACTIVE") == "True ACTIVE - 0"
+    # alone: spin-then-sleep, unless the user chose a policy (a spin count would override it)
+    assert run_fresh(code.format(alone=True)) == "True - 10000 1"
+    assert run_fresh(code.format(alone=True), OMP_WAIT_POLICY="ACTIVE") == "True ACTIVE - 1"
+    assert run_fresh(code.format(alone=True), GOMP_SPINCOUNT="5") == "True - 5 1"
+
+
+@pytest.mark.parametrize(
+    ("others", "load", "spins"), [(0, 0.0, True), (1, 0.0, False), (0, 1.2, False)]
+)
+def test_a_process_spins_only_when_alone(others, load, spins, monkeypatch):
+    for name in (*runtime.SHARING_ENVIRONMENT, *runtime.ALONE_ENVIRONMENT):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+    monkeypatch.setattr(runtime, "other_processes", lambda directory=None: others)
+    monkeypatch.setattr(runtime, "machine_load", lambda: load)
+    runtime.share_cpu_environment()
+    assert ("GOMP_SPINCOUNT" in os.environ) is spins
+    assert (os.environ.get("OMP_WAIT_POLICY") == "PASSIVE") is not spins
 
 
 def test_wait_policy_after_torch_is_reported_as_too_late(monkeypatch):
-    for name in runtime.SHARING_ENVIRONMENT:
+    for name in (*runtime.SHARING_ENVIRONMENT, *runtime.ALONE_ENVIRONMENT):
         monkeypatch.delenv(name, raising=False)  # restored after the test
     assert "torch" in sys.modules
-    assert runtime.share_cpu_environment() is False
+    assert runtime.share_cpu_environment(alone=False) is False
 
 
 def test_importing_lowdiff_runtime_does_not_import_torch():

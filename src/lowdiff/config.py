@@ -989,6 +989,7 @@ def check_resources(config: ExperimentConfig) -> None:
     names): call before any write."""
     check_device_available(config.experiment.device)
     check_executor_available(config.experiment.executor)
+    check_precisions(config)
     check_plugins(config)
     check_memory(config)
 
@@ -1006,3 +1007,22 @@ def check_executor_available(kind: str) -> None:
             f"experiment.executor = {kind!r} needs the package {module!r}, which is not "
             f"installed; install it with: pip install 'lowdiff[{extra}]', or use 'local'"
         )
+
+
+def check_precisions(config: ExperimentConfig) -> None:
+    """Every run's train/eval precision runs on the experiment's device (bf16 needs native
+    hardware support: lowdiff.precision)."""
+    from lowdiff.precision import check_precision
+
+    device = config.experiment.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    for run in config.runs:
+        for section in ("train", "eval"):
+            setting = f"runs.{run.name}: {section}.precision"
+            try:
+                check_precision(getattr(run, section).precision, device, setting)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None

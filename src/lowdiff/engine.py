@@ -44,6 +44,7 @@ import torch
 
 from lowdiff.models import Denoiser, ModelConfig, build_model
 from lowdiff.models.layers import SIMD_MULTIPLE
+from lowdiff.precision import autocast, check_precision
 from lowdiff.progress import bar as tqdm
 from lowdiff.results import ResultsError, atomic_write_with, config_hash, read_npz
 from lowdiff.schedule import NoiseSchedule
@@ -307,7 +308,9 @@ class Trainer:
         config: TrainConfig,
         device: torch.device,
     ) -> None:
+        check_precision(config.precision, device, "train.precision")
         self.members, self.schedule, self.config = list(members), schedule, config
+        self.device = device
         names = sorted({member.dataset for member in self.members})
         self.generators = [stream_generators(member, device) for member in self.members]
         self.model = build_model(model_config, len(self.members), schedule.num_timesteps).to(device)
@@ -335,6 +338,8 @@ class Trainer:
         """What a checkpoint must match to be resumed: everything that shapes the training."""
         train = dataclasses.asdict(self.config)
         train.pop("checkpoint_every")
+        if train.get("precision") == "fp32":  # the default: keys of older checkpoints stay valid
+            train.pop("precision")
         digest = hashlib.sha256()
         for name in names:
             digest.update(_numpy(datasets[name].float()).tobytes())
@@ -350,13 +355,21 @@ class Trainer:
         return config_hash(key)
 
     def step(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """One optimiser step of all M models; returns their MSE losses (M,) on the device."""
-        xt = self.schedule.add_noise(x0, eps, t)  # (M, B, 2)
-        eps_hat = self.model(xt, t).eps
-        mse = (eps_hat - eps).square().mean(dim=(1, 2))  # (M,)
-        objective = mse
-        if self.config.diversity_weight:
-            objective = mse - self.config.diversity_weight * mean_pairwise_distance(eps_hat)
+        """One optimiser step of all M models; returns their MSE losses (M,) on the device.
+
+        With train.precision = "bf16" the forward pass and the loss run under autocast (the
+        loss itself in fp32: eps_hat - eps promotes to eps's fp32), the backward pass outside
+        it; parameters, gradients and AdamW state are fp32 throughout.
+        """
+        with autocast(self.config.precision, self.device):
+            xt = self.schedule.add_noise(x0, eps, t)  # (M, B, 2)
+            eps_hat = self.model(xt, t).eps
+            mse = (eps_hat - eps).float().square().mean(dim=(1, 2))  # (M,)
+            objective = mse
+            if self.config.diversity_weight:
+                objective = mse - self.config.diversity_weight * mean_pairwise_distance(
+                    eps_hat.float()
+                )
         objective.sum().backward()  # sum: each model gets exactly its own gradient
         clip_grad_norm_per_model(self.parameters, self.config.grad_clip)
         self.optimizer.step()

@@ -36,6 +36,7 @@ from lowdiff.ground_truth import BatchTruth, measure_batch
 from lowdiff.lock import RunLock
 from lowdiff.machine import machine
 from lowdiff.metrics import Reference, load_reference, measure
+from lowdiff.precision import autocast
 from lowdiff.progress import bar as tqdm
 from lowdiff.progress import phase
 from lowdiff.samplers import Samples, sample
@@ -260,7 +261,11 @@ def _evaluate(
     with phase(f"{run.name}: eval loss of {len(truths)} models", disable=quiet):
         losses = eval_loss(result.model, schedule, points, eval_generators, config.chunk_size)
     sample_generators = [g["sample"] for g in generators]
-    with phase(f"{run.name}: sampling {config.num_samples} points x {len(truths)}", disable=quiet):
+    # eval.precision = "bf16": the network in bf16 autocast; the sampler's state stays fp32
+    with (
+        phase(f"{run.name}: sampling {config.num_samples} points x {len(truths)}", disable=quiet),
+        autocast(config.precision, device),
+    ):
         drawn = sample(
             result.ema_model,
             schedule,
@@ -274,9 +279,10 @@ def _evaluate(
             snapshot_points=config.process_points,
         )
     timesteps = field_timesteps(schedule.num_timesteps, config.field_timesteps)
-    field = weight_field(
-        result.ema_model, timesteps, config.field_resolution, config.field_extent, device
-    )
+    with autocast(config.precision, device):
+        field = weight_field(
+            result.ema_model, timesteps, config.field_resolution, config.field_extent, device
+        )
     truth = None
     if config.ground_truth and datasets:
         with phase(f"{run.name}: ground truth of {len(truths)} models", disable=quiet):
@@ -336,16 +342,17 @@ def sample_repeats(
     drawn = []
     for repeat in range(1, run.eval.sample_repeats):
         generators = [repeat_generator(Member(c.dataset, c.seed), repeat, device) for c in batch]
-        points = sample(
-            result.ema_model,
-            schedule,
-            generators,
-            device,
-            num_samples=run.eval.num_samples,
-            sampler=run.eval.sampler,
-            sampling_steps=run.eval.sampling_steps,
-            eta=run.eval.eta,
-        ).points
+        with autocast(run.eval.precision, device):  # as the cell's own sample
+            points = sample(
+                result.ema_model,
+                schedule,
+                generators,
+                device,
+                num_samples=run.eval.num_samples,
+                sampler=run.eval.sampler,
+                sampling_steps=run.eval.sampling_steps,
+                eta=run.eval.eta,
+            ).points
         drawn.append(points)
     return drawn
 

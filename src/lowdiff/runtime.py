@@ -6,10 +6,15 @@ processes, or one beside any other busy program) a spinning thread burns the tim
 the thread it waits for needs: one training ran 28x slower beside four busy processes on two
 cores. Two settings avoid that (benchmarks/concurrency.py measures both):
 
-- `share_cpu_environment()` asks OpenMP to sleep at once instead of spinning
-  (OMP_WAIT_POLICY=PASSIVE; KMP_BLOCKTIME=0 for Intel's OpenMP). OpenMP reads these when it is
-  loaded, i.e. on `import torch`, so the call must come before the first import of torch in the
-  process (the top of the command line entry point).
+- `share_cpu_environment()` sets how OpenMP threads wait. Beside other busy processes they
+  sleep at once (OMP_WAIT_POLICY=PASSIVE; KMP_BLOCKTIME=0 for Intel's OpenMP). A process alone
+  on the machine spins briefly before sleeping instead (GOMP_SPINCOUNT for GNU OpenMP, which
+  torch's CPU wheels load; KMP_BLOCKTIME=1 ms for Intel's): a step is dozens of short parallel
+  kernels, and waking a sleeping thread for each made a lone M = 1 run 1.6x slower than
+  spinning, while an unbounded spin (torch's default: 300,000 spins, milliseconds) is what
+  starves a second process. OpenMP reads these when it is loaded, i.e. on `import torch`, so
+  the call must come before the first import of torch in the process (the top of the command
+  line entry point).
 - `choose_threads()` picks the thread count (unless given, or set by OMP_NUM_THREADS) from the
   CPUs this process may run on (`os.sched_getaffinity`) divided among the busy processes: other
   `lowdiff` processes (a small registry of live process ids in the temporary directory; a
@@ -51,6 +56,10 @@ TRIM_THRESHOLD = 1024 * 1024 * 1024
 # Read by OpenMP when torch loads it: sleep at a barrier instead of spinning (GNU and LLVM
 # OpenMP read OMP_WAIT_POLICY, Intel's reads KMP_BLOCKTIME). A value the user set is kept.
 SHARING_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+# Alone: spin-then-sleep. GNU OpenMP spins GOMP_SPINCOUNT times (a `pause` each, ~40-140
+# cycles: some 0.1-0.5 ms here) before it sleeps, long enough to bridge the gaps between the
+# kernels of one step, short enough to give the CPU up soon if another process needs it.
+ALONE_ENVIRONMENT = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
 
 LOAD_SAMPLES = 5  # instantaneous run-queue samples, LOAD_INTERVAL_S apart
 LOAD_INTERVAL_S = 0.02
@@ -69,14 +78,23 @@ def keep_freed_memory() -> bool:
     return bool(ok)
 
 
-def share_cpu_environment() -> bool:
-    """Set the OpenMP wait policy for a shared CPU; call before the process imports torch.
+def share_cpu_environment(alone: bool | None = None) -> bool:
+    """Set the OpenMP wait policy; call before the process imports torch.
 
-    Returns False (and logs why) when torch is already imported, as its thread pool then
-    keeps the policy it started with. Values already in the environment are left as they are.
+    `alone`: whether this process has the machine to itself (None: no other registered lowdiff
+    process and a load below half a CPU, see `machine_load`); alone it spins briefly before
+    sleeping, else it sleeps at once. Values already in the environment are kept (a wait policy
+    the user set is not overridden by a spin count). Returns False (and logs why) when torch is
+    already imported, as its thread pool then keeps the policy it started with.
     """
-    for name, value in SHARING_ENVIRONMENT.items():
+    if alone is None:
+        alone = other_processes() == 0 and machine_load() < 0.5
+    chosen = dict(ALONE_ENVIRONMENT if alone else SHARING_ENVIRONMENT)
+    if "OMP_WAIT_POLICY" in os.environ:
+        chosen.pop("GOMP_SPINCOUNT", None)  # GNU OpenMP would let it override the user's
+    for name, value in chosen.items():
         os.environ.setdefault(name, value)
+    log.info("OpenMP wait: %s", "spin, then sleep (alone)" if alone else "sleep (shared)")
     if "torch" in sys.modules:
         log.info("torch was imported before the OpenMP wait policy was set; it has no effect")
         return False

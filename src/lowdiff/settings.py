@@ -19,6 +19,8 @@ from typing import Any, Literal
 from lowdiff.architectures import ARCHITECTURES, COMMON_OPTIONS
 from lowdiff.catalogue import SAMPLERS, BetaSchedule, SamplerName, choices_text
 from lowdiff.plugins import is_plugin, split_plugin
+from lowdiff.precision import Precision
+from lowdiff.precision import check_name as check_precision_name
 
 __all__ = ["BetaSchedule", "EvalConfig", "ModelConfig", "ScheduleConfig", "TrainConfig"]
 
@@ -99,8 +101,12 @@ class TrainConfig:
     # steps between checkpoints (taken at the next chunk boundary); not part of the cell key.
     # 1000 protocol steps of a batch of 12 take about 1.5 minutes on one CPU core.
     checkpoint_every: int = 1000
+    # "bf16": forward pass and loss under bf16 autocast, fp32 master weights, AdamW and EMA
+    # (lowdiff.precision); needs native bf16 hardware. Keyed only when set (not the default).
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
+        check_precision_name(self.precision, "train.precision")
         for name in ("num_steps", "batch_size", "ema_update_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(
@@ -156,8 +162,12 @@ class EvalConfig:
     ground_truth_points: int = 500  # fresh true draws per timestep for the loss by timestep
     ode_points: int = 256  # fresh true draws whose ODE likelihood is integrated
     ode_tolerance: float = 1e-5  # dopri5's rtol = atol
+    # "bf16": the network runs under bf16 autocast while sampling (and for the weight field);
+    # the sampler's state stays fp32 (lowdiff.precision). eval_loss is always fp32.
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
+        check_precision_name(self.precision, "eval.precision")
         positive = (
             "num_samples",
             "chunk_size",
