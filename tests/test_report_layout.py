@@ -55,11 +55,12 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_page_opens_with_contents_answer_and_marks(sweep):
     markdown = (sweep / "report.md").read_text()
     order = [line for line in markdown.splitlines() if line.startswith(("## ", "**Contents"))]
-    assert order[:3] == ["**Contents**", "## Summary", "## Figures"]
+    assert order[:4] == ["**Contents**", "## Verdicts", "## Summary", "## Figures"]
     assert order.index("## Setup") > order.index("## Figures")
-    summary = markdown.split("## Summary")[1].split("\n## ")[0]
-    assert summary.lstrip().startswith("![Paired effects](figures/effects.png)")
+    verdicts = markdown.split("## Verdicts")[1].split("\n## ")[0]
+    assert verdicts.lstrip().startswith("![Paired effects](figures/effects.png)")
     assert markdown.count("(figures/effects.png)") == 1
+    summary = markdown.split("## Summary")[1].split("\n## ")[0]
     rows = {line.split(" | ")[0][2:]: line for line in summary.splitlines() if "| larger" in line}
     assert WORSE_MARK in rows["larger_experts-diversity_weight=0.2"].split(" | ")[2]  # circle
     assert STAR in rows["larger_experts-diversity_weight=0.2"].split(" | ")[1]  # dino

@@ -228,9 +228,19 @@ def measure_batch(
             for n, p in zip(names, points, strict=True)
         ]
     )
-    eps = model_eps(ema_model, ContinuousSchedule(alpha_bar))
+    schedule = ContinuousSchedule(alpha_bar)
+    network = model_eps(ema_model, schedule)
     x = torch.from_numpy(points).to(device)
-    log_model = ode_log_likelihood(eps, ContinuousSchedule(alpha_bar), x, config.ode_tolerance)
+    with torch.no_grad():  # a diverged model (non-finite eps) would stall the shared solver
+        broken = ~torch.isfinite(network(x, 0.0)).all(dim=-1).all(dim=-1)
+
+    def eps(x: torch.Tensor, u: float) -> torch.Tensor:
+        # a broken model sees its points detached and gives eps 0: no NaN reaches the solver
+        mask = broken[:, None, None]
+        return torch.where(mask, 0.0, network(torch.where(mask, x.detach(), x), u))
+
+    log_model = ode_log_likelihood(eps, schedule, x, config.ode_tolerance)
+    log_model = log_model.masked_fill(broken[:, None], math.nan)  # dropped by metrics()
     densities = np.array(
         [
             truth.sample_log_density(name, s, alpha_bar) if np.isfinite(s).all() else math.nan

@@ -137,7 +137,8 @@ def remeasure(
         with tempfile.TemporaryDirectory(dir=root) as scratch:  # recomputed, then swapped in
             oracle.write_floors(config, references, Path(scratch))
             oracle.keep_ground_truth(root, Path(scratch))
-            if ground_truth:
+            wanted = config.run(config.experiment.baseline).eval.ground_truth
+            if ground_truth or wanted:  # a lost or damaged ground-truth block is computed again
                 oracle.write_ground_truth(config, Path(scratch))
             results.atomic_write_bytes(
                 root / "oracle.json", (Path(scratch) / "oracle.json").read_bytes(), root=root

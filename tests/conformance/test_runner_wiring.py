@@ -73,6 +73,7 @@ num_samples = {NUM_SAMPLES}
 chunk_size = {EVAL_CHUNK}
 process_snapshots = 0
 field_resolution = 4
+ground_truth = false  # not in the reference protocol: tests/test_ground_truth.py pins it
 [runs.baseline]
 model = {{ arch = "mlp", {WIDTHS} }}
 [runs.dual_scale]
