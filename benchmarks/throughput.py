@@ -238,7 +238,7 @@ def tiny_experiment(steps: int) -> config_module.ExperimentConfig:
             "device": "cpu",
         },
         "train": {"num_steps": steps},
-        "eval": {"num_samples": 1000},
+        "eval": {"num_samples": 1000, "ground_truth": False},
         "runs": {"baseline": {"model": {"arch": "mlp"}}},
     }
     return config_module.resolve(raw, "overhead")

@@ -130,7 +130,7 @@ def pipeline_experiment(num_models: int, steps: int) -> config_module.Experiment
             "device": "cpu",
         },
         "train": {"num_steps": steps},
-        "eval": {"num_samples": 500, "process_snapshots": 0},
+        "eval": {"num_samples": 500, "process_snapshots": 0, "ground_truth": False},
         "runs": {"baseline": {"model": {"arch": "mlp"}}},
     }
     return config_module.resolve(raw, "pipeline")
