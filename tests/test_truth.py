@@ -126,6 +126,28 @@ def test_posterior_agrees_with_a_finer_quadrature(name: str, monkeypatch) -> Non
     assert np.abs(log_coarse - log_fine).mean() < 0.01
 
 
+@pytest.mark.parametrize("sigma", [0.01, 0.3, 0.8])
+def test_disks_by_disk_equal_the_whole_quadrature(sigma: float) -> None:
+    """Circle's per-disk evaluation (each point against the disks that can matter) gives the
+    quadrature of all 17 × N nodes as one mixture, in the tails too."""
+    law = truth.law_of("circle")
+    alpha = math.sqrt(1.0 - sigma**2)
+    rng = np.random.default_rng(1)
+    x = np.concatenate(
+        [
+            data.load("circle", 400, seed=2) * alpha + sigma * rng.normal(size=(400, 2)),
+            4.0 * rng.normal(size=(40, 2)),
+        ]
+    )
+    whole = law.nodes()
+    assert law.noised_log_prob(x, alpha, sigma) == pytest.approx(
+        whole.noised_log_prob(x, alpha, sigma), abs=1e-8
+    )
+    assert law.eps_posterior(x, alpha, sigma) == pytest.approx(
+        whole.eps_posterior(x, alpha, sigma), abs=1e-8
+    )
+
+
 def test_a_dataset_without_a_law_says_so(monkeypatch) -> None:
     spec = data.get_dataset("dino")
     unknown = data.DatasetSpec("mystery", "?", spec.sampler, spec.components)

@@ -67,6 +67,7 @@ MOON_NODES = 500  # per moon: spacing <= 3π/500 ≈ 0.019 = 0.31 × the smaller
 ROLL_NODES = 1000  # spacing <= 4.0 · 3π/1000 ≈ 0.038 = 0.27 × the std 0.141
 DISK_RADIAL, DISK_ANGULAR = 24, 48
 CHUNK = 2048  # points per block of a (points x components) computation
+SKIP_NATS = 60.0  # a disk this much less likely than another at x_t is left out
 
 
 def noise_generator(seed: int) -> np.random.Generator:
@@ -189,20 +190,63 @@ class Disks(Law):
         w = self.weights[self.weights > 0]
         return float(-(w * np.log(w)).sum() + disk)
 
-    def nodes(self) -> Mixture:
-        """The (r, θ) midpoint rule: equal-weight point masses within each disk."""
+    def offsets(self) -> np.ndarray:
+        """(N, 2) the (r, θ) midpoint rule's nodes around a centre (equal weights)."""
         r = (np.arange(DISK_RADIAL) + 0.5) / DISK_RADIAL * self.radius
         theta = (np.arange(DISK_ANGULAR) + 0.5) / DISK_ANGULAR * 2 * math.pi
-        offsets = (r[:, None, None] * np.stack([np.cos(theta), np.sin(theta)], -1)).reshape(-1, 2)
+        return (r[:, None, None] * np.stack([np.cos(theta), np.sin(theta)], -1)).reshape(-1, 2)
+
+    def nodes(self) -> Mixture:
+        """The midpoint rule as one mixture of equal-weight point masses (the reference form)."""
+        offsets = self.offsets()
         means = (self.centres[:, None, :] + offsets[None]).reshape(-1, 2)
         log_w = np.repeat(np.log(self.weights) - math.log(len(offsets)), len(offsets))
         return Mixture(means, log_w, np.zeros(2))
 
+    def _by_disk(self, x: np.ndarray, alpha: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+        """The quadrature of `nodes()` one disk at a time, each point only against the disks
+        that can matter: (n, K) log-mass of each disk at x_t and (n, K, 2) the mean node of
+        each disk given x_t. A disk whose nearest possible node is SKIP_NATS less likely than
+        the farthest possible node of another disk is left out (−inf): a relative error below
+        e^−SKIP_NATS, and the nodes of one disk instead of all K where the noise is small."""
+        offsets, var = self.offsets(), sigma**2
+        log_norm = -math.log(2 * math.pi * var) - math.log(len(offsets))
+        centres = alpha * self.centres  # (K, 2)
+        with np.errstate(divide="ignore"):
+            log_w = np.log(self.weights)  # −inf for an empty disk: never kept
+        reach = alpha * self.radius
+        lse = np.full((len(x), len(centres)), -np.inf)
+        means = np.zeros((len(x), len(centres), 2))
+        distance = np.hypot(*(x[:, None, :] - centres[None]).transpose(2, 0, 1))  # (n, K)
+        best = log_w - np.maximum(distance - reach, 0.0) ** 2 / (2 * var)
+        worst = log_w - (distance + reach) ** 2 / (2 * var)
+        keep = best >= worst.max(axis=1, keepdims=True) - SKIP_NATS
+        for k in np.flatnonzero(self.weights > 0):
+            rows = np.flatnonzero(keep[:, k])
+            for s in range(0, len(rows), CHUNK):
+                block = rows[s : s + CHUNK]
+                nodes = self.centres[k] + offsets  # (N, 2) node positions at t = 0
+                xb, mu = x[block], alpha * nodes
+                # squared distances by one matrix product, as in Mixture
+                dist2 = (xb**2).sum(1)[:, None] + (mu**2).sum(1)[None] - 2.0 * xb @ mu.T
+                dist2 = np.maximum(dist2, 0.0)
+                log_r = log_w[k] + log_norm - dist2 / (2 * var)  # (b, N)
+                lse[block, k] = logsumexp(log_r, axis=1)
+                means[block, k] = np.exp(log_r - lse[block, k][:, None]) @ nodes
+        return lse, means
+
     def noised_log_prob(self, points: np.ndarray, alpha: float, sigma: float) -> np.ndarray:
-        return self.nodes().noised_log_prob(points, alpha, sigma)
+        _check_level(alpha, sigma)
+        lse, _ = self._by_disk(checked_points(points), alpha, sigma)
+        return logsumexp(lse, axis=1)
 
     def eps_posterior(self, points: np.ndarray, alpha: float, sigma: float) -> np.ndarray:
-        return self.nodes().eps_posterior(points, alpha, sigma)
+        _check_level(alpha, sigma)
+        x = checked_points(points)
+        lse, means = self._by_disk(x, alpha, sigma)
+        r = np.exp(lse - logsumexp(lse, axis=1, keepdims=True))  # P(disk k | x_t)
+        mean_mu = (r[:, :, None] * means).sum(axis=1)  # E[x0 | x_t]
+        return sigma * (x - alpha * mean_mu) / sigma**2  # as Mixture: sigma (x − α μ) / var
 
 
 @dataclass(frozen=True)
