@@ -152,3 +152,20 @@ def test_file_dataset_errors_name_the_problem(tmp_path):
     write_csv(tmp_path / "moons.csv", blobs())
     with pytest.raises(ConfigError, match="a second dataset named 'moons'"):
         load_experiment(path)
+
+
+def test_a_damaged_or_foreign_npy_point_file_is_refused_before_loading(tmp_path):
+    """.npy point files go through the results files' validator: the header is checked against
+    the bytes that follow it (a header announcing 100 GB is not loaded), objects are refused."""
+    path = tmp_path / "p.npy"
+    np.save(path, blobs())
+    data = bytearray(path.read_bytes())
+    header_end = data.index(b"\n") + 1
+    header = bytes(data[:header_end]).replace(b"(300, 2)", b"(99999999999, 2)")
+    path.write_bytes(header + bytes(data[header_end:]))
+    with pytest.raises(ValueError, match="announces .* bytes of data") as error:
+        read_points(path)
+    assert "\n" not in str(error.value)
+    np.save(path, np.array([{"a": 1}] * 20, dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="dtype object"):
+        read_points(path)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from lowdiff import results
 from lowdiff.plugins import PluginError
 
 __all__ = ["MIN_POINTS", "PointFile", "modes_sidecar", "read_points"]
@@ -62,13 +63,20 @@ def read_points(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise PluginError(f"point file {str(path)!r} not found")
+    if path.stat().st_size > results.MAX_ARRAY_BYTES:
+        raise PluginError(
+            f"{path}: {path.stat().st_size} bytes, more than a point file may hold "
+            f"({results.MAX_ARRAY_BYTES})"
+        )
     try:
-        if path.suffix.lower() == ".npy":
-            points = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+        if path.suffix.lower() == ".npy":  # the results files' validator: header and size first
+            points = np.asarray(results.read_npy(path, finite=False), dtype=np.float64)
         else:
             points = _read_csv(path)
     except PluginError:
         raise
+    except results.ResultsError as error:
+        raise PluginError(str(error)) from None
     except (OSError, ValueError, UnicodeDecodeError) as error:
         raise PluginError(f"{path}: not a readable point file ({error})") from None
     if points.ndim != 2 or points.shape[1] != 2:
