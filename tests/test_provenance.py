@@ -48,6 +48,10 @@ def test_experiment_json_holds_provenance_and_the_sweep(tmp_path):
     assert written["provenance"]["torch"] == torch.__version__
     assert written["provenance"]["device"] == "cpu"
     loaded = summary.load(tmp_path)
-    assert loaded.run_names == ["baseline-diversity_weight=0", "baseline-diversity_weight=0.05"]
+    assert loaded.run_names == [
+        f"{run}-diversity_weight={value}"
+        for run in ("baseline", "dual_expert")
+        for value in ("0", "0.05")
+    ]
     assert loaded.config.sweep == config.sweep
     assert all(loaded.finished(run, "moons") for run in loaded.run_names)
