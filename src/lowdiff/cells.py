@@ -14,13 +14,18 @@ stale, adding a setting whose default is today's behaviour does not. Layout of a
         weights.npz     mixing-weight trace / last-step weights / field (mixing models only)
         process.npz     snapshots of the reverse process (eval.process_snapshots of them)
         model_ema.npz   EMA weights (arrays named like the module's parameters; not committed)
-        cell.json       metrics + config hash + file sizes, written LAST
+        cell.json       metrics + config and training hashes + eval settings + file sizes and
+                        SHA-256, written LAST
 
 A cell's record (cell.json) has a status: "finished" (metrics and arrays) or "diverged" (no
 arrays, no metrics, `diverged_at_step`); a record without "status" is a finished one written
 before statuses existed. A record counts for a cell only if it is complete (`results.read_cell`),
 carries the cell's current hash (else it is *stale*) and names this cell's run, dataset and seed
 (else it is *foreign*). Files are written with the atomic primitives of `lowdiff.results`.
+
+A cell's *training key* (`training_hash`) is its key without the eval settings: a stale cell
+whose record has the planned cell's training key and intact saved weights (`reusable`) is
+evaluated again from them instead of trained (docs/reliability.md §2).
 """
 
 from __future__ import annotations

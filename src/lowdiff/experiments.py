@@ -10,7 +10,10 @@ through an executor (`executor.map`), copies cells a run repeating another run's
 with it, and rewrites every run's final_info.json (`lowdiff.summary`). Running it again skips
 every done cell, so an interrupted experiment resumes where it stopped and a changed run redoes
 only its own cells; a pack stopped after a training checkpoint keeps its composition (its
-finished cells trained again, not rewritten) so that it resumes from that checkpoint.
+finished cells trained again, not rewritten) so that it resumes from that checkpoint. A cell
+whose folder holds a finished record of the same training with intact saved weights (only eval
+settings changed: `cells.reusable`) is not trained: its pack (`Pack.reevaluate`) loads them and
+is evaluated as a trained one.
 Oracle floors: `lowdiff.oracle`; measurement: `lowdiff.metrics.measure`.
 """
 
@@ -57,6 +60,7 @@ __all__ = [
     "evaluate_batch",
     "execute",
     "plan",
+    "load_saved",
     "plan_packs",
     "run_pack",
 ]
@@ -412,17 +416,21 @@ def run_pack(
 ) -> None:
     """Train one pack, evaluate each model and write each cell atomically (a worker entry
     point: it needs nothing but its arguments and the files). Diverged models are written as
-    diverged cells (the engine records a model's divergence and trains its batch-mates on)."""
-    if pack.reevaluate:
-        return reevaluate_pack(config, root, pack, device=device, progress=progress)
-    run = config.run(pack.run)
+    diverged cells (the engine records a model's divergence and trains its batch-mates on).
+    A pack to evaluate again (`Pack.reevaluate`) is not trained: its saved EMA weights are
+    evaluated as freshly trained ones would be (`load_saved`)."""
+    run, num_points = config.run(pack.run), config.experiment.num_points
     register_point_files(config)
     device = resolve_device(str(device or config.experiment.device))
-    truths = [reference(c.dataset, config.experiment.num_points) for c in pack.cells]
+    truths = [reference(c.dataset, num_points) for c in pack.cells]
+    schedule = NoiseSchedule(run.schedule, device)
+    if pack.reevaluate:
+        result, saved = load_saved(run, pack.cells, num_points, device, progress)
+        evaluate_batch(result, run, pack.cells, truths, schedule, device, progress, saved=saved)
+        return
     tensors = {
         c.dataset: torch.from_numpy(t.points) for c, t in zip(pack.cells, truths, strict=True)
     }
-    schedule = NoiseSchedule(run.schedule, device)
     members = [Member(c.dataset, c.seed) for c in pack.cells]
     label = f"{run.name}: {len(members)} models" if progress else None
     trainer = Trainer(run.model, members, tensors, schedule, run.train, device)
@@ -465,31 +473,19 @@ def load_ema(
     return model.requires_grad_(False)
 
 
-def reevaluate_pack(
-    config: ExperimentConfig,
-    root: Path,
-    pack: Pack,
-    *,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-) -> None:
-    """Sample and measure a pack's cells again from their saved EMA weights under today's eval
-    settings, exactly as `run_pack` evaluates freshly trained models (the same streams, hence
-    the same sampling seeds), and write them; their losses, training time and eval_loss are
-    kept (`cells.reusable`). Nothing is trained. A worker entry point, as `run_pack`."""
-    run, num_points = config.run(pack.run), config.experiment.num_points
-    register_point_files(config)
-    device = resolve_device(str(device or config.experiment.device))
-    saved = [_saved(cell, run, num_points) for cell in pack.cells]
-    truths = [reference(cell.dataset, num_points) for cell in pack.cells]
-    members = [Member(cell.dataset, cell.seed) for cell in pack.cells]
+def load_saved(
+    run: RunConfig, batch: Sequence[Cell], num_points: int, device: torch.device, progress: bool
+) -> tuple[TrainResult, list[cells.Saved]]:
+    """What training left for `batch`, from its cells' files: their saved EMA weights and losses
+    with each model's fresh streams (so its samples draw the numbers a freshly trained model's
+    draw), and their records (losses, training time and eval_loss are kept: `cells.reusable`)."""
+    saved = [_saved(cell, run, num_points) for cell in batch]
+    members = [Member(cell.dataset, cell.seed) for cell in batch]
     generators = [stream_generators(member, device) for member in members]
     with phase(f"{run.name}: loading {len(members)} saved models", disable=not progress):
-        ema = load_ema(run, pack.cells, generators, device)
-        losses = np.stack([results.read_npy(c.directory / "losses.npy") for c in pack.cells])
-    result = TrainResult(members, None, ema, losses, 0.0, generators)
-    schedule = NoiseSchedule(run.schedule, device)
-    evaluate_batch(result, run, pack.cells, truths, schedule, device, progress, saved=saved)
+        ema = load_ema(run, batch, generators, device)
+        losses = np.stack([results.read_npy(cell.directory / "losses.npy") for cell in batch])
+    return TrainResult(members, None, ema, losses, 0.0, generators), saved
 
 
 def _reusable(config: ExperimentConfig, candidates: Sequence[Cell]) -> list[Cell]:
