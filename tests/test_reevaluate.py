@@ -9,6 +9,7 @@ key mean training again.
 
 import json
 import logging
+import pickle
 import shutil
 
 import numpy as np
@@ -16,7 +17,8 @@ import pytest
 
 from lowdiff import cells, engine, ownership, results
 from lowdiff.config import load_experiment
-from lowdiff.experiments import execute, plan
+from lowdiff.executors import LocalExecutor
+from lowdiff.experiments import Pack, execute, plan
 
 TINY = """\
 [experiment]
@@ -231,3 +233,13 @@ def test_the_report_times_sampling_by_the_batch_that_sampled():
     assert cells.batch_of(record, "training_time")["models"] == 4
     assert cells.batch_of(record, "inference_time") == record["evaluation_batch"]
     assert cells.batch_of({"batch": record["batch"]}, "inference_time")["models"] == 4
+
+
+def test_an_executor_evaluates_the_packs_again(copy, tmp_path, monkeypatch):
+    """The packs to evaluate again go through `executor.map` like any pack (picklable)."""
+    changed = experiment(tmp_path, SAMPLER)
+    trained(monkeypatch, forbid=True)
+    done = execute(changed, copy, progress=False, executor=LocalExecutor())
+    assert done.ok and all(cells.is_done(cell) for cell in plan(changed, copy))
+    pack = Pack("baseline", tuple(plan(changed, copy)), reevaluate=True)
+    assert pickle.loads(pickle.dumps(pack)) == pack

@@ -59,8 +59,8 @@ __all__ = [
     "cell_hash",
     "evaluate_batch",
     "execute",
-    "plan",
     "load_saved",
+    "plan",
     "plan_packs",
     "run_pack",
 ]
@@ -222,13 +222,21 @@ def _process_arrays(drawn: Samples, m: int) -> dict[str, np.ndarray] | None:
 TRAINING = ("models", "training_time", "device", "machine")
 
 
-def _batch_record(outputs: BatchOutputs) -> dict[str, Any]:
-    return {
+def _batch_record(outputs: BatchOutputs, m: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model m's batch record and the record's other fields: a model evaluated again keeps its
+    training batch's record and has its sampling batch's in "evaluation_batch"."""
+    batch = {
         "models": len(outputs.eval_losses),
         "training_time": outputs.result.training_time,
         "inference_time": outputs.samples.inference_time,
         "device": str(outputs.device),
         "machine": machine(),  # where the bits came from (not part of the metrics or the key)
+    }
+    if outputs.saved is None:
+        return batch, {}
+    trained = outputs.saved[m].record.get("batch") or {}
+    return {k: v for k, v in trained.items() if k in TRAINING}, {
+        "evaluation_batch": {k: v for k, v in batch.items() if k != "training_time"}
     }
 
 
@@ -260,14 +268,13 @@ def write_model_cell(
     if outputs.truth is not None:
         measured |= outputs.truth.metrics(m)
         arrays |= outputs.truth.arrays(m)
-    batch, extra, kept = _batch_record(outputs), {}, None
+    kept = None
     if outputs.saved is not None:  # evaluated again: its training's files and numbers kept
         saved = outputs.saved[m]
         measured |= {name: saved.record["metrics"][name] for name in cells.KEPT_METRICS}
         arrays = {name: value for name, value in arrays.items() if name not in cells.SAVED}
-        extra = {"evaluation_batch": {k: v for k, v in batch.items() if k != "training_time"}}
-        batch = {k: v for k, v in (saved.record.get("batch") or {}).items() if k in TRAINING}
         kept = saved.kept
+    batch, extra = _batch_record(outputs, m)
     cells.write_finished(cell, arrays, measured, batch, evaluation=run.eval, extra=extra, kept=kept)
 
 
@@ -359,7 +366,7 @@ def evaluate_batch(
             continue
         if m in diverged:
             log.warning("%s diverged at step %d", cell.label(), diverged[m])
-            cells.write_diverged(cell, diverged[m], _batch_record(outputs))
+            cells.write_diverged(cell, diverged[m], _batch_record(outputs, m)[0])
         else:
             write_model_cell(outputs, m, cell, run, truths[m], repeats)
     return diverged
