@@ -568,11 +568,10 @@ def load(
     The network is rebuilt from the run's config.json and the cell's model_ema.npz (read with
     allow_pickle=False). A results folder kept without weights gives a ResultsError saying so.
     """
-    import torch
 
     from lowdiff.engine import resolve_device
     from lowdiff.experiments import cell_hash
-    from lowdiff.models import build_model
+    from lowdiff.models import build_model, load_weights
     from lowdiff.schedule import NoiseSchedule
 
     target = resolve_device(check_device(device, "device="))
@@ -588,22 +587,7 @@ def load(
         )
     arrays = _weights(cell_dir, record)
     network = build_model(config.model, 1, config.schedule.num_timesteps)
-    expected = dict(network.named_parameters())
-    if set(arrays) != set(expected):
-        raise results.ResultsError(
-            f"{cell_dir / 'model_ema.npz'}: its arrays do not match a {config.model.arch} "
-            f"model of this config (missing {sorted(set(expected) - set(arrays))}, "
-            f"unexpected {sorted(set(arrays) - set(expected))})"
-        )
-    with torch.no_grad():
-        for name, parameter in expected.items():
-            value = torch.from_numpy(arrays[name]).unsqueeze(0)  # (1, ...): one model
-            if value.shape != parameter.shape:
-                raise results.ResultsError(
-                    f"{cell_dir / 'model_ema.npz'}: {name} has shape {tuple(value.shape[1:])}, "
-                    f"the config's model needs {tuple(parameter.shape[1:])}"
-                )
-            parameter.copy_(value)
+    load_weights(network, [arrays], [cell_dir / "model_ema.npz"])
     network = network.to(target).eval().requires_grad_(False)
     return TrainedModel(
         run=config,

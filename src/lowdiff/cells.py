@@ -14,20 +14,25 @@ stale, adding a setting whose default is today's behaviour does not. Layout of a
         weights.npz     mixing-weight trace / last-step weights / field (mixing models only)
         process.npz     snapshots of the reverse process (eval.process_snapshots of them)
         model_ema.npz   EMA weights (arrays named like the module's parameters; not committed)
-        cell.json       metrics + config hash + file sizes, written LAST
+        cell.json       metrics + config and training hashes + eval settings + file sizes and
+                        SHA-256, written LAST
 
 A cell's record (cell.json) has a status: "finished" (metrics and arrays) or "diverged" (no
 arrays, no metrics, `diverged_at_step`); a record without "status" is a finished one written
 before statuses existed. A record counts for a cell only if it is complete (`results.read_cell`),
 carries the cell's current hash (else it is *stale*) and names this cell's run, dataset and seed
 (else it is *foreign*). Files are written with the atomic primitives of `lowdiff.results`.
+
+A cell's *training key* (`training_hash`) is its key without the eval settings: a stale cell
+whose record has the planned cell's training key and intact saved weights (`reusable`) is
+evaluated again from them instead of trained (docs/reliability.md §2).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,13 +40,16 @@ from typing import Any, Literal
 import numpy as np
 
 from lowdiff import results
-from lowdiff.config import SECTIONS, ExperimentConfig, RunConfig, to_dict
+from lowdiff.config import SECTIONS, ExperimentConfig, RunConfig, changes, to_dict
+from lowdiff.settings import EvalConfig
 
 __all__ = [
     "DIVERGED",
     "FINISHED",
     "HASH_VERSION",
     "Cell",
+    "Saved",
+    "batch_of",
     "Found",
     "cell_dir",
     "cell_hash",
@@ -49,6 +57,8 @@ __all__ = [
     "is_done",
     "plan",
     "read",
+    "reusable",
+    "training_hash",
     "write_configs",
     "write_diverged",
     "write_finished",
@@ -87,6 +97,7 @@ class Cell:
     seed: int
     config_hash: str
     directory: Path
+    training_hash: str = ""  # key of its trained weights (the cell key without eval settings)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -116,11 +127,12 @@ def _settings_key(section: str, value: Any) -> dict[str, Any]:
     }
 
 
-def cell_hash(config: ExperimentConfig, run: RunConfig, dataset: str, seed: int) -> str:
-    """Key of a cell's result: what it was trained and sampled with, nothing cosmetic."""
+def _key(
+    config: ExperimentConfig, run: RunConfig, dataset: str, seed: int, sections: Collection[str]
+) -> str:
     key = {
         "key": HASH_VERSION,
-        **{section: _settings_key(section, getattr(run, section)) for section in SECTIONS},
+        **{section: _settings_key(section, getattr(run, section)) for section in sections},
         "dataset": dataset,
         "seed": seed,
         "num_points": config.experiment.num_points,
@@ -129,6 +141,17 @@ def cell_hash(config: ExperimentConfig, run: RunConfig, dataset: str, seed: int)
     if point_file is not None:  # a researcher's point file: its content is part of the key
         key["data_sha256"] = point_file["sha256"]
     return results.config_hash(key)
+
+
+def cell_hash(config: ExperimentConfig, run: RunConfig, dataset: str, seed: int) -> str:
+    """Key of a cell's result: what it was trained and sampled with, nothing cosmetic."""
+    return _key(config, run, dataset, seed, SECTIONS)
+
+
+def training_hash(config: ExperimentConfig, run: RunConfig, dataset: str, seed: int) -> str:
+    """Key of a cell's trained weights: the cell key without the evaluation settings (no eval
+    setting enters training), so cells that differ only in how they are evaluated share it."""
+    return _key(config, run, dataset, seed, [section for section in SECTIONS if section != "eval"])
 
 
 def cell_dir(root: Path, run: str, dataset: str, seed: int) -> Path:
@@ -144,6 +167,7 @@ def plan(config: ExperimentConfig, root: Path) -> list[Cell]:
             seed,
             cell_hash(config, run, dataset, seed),
             cell_dir(root, run.name, dataset, seed),
+            training_hash(config, run, dataset, seed),
         )
         for run in config.runs
         for dataset in config.experiment.datasets
@@ -250,6 +274,17 @@ def _record_of(cell: Cell) -> Any:
         return None
 
 
+def batch_of(record: Mapping[str, Any], phase: str) -> Mapping[str, Any]:
+    """The record of the batch in which a cell's `phase` ("training_time" or
+    "inference_time") was measured: a cell evaluated again from its saved weights was sampled
+    in another batch ("evaluation_batch") than the one it was trained in ("batch")."""
+    again = record.get("evaluation_batch")
+    if phase != "training_time" and isinstance(again, Mapping):
+        return again
+    batch = record.get("batch")
+    return batch if isinstance(batch, Mapping) else {}
+
+
 def is_done(cell: Cell) -> bool:
     """Finished or diverged under the cell's current config: nothing to (re)do."""
     return read(cell).record is not None
@@ -261,6 +296,7 @@ def is_done(cell: Cell) -> bool:
 def _record(cell: Cell, status: Status) -> dict[str, Any]:
     return {
         "config_hash": cell.config_hash,
+        **({"training_hash": cell.training_hash} if cell.training_hash else {}),
         "run": cell.run,
         "dataset": cell.dataset,
         "seed": cell.seed,
@@ -273,10 +309,21 @@ def write_finished(
     arrays: Mapping[str, np.ndarray | dict[str, np.ndarray] | None],
     metrics: Mapping[str, float],
     batch: Mapping[str, Any],
+    *,
+    evaluation: EvalConfig | None = None,
+    extra: Mapping[str, Any] | None = None,
+    kept: Mapping[str, tuple[int, str]] | None = None,
 ) -> None:
-    """A finished cell: its arrays (None = absent), then cell.json with metrics (last)."""
+    """A finished cell: its arrays (None = absent), then cell.json with metrics (last).
+
+    `evaluation`: the eval settings it was measured under (recorded, so that a later run with
+    other eval settings knows what changed); `extra`: more fields of the record; `kept`: files
+    of the cell left as they are (`results.write_cell`)."""
     record = _record(cell, FINISHED) | {"metrics": dict(metrics), "batch": dict(batch)}
-    results.write_cell(cell.directory, dict(arrays), record, root=cell.root)
+    if evaluation is not None:
+        record["eval_settings"] = to_dict(evaluation)
+    record |= dict(extra or {})
+    results.write_cell(cell.directory, dict(arrays), record, root=cell.root, kept=kept)
 
 
 def write_diverged(cell: Cell, step: int, batch: Mapping[str, Any]) -> None:
@@ -292,3 +339,79 @@ def write_diverged(cell: Cell, step: int, batch: Mapping[str, Any]) -> None:
 def copy(source: Cell, target: Cell) -> None:
     """Copy a done cell to a cell of the same config in another run (cell.json last)."""
     results.copy_cell(source.directory, target.directory, {"run": target.run}, target.root)
+
+
+# --- evaluating again from saved weights --------------------------------------------------
+
+SAVED = ("losses.npy", "model_ema.npz")  # what a cell evaluated again keeps of its training
+KEPT_METRICS = ("training_time", "eval_loss")  # measured in training, with the online weights
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A finished record of a cell's very training whose saved EMA weights can be evaluated
+    again under other eval settings."""
+
+    record: Mapping[str, Any]
+
+    @property
+    def kept(self) -> dict[str, tuple[int, str]]:
+        """The files the cell keeps, with their recorded (size, SHA-256)."""
+        return {name: (self.record["files"][name], self.record["sha256"][name]) for name in SAVED}
+
+    def changes(self, run: RunConfig) -> list[str]:
+        """'eval.key: old -> new' for each eval setting that differs from the record's."""
+        return changes(self.record.get("eval_settings") or {}, to_dict(run.eval), "eval.")
+
+
+def reusable(cell: Cell, run: RunConfig, num_points: int) -> tuple[Saved | None, str | None]:
+    """The cell folder's finished record of this very training, if its saved weights can be
+    evaluated again under `run`'s eval settings: (Saved, None). (None, why): a record of this
+    training that cannot be (weights missing, changed or invalid; eval_loss not measurable
+    alike). (None, None): no record of this training (none, another training, a diverged cell,
+    or a record written before training keys were recorded, which is trained again).
+
+    eval_loss is measured with the online weights, which are not saved: the recorded value is
+    kept, which is right only while a fresh measurement would be made alike. No eval setting of
+    the key enters it; eval.chunk_size does (t and eps are drawn pass by pass), so its passes
+    of min(chunk_size, num_points) points must be unchanged."""
+    record, _ = results.cell_record(cell.directory, cell.root)
+    if (
+        record is None
+        or not cell.training_hash
+        or record.get("training_hash") != cell.training_hash
+        or record.get("status", FINISHED) != FINISHED
+        or (record.get("run"), record.get("dataset"), record.get("seed")) != cell.key
+    ):
+        return None, None
+    why = _unusable(cell, record, run, num_points)
+    return (None, why) if why else (Saved(record), None)
+
+
+def _unusable(cell: Cell, record: Mapping[str, Any], run: RunConfig, num_points: int) -> str | None:
+    """Why a record of the cell's training cannot be evaluated again (None: it can)."""
+    for name in SAVED:
+        problem = results.kept_file_problem(cell.directory, dict(record), name)
+        if problem:
+            return problem
+    metrics = record.get("metrics")
+    metrics = metrics if isinstance(metrics, Mapping) else {}
+    invalid = _invalid_metric({name: metrics.get(name) for name in KEPT_METRICS})
+    if invalid:
+        return invalid
+    settings = record.get("eval_settings")
+    before = settings.get("chunk_size") if isinstance(settings, Mapping) else None
+    if not isinstance(before, int) or isinstance(before, bool):
+        return "its record does not say how its eval_loss was measured (eval.chunk_size)"
+    before, now = min(before, num_points), min(run.eval.chunk_size, num_points)
+    if before != now:
+        return (
+            f"its eval_loss was measured in passes of {before} points, now {now} "
+            "(eval.chunk_size): measuring it again needs the online weights, which are not saved"
+        )
+    try:
+        results.read_npy(cell.directory / SAVED[0], (run.train.num_steps,))
+        results.read_npz(cell.directory / SAVED[1])
+    except results.ResultsError as error:
+        return str(error)
+    return None

@@ -248,7 +248,7 @@ def cosine_lr(base_lr: float, step: int, num_steps: int) -> float:
 @dataclass
 class TrainResult:
     members: list[Member]
-    model: Denoiser  # the trained weights (used for eval_loss)
+    model: Denoiser | None  # the online weights (eval_loss); None: evaluated from saved EMA
     ema_model: Denoiser  # the EMA weights (used for sampling)
     losses: np.ndarray  # (M, num_steps) training MSE per step
     training_time: float  # wall clock of the whole batched training loop, seconds

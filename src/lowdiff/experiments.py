@@ -10,7 +10,10 @@ through an executor (`executor.map`), copies cells a run repeating another run's
 with it, and rewrites every run's final_info.json (`lowdiff.summary`). Running it again skips
 every done cell, so an interrupted experiment resumes where it stopped and a changed run redoes
 only its own cells; a pack stopped after a training checkpoint keeps its composition (its
-finished cells trained again, not rewritten) so that it resumes from that checkpoint.
+finished cells trained again, not rewritten) so that it resumes from that checkpoint. A cell
+whose folder holds a finished record of the same training with intact saved weights (only eval
+settings changed: `cells.reusable`) is not trained: its pack (`Pack.reevaluate`) loads them and
+is evaluated as a trained one.
 Oracle floors: `lowdiff.oracle`; measurement: `lowdiff.metrics.measure`.
 """
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +32,21 @@ import torch
 from lowdiff import cells, data, oracle, ownership, provenance, results, summary
 from lowdiff.cells import Cell, cell_hash, plan
 from lowdiff.config import ExperimentConfig, RunConfig, check_resources
-from lowdiff.engine import Member, Trainer, TrainResult, repeat_generator, resolve_device
+from lowdiff.engine import (
+    Member,
+    Trainer,
+    TrainResult,
+    repeat_generator,
+    resolve_device,
+    stream_generators,
+)
 from lowdiff.evaluation import eval_loss, field_timesteps, weight_field
 from lowdiff.executors import Executor
 from lowdiff.ground_truth import BatchTruth, measure_batch
 from lowdiff.lock import RunLock
 from lowdiff.machine import machine
 from lowdiff.metrics import Reference, load_reference, measure
+from lowdiff.models import Denoiser, build_model, load_weights
 from lowdiff.precision import autocast
 from lowdiff.progress import bar as tqdm
 from lowdiff.progress import phase
@@ -48,6 +59,7 @@ __all__ = [
     "cell_hash",
     "evaluate_batch",
     "execute",
+    "load_saved",
     "plan",
     "plan_packs",
     "run_pack",
@@ -84,6 +96,8 @@ class Pack:
     # Cells already written, trained again only so that the pack keeps the composition of its
     # checkpoint (and resumes from it): they are not written again.
     done: tuple[Cell, ...] = ()
+    # Evaluated again from the cells' saved EMA weights, not trained (`cells.reusable`).
+    reevaluate: bool = False
 
     @property
     def to_write(self) -> tuple[Cell, ...]:
@@ -175,6 +189,7 @@ class BatchOutputs:
     field_timesteps: list[int]
     device: torch.device
     truth: BatchTruth | None = None  # the ground truth (None: off, or no dataset with a law)
+    saved: Sequence[cells.Saved] | None = None  # the records of models evaluated again
 
 
 def _model_arrays(model: torch.nn.Module, index: int) -> dict[str, np.ndarray]:
@@ -203,13 +218,25 @@ def _process_arrays(drawn: Samples, m: int) -> dict[str, np.ndarray] | None:
     return {"timesteps": np.asarray(drawn.snapshot_timesteps), "points": snapshots[m]}
 
 
-def _batch_record(outputs: BatchOutputs) -> dict[str, Any]:
-    return {
+# What a cell evaluated again keeps of the record of the batch it was trained in
+TRAINING = ("models", "training_time", "device", "machine")
+
+
+def _batch_record(outputs: BatchOutputs, m: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model m's batch record and the record's other fields: a model evaluated again keeps its
+    training batch's record and has its sampling batch's in "evaluation_batch"."""
+    batch = {
         "models": len(outputs.eval_losses),
         "training_time": outputs.result.training_time,
         "inference_time": outputs.samples.inference_time,
         "device": str(outputs.device),
         "machine": machine(),  # where the bits came from (not part of the metrics or the key)
+    }
+    if outputs.saved is None:
+        return batch, {}
+    trained = outputs.saved[m].record.get("batch") or {}
+    return {k: v for k, v in trained.items() if k in TRAINING}, {
+        "evaluation_batch": {k: v for k, v in batch.items() if k != "training_time"}
     }
 
 
@@ -241,7 +268,14 @@ def write_model_cell(
     if outputs.truth is not None:
         measured |= outputs.truth.metrics(m)
         arrays |= outputs.truth.arrays(m)
-    cells.write_finished(cell, arrays, measured, _batch_record(outputs))
+    kept = None
+    if outputs.saved is not None:  # evaluated again: its training's files and numbers kept
+        saved = outputs.saved[m]
+        measured |= {name: saved.record["metrics"][name] for name in cells.KEPT_METRICS}
+        arrays = {name: value for name, value in arrays.items() if name not in cells.SAVED}
+        kept = saved.kept
+    batch, extra = _batch_record(outputs, m)
+    cells.write_finished(cell, arrays, measured, batch, evaluation=run.eval, extra=extra, kept=kept)
 
 
 def _evaluate(
@@ -252,14 +286,21 @@ def _evaluate(
     device: torch.device,
     progress: bool = False,
     datasets: Sequence[str] = (),
+    saved: Sequence[cells.Saved] | None = None,
 ) -> BatchOutputs:
     """Eval loss on the training points, samples (and weights), the weight field and (for
-    `datasets`, one per model, when eval.ground_truth) the ground truth, batched."""
+    `datasets`, one per model, when eval.ground_truth) the ground truth, batched.
+
+    Models evaluated again from their `saved` records keep their recorded eval loss: it is
+    measured with the online weights, which are not saved (`cells.reusable`)."""
     config, generators, quiet = run.eval, result.generators, not progress
-    points = torch.stack([torch.from_numpy(truth.points) for truth in truths]).to(device)
-    eval_generators = [g["eval"] for g in generators]
-    with phase(f"{run.name}: eval loss of {len(truths)} models", disable=quiet):
-        losses = eval_loss(result.model, schedule, points, eval_generators, config.chunk_size)
+    if saved is not None:
+        losses = np.array([record.record["metrics"]["eval_loss"] for record in saved])
+    else:
+        points = torch.stack([torch.from_numpy(truth.points) for truth in truths]).to(device)
+        eval_generators = [g["eval"] for g in generators]
+        with phase(f"{run.name}: eval loss of {len(truths)} models", disable=quiet):
+            losses = eval_loss(result.model, schedule, points, eval_generators, config.chunk_size)
     sample_generators = [g["sample"] for g in generators]
     # eval.precision = "bf16": the network in bf16 autocast; the sampler's state stays fp32
     with (
@@ -294,7 +335,7 @@ def _evaluate(
                 config,
                 device,
             )
-    return BatchOutputs(result, losses, drawn, field, timesteps, device, truth)
+    return BatchOutputs(result, losses, drawn, field, timesteps, device, truth, saved)
 
 
 def evaluate_batch(
@@ -307,13 +348,14 @@ def evaluate_batch(
     progress: bool = False,
     *,
     keep: Collection[Cell] = (),
+    saved: Sequence[cells.Saved] | None = None,
 ) -> dict[int, int]:
     """Evaluate a trained batch and write each of its cells but those in `keep` (already
     written); returns {model index: step} of the models diverged (in training, or with samples
-    that are not finite)."""
+    that are not finite). `saved`: the batch's records, when it is evaluated again from them."""
     diverged = {int(m): int(step) for m, step in (getattr(result, "diverged", None) or {}).items()}
     datasets = [cell.dataset for cell in batch]
-    outputs = _evaluate(result, run, truths, schedule, device, progress, datasets)
+    outputs = _evaluate(result, run, truths, schedule, device, progress, datasets, saved)
     for m in range(len(batch)):
         if m not in diverged and not np.isfinite(outputs.samples.points[m]).all():
             diverged[m] = run.train.num_steps  # trained, but sampling left the finite numbers
@@ -324,7 +366,7 @@ def evaluate_batch(
             continue
         if m in diverged:
             log.warning("%s diverged at step %d", cell.label(), diverged[m])
-            cells.write_diverged(cell, diverged[m], _batch_record(outputs))
+            cells.write_diverged(cell, diverged[m], _batch_record(outputs, m)[0])
         else:
             write_model_cell(outputs, m, cell, run, truths[m], repeats)
     return diverged
@@ -381,15 +423,21 @@ def run_pack(
 ) -> None:
     """Train one pack, evaluate each model and write each cell atomically (a worker entry
     point: it needs nothing but its arguments and the files). Diverged models are written as
-    diverged cells (the engine records a model's divergence and trains its batch-mates on)."""
-    run = config.run(pack.run)
+    diverged cells (the engine records a model's divergence and trains its batch-mates on).
+    A pack to evaluate again (`Pack.reevaluate`) is not trained: its saved EMA weights are
+    evaluated as freshly trained ones would be (`load_saved`)."""
+    run, num_points = config.run(pack.run), config.experiment.num_points
     register_point_files(config)
     device = resolve_device(str(device or config.experiment.device))
-    truths = [reference(c.dataset, config.experiment.num_points) for c in pack.cells]
+    truths = [reference(c.dataset, num_points) for c in pack.cells]
+    schedule = NoiseSchedule(run.schedule, device)
+    if pack.reevaluate:
+        result, saved = load_saved(run, pack.cells, num_points, device, progress)
+        evaluate_batch(result, run, pack.cells, truths, schedule, device, progress, saved=saved)
+        return
     tensors = {
         c.dataset: torch.from_numpy(t.points) for c, t in zip(pack.cells, truths, strict=True)
     }
-    schedule = NoiseSchedule(run.schedule, device)
     members = [Member(c.dataset, c.seed) for c in pack.cells]
     label = f"{run.name}: {len(members)} models" if progress else None
     trainer = Trainer(run.model, members, tensors, schedule, run.train, device)
@@ -399,6 +447,76 @@ def run_pack(
     result = trainer.run(progress=label, checkpoint=checkpoint)  # records divergence per model
     evaluate_batch(result, run, pack.cells, truths, schedule, device, progress, keep=pack.done)
     results.remove(checkpoint, root=root)
+
+
+# --- a pack evaluated again from its saved weights ----------------------------------------
+
+
+def _saved(cell: Cell, run: RunConfig, num_points: int) -> cells.Saved:
+    """The cell's record of its training with usable saved weights (checked at planning and
+    checked again here, where they are read), else a one-line error."""
+    saved, why = cells.reusable(cell, run, num_points)
+    if saved is None:
+        raise results.ResultsError(
+            f"{cell.directory}: its saved weights can no longer be evaluated again "
+            f"({why or 'no record of this training'}); run again to train it"
+        )
+    return saved
+
+
+def load_ema(
+    run: RunConfig,
+    batch: Sequence[Cell],
+    generators: Sequence[dict[str, torch.Generator]],
+    device: torch.device,
+) -> Denoiser:
+    """The saved EMA weights of `batch` (each cell's model_ema.npz, validated) as one batched
+    model, built as training builds it: buffers (a plugin's among them) come from each model's
+    "init" stream, the parameters from the files."""
+    model = build_model(run.model, len(batch), run.schedule.num_timesteps).to(device)
+    model.reset_parameters([streams["init"] for streams in generators])
+    paths = [cell.directory / "model_ema.npz" for cell in batch]
+    load_weights(model, [results.read_npz(path) for path in paths], paths)
+    return model.requires_grad_(False)
+
+
+def load_saved(
+    run: RunConfig, batch: Sequence[Cell], num_points: int, device: torch.device, progress: bool
+) -> tuple[TrainResult, list[cells.Saved]]:
+    """What training left for `batch`, from its cells' files: their saved EMA weights and losses
+    with each model's fresh streams (so its samples draw the numbers a freshly trained model's
+    draw), and their records (losses, training time and eval_loss are kept: `cells.reusable`)."""
+    saved = [_saved(cell, run, num_points) for cell in batch]
+    members = [Member(cell.dataset, cell.seed) for cell in batch]
+    generators = [stream_generators(member, device) for member in members]
+    with phase(f"{run.name}: loading {len(members)} saved models", disable=not progress):
+        ema = load_ema(run, batch, generators, device)
+        losses = np.stack([results.read_npy(cell.directory / "losses.npy") for cell in batch])
+    return TrainResult(members, None, ema, losses, 0.0, generators), saved
+
+
+def _reusable(config: ExperimentConfig, candidates: Sequence[Cell]) -> list[Cell]:
+    """The cells of `candidates` to evaluate again from their saved weights (logged, with the
+    eval settings that changed). A record of a cell's training whose weights cannot be used is
+    warned about; that cell is trained again."""
+    found, changed = [], []
+    for cell in candidates:
+        run = config.run(cell.run)
+        saved, why = cells.reusable(cell, run, config.experiment.num_points)
+        if why:
+            log.warning(
+                "%s: training it again, its saved weights cannot be used (%s)", cell.label(), why
+            )
+        if saved is not None:
+            found.append(cell)
+            changed += [line for line in saved.changes(run) if line not in changed]
+    if found:
+        log.info(
+            "re-evaluating %d cells from saved weights (eval settings changed: %s)",
+            len(found),
+            "; ".join(changed) or "none recorded",
+        )
+    return found
 
 
 # --- the whole experiment -----------------------------------------------------------------
@@ -475,9 +593,18 @@ def _execute(
     device = str(resolve_device(config.experiment.device))
     cells.write_configs(config, root, provenance.record(device))
     to_train, copies = _work(config, root, force, only)
-    packs = _packs(config, to_train, root)
+    again = [] if force else _reusable(config, to_train)
+    to_train = [cell for cell in to_train if cell not in again]
+    packs = [replace(pack, reevaluate=True) for pack in _chunks(config, again)]
+    packs += _packs(config, to_train, root)
     total = len(config.runs) * len(config.experiment.datasets) * len(config.experiment.seeds)
-    log.info("%d cells to train, %d to copy, of %d", len(to_train), len(copies), total)
+    log.info(
+        "%d cells to train, %d to evaluate again, %d to copy, of %d",
+        len(to_train),
+        len(again),
+        len(copies),
+        total,
+    )
     truths = {
         name: reference(name, config.experiment.num_points) for name in config.experiment.datasets
     }
@@ -498,7 +625,7 @@ def _execute(
         if cells.is_done(source):
             cells.copy(source, target)
     summary.write_final_info(config, root)
-    made = [cell for cell in to_train if cells.is_done(cell)]
+    made = [cell for cell in [*again, *to_train] if cells.is_done(cell)]
     made += [target for source, target in copies if cells.is_done(target)]
     diverged = [cell for cell in made if cells.read(cell).status == cells.DIVERGED]
     if not failed:  # states of packs planned otherwise by a resume are of no use any more

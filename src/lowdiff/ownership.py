@@ -2,9 +2,10 @@
 
 A results directory holds one experiment (its experiment.json names it). `claim` is called by the
 runner before it writes: an empty or missing folder is taken; a folder of the same experiment
-is resumed, and every finished cell that a changed setting will replace is named with the
-settings that changed; anything else (another experiment's results, a folder of other files,
-an experiment.json that cannot be read) is refused unless `force`. Torch-free.
+is resumed, and every finished cell that a changed setting will replace (train again) or
+re-evaluate (from its saved weights: `cells.reusable`) is named with the settings that changed;
+anything else (another experiment's results, a folder of other files, an experiment.json that
+cannot be read) is refused unless `force`. Torch-free.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lowdiff import cells, results
-from lowdiff.config import ExperimentConfig, to_dict
+from lowdiff.config import ExperimentConfig, changes, to_dict
 from lowdiff.lock import LOCK_NAME
 
 __all__ = ["COMPARISON_TITLE", "OwnershipError", "claim", "claim_comparison", "replaced_cells"]
@@ -44,25 +45,16 @@ def _recorded(root: Path) -> dict[str, Any] | None:
     return raw
 
 
-def _changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """'section.key: old -> new' for every leaf that differs between two config dicts."""
-    lines = []
-    for key in sorted(set(old) | set(new)):
-        before, after = old.get(key), new.get(key)
-        if isinstance(before, Mapping) and isinstance(after, Mapping):
-            lines += _changes(before, after, f"{prefix}{key}.")
-        elif before != after:
-            lines.append(f"{prefix}{key}: {before!r} -> {after!r}")
-    return lines
-
-
-def replaced_cells(config: ExperimentConfig, root: Path, recorded: Mapping[str, Any]) -> list[str]:
-    """One line per run whose finished cells a run of `config` will replace, and why."""
+def replaced_cells(
+    config: ExperimentConfig, root: Path, recorded: Mapping[str, Any], *, force: bool = False
+) -> list[str]:
+    """One line per run whose finished cells a run of `config` will replace, and why (and one
+    per run whose cells it will evaluate again from their saved weights, unless `force`)."""
     old_runs = {
         run.get("name"): run for run in recorded.get("runs", []) if isinstance(run, Mapping)
     }
     new_experiment = to_dict(config.experiment)
-    shared = _changes(recorded.get("experiment", {}), new_experiment, "experiment.")
+    shared = changes(recorded.get("experiment", {}), new_experiment, "experiment.")
     lines = []
     for run in config.runs:
         stale = [
@@ -70,17 +62,28 @@ def replaced_cells(config: ExperimentConfig, root: Path, recorded: Mapping[str, 
             for found in map(cells.read, cells.plan(config, root))
             if found.cell.run == run.name and found.reason == cells.STALE
         ]
-        if not stale:
-            continue
+        num_points = config.experiment.num_points
+        again = [] if force else [c for c in stale if cells.reusable(c, run, num_points)[0]]
         new = {k: v for k, v in to_dict(run).items() if k not in ("name", "description")}
         old = {k: v for k, v in old_runs.get(run.name, {}).items() if k in new}
-        why = shared + _changes(old, new) if run.name in old_runs else shared
-        where = ", ".join(f"{c.dataset}/seed {c.seed}" for c in stale)
-        lines.append(
-            f"run {run.name!r}: replacing {len(stale)} finished cell(s) ({where}) because "
-            + ("; ".join(why) if why else "their settings changed")
-        )
+        why = shared + changes(old, new) if run.name in old_runs else shared
+        because = " because " + ("; ".join(why) if why else "their settings changed")
+        retrained = [c for c in stale if c not in again]
+        if again:
+            lines.append(
+                f"run {run.name!r}: re-evaluating {len(again)} finished cell(s) "
+                f"({_where(again)}) from their saved weights{because}"
+            )
+        if retrained:
+            lines.append(
+                f"run {run.name!r}: replacing {len(retrained)} finished cell(s) "
+                f"({_where(retrained)}){because}"
+            )
     return lines
+
+
+def _where(stale: list[cells.Cell]) -> str:
+    return ", ".join(f"{cell.dataset}/seed {cell.seed}" for cell in stale)
 
 
 def _foreign(root: Path) -> list[str]:
@@ -140,7 +143,7 @@ def claim(config: ExperimentConfig, root: Path, *, force: bool = False) -> list[
             f"{root}: holds the results of experiment {other!r}; running {name!r} there would "
             f"replace them; {FORCE_HINT}"
         )
-    lines = replaced_cells(config, root, recorded)
+    lines = replaced_cells(config, root, recorded, force=force)
     for line in lines:
         log.warning("%s", line)
     return lines

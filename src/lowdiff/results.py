@@ -30,7 +30,7 @@ import shutil
 import stat
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -422,15 +422,22 @@ def _encoded(name: str, value: Any) -> bytes:
 
 
 def write_cell(
-    directory: Path, arrays: dict[str, Any], record: dict[str, Any], root: Path | None = None
+    directory: Path,
+    arrays: dict[str, Any],
+    record: dict[str, Any],
+    root: Path | None = None,
+    kept: Mapping[str, tuple[int, str]] | None = None,
 ) -> None:
     """Write a cell's arrays, then its cell.json (the commit point) listing them with their
     sizes and content hashes (SHA-256: a file changed later un-finishes the cell).
 
-    With `root`, the cell must lie inside that results folder (no symlinked way out)."""
+    `kept`: files already in the cell, left as they are and listed with their (size, SHA-256)
+    (a cell re-evaluated from its saved weights keeps them). With `root`, the cell must lie
+    inside that results folder (no symlinked way out)."""
     directory = _check_inside(root, directory, create=True)
     root = directory if root is None else root
-    sizes, digests = {}, {}
+    sizes = {name: size for name, (size, _) in (kept or {}).items()}
+    digests = {name: digest for name, (_, digest) in (kept or {}).items()}
     for name, value in arrays.items():
         if value is None:
             continue
@@ -475,6 +482,34 @@ def _file_problem(directory: Path, name: str, size: Any, digest: Any) -> str | N
     return None
 
 
+def cell_record(
+    directory: Path, root: Path | None = None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None) if the cell's cell.json parses, is of our format and lists its files (their
+    content is not looked at here), else (None, why). With `root`, as `cell_problem`."""
+    try:
+        directory = _check_inside(root, directory)
+        record = read_json(confined(directory, "cell.json"))
+    except ResultsError as error:
+        return None, str(error)
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        return None, f"cell.json is not of the format {FORMAT!r}"
+    if not isinstance(record.get("files"), dict) or not isinstance(record.get("sha256", {}), dict):
+        return None, "cell.json lists no files"
+    return record, None
+
+
+def kept_file_problem(directory: Path, record: dict[str, Any], name: str) -> str | None:
+    """Why the file `name` of a cell cannot be kept as its record vouches for it (None: it is
+    listed with its content hash, there, and of the recorded size and hash)."""
+    digest = record.get("sha256", {}).get(name)
+    if name not in record["files"] or not isinstance(digest, str):
+        return f"{name} is not recorded with its content hash"
+    if not confined(directory, name).is_file():
+        return f"{name} is not there"
+    return _file_problem(directory, name, record["files"][name], digest)
+
+
 def cell_problem(
     directory: Path, expected_hash: str | None = None, root: Path | None = None
 ) -> tuple[dict[str, Any] | None, str | None]:
@@ -483,18 +518,12 @@ def cell_problem(
     A cell that lists a file outside itself (or, with `root`, lies outside the results folder
     or is reached through a link) is not finished: nothing outside is looked at. Cells written
     before content hashes were recorded are checked by size alone."""
-    try:
-        directory = _check_inside(root, directory)
-        record = read_json(confined(directory, "cell.json"))
-    except ResultsError as error:
-        return None, str(error)
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        return None, f"cell.json is not of the format {FORMAT!r}"
+    record, why = cell_record(directory, root)
+    if record is None:
+        return None, why
     if expected_hash is not None and record.get("config_hash") != expected_hash:
         return None, "written under another configuration"
-    files, digests = record.get("files"), record.get("sha256", {})
-    if not isinstance(files, dict) or not isinstance(digests, dict):
-        return None, "cell.json lists no files"
+    files, digests = record["files"], record.get("sha256", {})
     for name, size in files.items():
         problem = _file_problem(directory, name, size, digests.get(name))
         if problem:

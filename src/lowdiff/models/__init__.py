@@ -10,12 +10,18 @@ carries a setting that had no effect.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
 
 from lowdiff import catalogue
 from lowdiff.architectures import ARCHITECTURE_OPTIONS, COMMON_OPTIONS
 from lowdiff.architectures import ARCHITECTURES as ARCHITECTURE_INFO
 from lowdiff.models.base import Denoiser, DenoiserOutput
 from lowdiff.plugins import is_plugin
+from lowdiff.results import ResultsError
 from lowdiff.settings import ModelConfig
 
 __all__ = [
@@ -26,6 +32,7 @@ __all__ = [
     "DenoiserOutput",
     "ModelConfig",
     "build_model",
+    "load_weights",
 ]
 
 
@@ -64,3 +71,28 @@ def build_model(config: ModelConfig, num_models: int, num_timesteps: int) -> Den
 
         return PluginDenoiser(num_models, num_timesteps, config)
     return ARCHITECTURES[config.arch](num_models, num_timesteps, config)
+
+
+@torch.no_grad()
+def load_weights(
+    model: Denoiser, saved: Sequence[Mapping[str, np.ndarray]], sources: Sequence[str | Path]
+) -> None:
+    """Set model m's parameters to saved[m] (arrays named like the parameters, without the model
+    axis: a cell's model_ema.npz), checked: the same names and shapes, else a ResultsError
+    naming sources[m]."""
+    expected = dict(model.named_parameters())
+    for m, (arrays, source) in enumerate(zip(saved, sources, strict=True)):
+        if set(arrays) != set(expected):
+            raise ResultsError(
+                f"{source}: its arrays do not match a {model.config.arch} model of this config "
+                f"(missing {sorted(set(expected) - set(arrays))}, "
+                f"unexpected {sorted(set(arrays) - set(expected))})"
+            )
+        for name, parameter in expected.items():
+            value = torch.from_numpy(np.asarray(arrays[name]))
+            if value.shape != parameter.shape[1:]:
+                raise ResultsError(
+                    f"{source}: {name} has shape {tuple(value.shape)}, "
+                    f"the config's model needs {tuple(parameter.shape[1:])}"
+                )
+            parameter[m].copy_(value)

@@ -48,6 +48,7 @@ import numpy as np
 import scipy.stats
 
 from lowdiff import stats
+from lowdiff.cells import batch_of
 from lowdiff.metrics import METRICS
 from lowdiff.report.document import Block, Bullets, Heading, Paragraph, Table
 from lowdiff.report.load import ExperimentResults
@@ -388,7 +389,7 @@ def _batch_times(loaded: ExperimentResults, run: str, phase: str) -> list[float]
         (float(b[phase]), int(b["models"]))
         for dataset in loaded.datasets
         for cell in loaded.finished(run, dataset)
-        if phase in (b := cell.record.get("batch") or {}) and int(b.get("models", 0)) > 0
+        if phase in (b := batch_of(cell.record, phase)) and int(b.get("models", 0)) > 0
     }
     return [time / models for time, models in sorted(batches)]
 

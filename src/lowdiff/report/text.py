@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from lowdiff import data, decisions, stats
+from lowdiff.cells import batch_of
 from lowdiff.metrics import METRICS
 from lowdiff.report.load import CellResult
 
@@ -199,7 +200,7 @@ def measured_time(cells: Sequence[CellResult], phase: str) -> str | None:
     The wall clock of the batch each seed was trained or sampled in, as measured, with the
     number of models that shared it; several batches show their range. None without records.
     """
-    batches = [cell.record.get("batch") or {} for cell in cells]
+    batches = [batch_of(cell.record, phase) for cell in cells]
     times = [float(b[phase]) for b in batches if phase in b]
     models = [int(b["models"]) for b in batches if "models" in b]
     if not times:
