@@ -125,6 +125,7 @@ num_steps = 10
 batch_size = 32
 [eval]
 num_samples = 150
+ground_truth = false
 [model]
 hidden_dim = 16
 embedding_dim = 8

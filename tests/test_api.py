@@ -23,6 +23,7 @@ TINY = {
     "num_steps": 40,
     "batch_size": 64,
     "num_samples": 300,
+    "ground_truth": False,
     "oracle_draws": 1,
     "hidden_dim": 32,
     "embedding_dim": 16,

@@ -19,6 +19,8 @@ FAST = [
     "--set",
     "eval.num_samples=300",
     "--set",
+    "eval.ground_truth=false",
+    "--set",
     "experiment.oracle_draws=1",
     "--set",
     "model.hidden_dim=32",
@@ -85,7 +87,8 @@ def test_divergence_is_named_and_finished_cells_are_kept(tmp_path, capsys):
     experiment = tmp_path / "boom.toml"
     experiment.write_text(
         '[experiment]\nname = "boom"\ndatasets = ["moons"]\nseeds = [0]\nnum_points = 1000\n'
-        "oracle_draws = 1\n[train]\nnum_steps = 200\nbatch_size = 32\n[eval]\nnum_samples = 200\n"
+        "oracle_draws = 1\n[train]\nnum_steps = 200\nbatch_size = 32\n"
+        "[eval]\nnum_samples = 200\nground_truth = false\n"
         '[model]\nhidden_dim = 16\nembedding_dim = 8\n[runs.baseline]\nmodel = { arch = "mlp" }\n'
         '[runs.boom]\nmodel = { arch = "mlp" }\ntrain = { learning_rate = 1e30 }\n'
     )

@@ -418,6 +418,7 @@ batch_size = 64
 [eval]
 num_samples = 200
 field_resolution = 4
+ground_truth = false
 [runs.baseline]
 model = { arch = "mlp", hidden_dim = 32, embedding_dim = 16 }
 """

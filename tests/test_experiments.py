@@ -32,6 +32,7 @@ batch_size = 64
 [eval]
 num_samples = 400
 field_resolution = 8
+ground_truth = false  # tests/test_ground_truth.py measures it
 [runs.baseline]
 model = { arch = "mlp", hidden_dim = 64, embedding_dim = 32 }
 [runs.gated]
@@ -75,9 +76,8 @@ def test_every_cell_and_final_info_is_written(uninterrupted):
 
 BATCHED = TINY.replace("max_models_per_batch = 1", "max_models_per_batch = 2")
 WALL_CLOCK = {"training_time", "inference_time"}
-# The ODE likelihood is integrated with one adaptive step-size control for a whole batch
-# (docs/protocol.md, ground truth): across batchings it agrees to the solver's tolerance only.
-ODE_VALUES = {"ode_nll_bits", "ode_kl_bits", "likelihood.npz:log_model"}
+# The ground truth is off in these experiments; that its values (the ODE likelihood to the
+# solver's tolerance) do not depend on batch-mates either is pinned in tests/test_faults.py.
 
 
 def cell_contents(cell):
@@ -104,16 +104,12 @@ def assert_cell_equal(got, expected, exact=True):
     metrics, expected_metrics = record.pop("metrics"), expected_record.pop("metrics")
     assert record == expected_record and arrays.keys() == expected_arrays.keys(), got.directory
     assert metrics.keys() == expected_metrics.keys(), got.directory
-    for name in ODE_VALUES & metrics.keys():
-        assert metrics.pop(name) == pytest.approx(expected_metrics.pop(name), rel=1e-3), name
     if exact:
         assert metrics == expected_metrics, got.directory
     else:
         assert metrics == pytest.approx(expected_metrics, rel=1e-6, abs=1e-9), got.directory
     for key, value in expected_arrays.items():
-        if key in ODE_VALUES:
-            np.testing.assert_allclose(arrays[key], value, atol=0.05)  # nats per point
-        elif exact:
+        if exact:
             assert np.array_equal(arrays[key], value), (got.directory, key)
         else:
             np.testing.assert_allclose(arrays[key], value, rtol=1e-5, atol=1e-6)
@@ -306,6 +302,7 @@ batch_size = 32
 [eval]
 num_samples = 200
 field_resolution = 4
+ground_truth = false
 [model]
 hidden_dim = 32
 embedding_dim = 16

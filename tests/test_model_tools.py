@@ -20,7 +20,8 @@ TINY = [
     "--datasets", "moons", "--seeds", "0", "--quiet",
     "--set", "experiment.num_points=300", "--set", "experiment.oracle_draws=1",
     "--set", "train.num_steps=30", "--set", "train.batch_size=16",
-    "--set", "eval.num_samples=60", "--set", "model.hidden_dim=16",
+    "--set", "eval.num_samples=60", "--set", "eval.ground_truth=false",
+    "--set", "model.hidden_dim=16",
     "--set", "model.embedding_dim=8",
 ]  # fmt: skip
 

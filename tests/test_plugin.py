@@ -260,6 +260,7 @@ def test_the_shipped_plugin_example_runs_end_to_end(tmp_path):
         "train.batch_size=32",
         "eval.num_samples=64",
         "eval.process_snapshots=0",
+        "eval.ground_truth=false",
         "experiment.num_points=200",
         "experiment.seeds=[0]",
         "experiment.oracle_draws=1",

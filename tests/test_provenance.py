@@ -21,6 +21,7 @@ TINY = [
     "train.batch_size=16",
     "eval.num_samples=60",
     "eval.field_resolution=4",
+    "eval.ground_truth=false",
     "model.hidden_dim=8",
     "model.embedding_dim=8",
 ]

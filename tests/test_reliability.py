@@ -40,6 +40,7 @@ batch_size = 32
 [eval]
 num_samples = 150
 field_resolution = 4
+ground_truth = false
 process_snapshots = 2
 process_points = 50
 [model]

@@ -22,6 +22,7 @@ QUICK = [
     "train.batch_size=32",
     "eval.num_samples=200",
     "eval.field_resolution=6",
+    "eval.ground_truth=false",
     "model.hidden_dim=16",
     "model.embedding_dim=8",
 ]

@@ -28,6 +28,7 @@ checkpoint_every = 100
 num_samples = 200
 field_resolution = 4
 process_snapshots = 0
+ground_truth = false
 [runs.baseline]
 model = { arch = "mlp", hidden_dim = 32, embedding_dim = 16, hidden_layers = 1 }
 """
