@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_experiments import load_tiny
 
 from lowdiff import cells, results
 from lowdiff.cli import main
@@ -64,9 +65,7 @@ description = "repeats the baseline"
 
 
 def experiment(tmp_path, text=TINY, overrides=()):
-    path = tmp_path / "exp.toml"
-    path.write_text(text)
-    return load_experiment(path, list(overrides))
+    return load_tiny(tmp_path, text, overrides)
 
 
 @pytest.fixture(scope="module")

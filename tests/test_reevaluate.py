@@ -14,9 +14,9 @@ import shutil
 
 import numpy as np
 import pytest
+from tiny_experiments import load_tiny
 
 from lowdiff import cells, engine, ownership, results
-from lowdiff.config import load_experiment
 from lowdiff.executors import LocalExecutor
 from lowdiff.experiments import Pack, execute, plan
 
@@ -47,9 +47,7 @@ WALL_CLOCK = ("training_time", "inference_time")
 
 
 def experiment(folder, overrides=()):
-    path = folder / "exp.toml"
-    path.write_text(TINY)
-    return load_experiment(path, list(overrides))
+    return load_tiny(folder, TINY, overrides)
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_experiments import load_tiny
 
 import lowdiff
 from lowdiff import cells, oracle, ownership, results, runtime, summary
 from lowdiff.api import check_seeds, evaluate, load, train_config
 from lowdiff.cli import main
-from lowdiff.config import ConfigError, check_executor_available, check_memory, load_experiment
+from lowdiff.config import ConfigError, check_executor_available, check_memory
 from lowdiff.experiments import execute
 from lowdiff.report import write_report
 from lowdiff.table import ResultsTable
@@ -51,9 +52,7 @@ embedding_dim = 8
 
 
 def experiment(folder, overrides=(), text=TINY):
-    path = folder / "exp.toml"
-    path.write_text(text)
-    return load_experiment(path, list(overrides))
+    return load_tiny(folder, text, overrides)
 
 
 @pytest.fixture(scope="module")

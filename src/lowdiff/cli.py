@@ -319,7 +319,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _read_points(path: Path) -> np.ndarray:
-    """(N, 2) points from a .npy (no pickle) or a .csv with two columns (an x,y header or
+    """(N, 2) points from a .npy (plain numbers only) or a .csv with two columns (an x,y header or
     none), or a one-line ConfigError saying what is wrong."""
     check_choice(path.suffix, [".csv", ".npy"], "file type", "POINTS")
     if not path.is_file():

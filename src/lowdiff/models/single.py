@@ -92,7 +92,7 @@ class SingleDenoiser(nn.Module):
 
 
 def save(model: SingleDenoiser, path: str | Path) -> Path:
-    """Write `model`'s state dict and settings as safetensors (never pickle)."""
+    """Write `model`'s state dict and settings as safetensors (tensors only, no code)."""
     from safetensors.torch import save_file
 
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
