@@ -6,8 +6,9 @@ of the cluster tests (tests/clusters: four packs of one model) with `lowdiff run
 
 - local:   in one process on one thread (packs one after another)
 - clean:   through the executor (two packs at once: two Ray nodes, two Slurm CPUs)
-- failure: the same, losing one pack mid-run (Ray: the worker node's raylet is killed once the
-  first cell is written; Slurm: the first running array task is `scancel`led)
+- failure: the same, losing packs mid-run (Ray: the worker node's raylet is killed once the
+  first cell is written; Slurm: the running array tasks' processes are killed (SIGKILL)
+  once a pack has checkpointed, as the cluster tests do)
 
 Overhead per pack = (clean x slots - local) / packs: the time a pack spends beyond its
 training when two run at once. Retry cost = failure - clean. Run it alone on the machine:
@@ -27,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "clusters"))
-from cluster_support import EXPERIMENT  # noqa: E402  (the cluster tests' experiment)
+from cluster_support import EXPERIMENT, in_training, kill_running_tasks  # noqa: E402
 
 PACKS, SLOTS = 4, 2
 
@@ -48,8 +49,10 @@ def script(name: str, command: str, directory: Path) -> tuple[float, dict[str, s
     return time.monotonic() - started, dict(item.split("=", 1) for item in exports)
 
 
-def lowdiff_run(experiment: Path, out: Path, env: dict[str, str], *extra: str, lose=None) -> float:
-    """Seconds of one `lowdiff run`; `lose()` is called once the first cell is written."""
+def lowdiff_run(
+    experiment: Path, out: Path, env: dict[str, str], *extra: str, lose=None, when=None
+) -> float:
+    """Seconds of one `lowdiff run`; `lose()` is called once `when(out)` holds."""
     path = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH", "")]))
     command = [sys.executable, "-m", "lowdiff.cli", "run", str(experiment), "--out", str(out)]
     started = time.monotonic()
@@ -57,7 +60,7 @@ def lowdiff_run(experiment: Path, out: Path, env: dict[str, str], *extra: str, l
         [*command, "--quiet", *extra], env={**env, "PYTHONPATH": path}, stdout=subprocess.DEVNULL
     )
     if lose is not None:
-        while not any(out.glob("baseline/*/seed_*/cell.json")) and run.poll() is None:
+        while not when(out) and run.poll() is None:
             time.sleep(0.2)
         lose()
     if run.wait() != 0:
@@ -73,7 +76,10 @@ def ray_rows(experiment: Path, scratch: Path) -> dict[str, float]:
         options = ["--executor", "ray", "--set", f'executor.ray_address="{exports["RAY_ADDRESS"]}"']
         clean = lowdiff_run(experiment, scratch / "ray-clean", env, *options)
         lose = lambda: script("ray_cluster.sh", "kill-worker", directory)  # noqa: E731
-        failure = lowdiff_run(experiment, scratch / "ray-failure", env, *options, lose=lose)
+        first_cell = lambda out: any(out.glob("baseline/*/seed_*/cell.json"))  # noqa: E731
+        failure = lowdiff_run(
+            experiment, scratch / "ray-failure", env, *options, lose=lose, when=first_cell
+        )
     finally:
         script("ray_cluster.sh", "stop", directory)
     return {"start-up": up, "clean": clean, "failure": failure}
@@ -84,20 +90,13 @@ def slurm_rows(experiment: Path, scratch: Path) -> dict[str, float]:
     up, exports = script("slurm_cluster.sh", "start", directory)
     env = {**os.environ, **exports}
 
-    def cancel_one() -> None:
-        listed = subprocess.run(
-            ["squeue", "--noheader", "--array", "--states=RUNNING", "--format=%i"],
-            env=env,
-            capture_output=True,
-            text=True,
-        ).stdout.split()
-        if listed:
-            subprocess.run(["scancel", listed[0]], env=env, check=True)
-
     try:
         options = ["--executor", "slurm"]
         clean = lowdiff_run(experiment, scratch / "slurm-clean", env, *options)
-        failure = lowdiff_run(experiment, scratch / "slurm-failure", env, *options, lose=cancel_one)
+        cancel = lambda: kill_running_tasks(env)  # noqa: E731
+        failure = lowdiff_run(
+            experiment, scratch / "slurm-failure", env, *options, lose=cancel, when=in_training
+        )
     finally:
         script("slurm_cluster.sh", "stop", directory)
     return {"start-up": up, "clean": clean, "failure": failure}

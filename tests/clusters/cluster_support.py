@@ -1,17 +1,20 @@
 """What the real-cluster tests share: the tiny experiment, its cells, a lowdiff process."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from lowdiff import results
+from lowdiff.experiments import CHECKPOINTS
 
 ROOT = Path(__file__).parents[2]
 SCRIPTS = ROOT / "scripts"
 
-# four packs of one model each (max_models_per_batch = 1), long enough to be killed mid-run
+# four packs of one model each (max_models_per_batch = 1); 2,000 steps, a checkpoint every 100:
+# a pack is seen training (its checkpoint on disk) seconds before it ends, so it can be lost then
 EXPERIMENT = """\
 [experiment]
 name = "cluster"
@@ -21,7 +24,7 @@ num_points = 500
 oracle_draws = 1
 max_models_per_batch = 1
 [train]
-num_steps = 400
+num_steps = 2000
 batch_size = 64
 checkpoint_every = 100
 [eval]
@@ -46,6 +49,34 @@ def cell_metrics(root: Path) -> dict:
                 k: v for k, v in record["metrics"].items() if not k.endswith("_time")
             }
     return found
+
+
+def in_training(out: Path) -> bool:
+    """Whether a pack of the run into `out` has checkpointed and not yet finished."""
+    return any((out / CHECKPOINTS).glob("*.npz"))
+
+
+def kill_running_tasks(env: dict[str, str]) -> list[str]:
+    """SIGKILL the Python process of every running Slurm array task at once, as the OOM
+    killer or a lost node would; the job ids of the tasks killed.
+
+    Not `scancel`: Slurm cancels with SIGTERM, which submitit's jobs ignore, and SIGKILL only
+    `KillWait` seconds later, time in which a pack may well finish and leave its result."""
+    listed = subprocess.run(
+        ["squeue", "--noheader", "--array", "--states=RUNNING", "--format=%A"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for job in listed:
+        table = subprocess.run(
+            ["scontrol", "listpids", job], env=env, capture_output=True, text=True, check=True
+        ).stdout.splitlines()[1:]  # PID JOBID STEPID LOCALID GLOBALID
+        for pid, _, step, local, _ in (row.split() for row in table):
+            if step != "batch" and local != "-":  # the step's task: lowdiff's pack
+                os.kill(int(pid), signal.SIGKILL)
+    return listed
 
 
 def exports(line: str) -> dict[str, str]:

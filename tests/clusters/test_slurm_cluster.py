@@ -1,14 +1,22 @@
-"""A single-node Slurm with accounting (scripts/slurm_cluster.sh): a job array whose task is
-`scancel`led mid-run is resubmitted and every cell equals the local run; a partition that
-does not exist stops the run before anything is written; a refused submission is one line
-naming the setting, and the report is still written."""
+"""A single-node Slurm with accounting (scripts/slurm_cluster.sh): the tasks of a job array
+killed mid-run (SIGKILL) are resubmitted and every cell equals the local run;
+a partition that does not exist stops the run before anything is written; a refused
+submission is one line naming the setting, and the report is still written."""
 
 import os
 import subprocess
 import time
 
 import pytest
-from cluster_support import SCRIPTS, cell_metrics, exports, start_lowdiff, wait_until
+from cluster_support import (
+    SCRIPTS,
+    cell_metrics,
+    exports,
+    in_training,
+    kill_running_tasks,
+    start_lowdiff,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,28 +43,17 @@ def slurm_run(experiment_file, out, env, *settings: str) -> subprocess.Popen:
     return start_lowdiff(arguments, env)
 
 
-def running_tasks(env) -> list[str]:
-    done = subprocess.run(
-        ["squeue", "--noheader", "--array", "--states=RUNNING", "--format=%i"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.split()
-
-
-def test_a_cancelled_array_task_is_resubmitted_and_equals_local(
+def test_killed_array_tasks_are_resubmitted_and_equal_local(
     slurm, experiment_file, local_cells, tmp_path
 ):
     out = tmp_path / "slurm"
     started = time.monotonic()
     run = slurm_run(experiment_file, out, slurm, 'executor.slurm_partition="debug"')
-    wait_until(lambda: running_tasks(slurm), 240, "a running array task")
-    time.sleep(2)  # into its training
-    victim = running_tasks(slurm)[0]
-    subprocess.run(["scancel", victim], env=slurm, check=True)
+    # a pack has checkpointed and trains on: every running task is killed in its training
+    wait_until(lambda: in_training(out), 240, "a pack in training")
+    assert kill_running_tasks(slurm), "no running array task while a pack trains"
     stdout, stderr = run.communicate(timeout=400)
-    print(f"run with a cancelled task: {time.monotonic() - started:.1f} s")
+    print(f"run with killed tasks: {time.monotonic() - started:.1f} s")
     assert run.returncode == 0, stderr
     assert "attempt 1 failed" in stderr and "ended without a result" in stderr
     assert cell_metrics(out) == local_cells
