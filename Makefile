@@ -20,8 +20,8 @@ run: $(STAMP)  ## the main job: a short baseline experiment with a report and fi
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	@# pytest's exit 5 means it collected no test: a failure, said as such
-	$(BIN)/python -m pytest -q || { status=$$?; [ $$status -ne 5 ] || \
+	@# one pytest worker per CPU (pytest-xdist); exit 5 means no test was collected: a failure
+	$(BIN)/python -m pytest -q -n auto || { status=$$?; [ $$status -ne 5 ] || \
 		echo "make test: pytest collected no tests (exit 5)" >&2; exit $$status; }
 
 test-clusters: $(STAMP)  ## real Ray (two nodes) and Slurm clusters on loopback; Slurm needs root
