@@ -12,6 +12,9 @@ steps/s is measured over the window in which all N run. Settings:
 - lowdiff:  what the command line does: threads chosen, and the wait policy chosen by
             runtime.share_cpu_environment (spin-then-sleep alone, passive beside others)
 
+Where lowdiff chose the threads (threads, spin, lowdiff) they follow the other lowdiff
+processes between chunks of 100 steps, as in `lowdiff run` (runtime.follow_sharing).
+
 Run it alone on the machine (other load changes the figures):
 
     python benchmarks/concurrency.py [--steps 3000] [--processes 2] [--modes default,lowdiff]
@@ -77,7 +80,8 @@ def worker(mode: str, steps: int, models: int, points: int) -> None:
     sys.stdin.readline()
     stamps = [time.time()]
     for step in range(steps):
-        if step % 100 == 0:
+        if step % 100 == 0:  # a chunk, as in Trainer.run: threads follow the other runs there
+            runtime.follow_sharing()
             x0, t, eps = trainer.source.next_chunk(min(100, steps - step))
         trainer.step(x0[step % 100], t[step % 100], eps[step % 100])
         trainer.ema.update(trainer.model)

@@ -131,6 +131,57 @@ def test_registered_entry_is_removed_at_exit(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.fixture
+def torch_threads(monkeypatch):
+    """torch's thread count, OMP_NUM_THREADS and MKL_NUM_THREADS as they were, afterwards."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, "1")  # recorded, so the teardown restores the original state
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(runtime, "_following", None)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_chosen_threads_follow_lowdiff_processes_that_start_and_end(
+    tmp_path, quiet_machine, torch_threads
+):
+    assert runtime.configure_cpu(directory=tmp_path) == 8 and torch.get_num_threads() == 8
+    start = time.monotonic()
+    assert runtime.follow_sharing(now=start + 2) is None  # nobody else: nothing changes
+    second = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / str(second.pid)).write_text(runtime._start_time(second.pid))
+        assert runtime.follow_sharing(now=start + 2.5) is None  # at most one look per second
+        assert runtime.follow_sharing(now=start + 4) == 4 and torch.get_num_threads() == 4
+        assert runtime.follow_sharing(now=start + 6) is None  # no change since the last look
+    finally:
+        second.kill()
+        second.wait()
+    assert runtime.follow_sharing(now=start + 8) == 8 and torch.get_num_threads() == 8
+
+
+def test_threads_at_start_beside_a_busy_machine_are_not_given_back_later(
+    tmp_path, monkeypatch, torch_threads, sleeper
+):
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 8)
+    monkeypatch.setattr(runtime, "machine_load", lambda: 3.0)  # three busy programs at start
+    assert runtime.configure_cpu(directory=tmp_path) == 2
+    monkeypatch.setattr(runtime, "machine_load", lambda: 5.0)  # now counting our own threads
+    (tmp_path / str(sleeper.pid)).write_text(runtime._start_time(sleeper.pid))
+    start = time.monotonic()
+    assert runtime.follow_sharing(now=start + 2) is None  # 8 // (1 + max(1, 3)): still 2
+    (tmp_path / str(sleeper.pid)).unlink()
+    assert runtime.follow_sharing(now=start + 4) is None  # the start's load still counts
+
+
+def test_threads_the_user_set_do_not_follow(tmp_path, quiet_machine, torch_threads, sleeper):
+    assert runtime.configure_cpu(3, directory=tmp_path) == 3
+    (tmp_path / str(sleeper.pid)).write_text(runtime._start_time(sleeper.pid))
+    assert runtime.follow_sharing(now=time.monotonic() + 2) is None
+    assert torch.get_num_threads() == 3
+
+
 def test_limit_threads_sets_torch_and_the_environment(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MKL_NUM_THREADS", "1")

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lowdiff import runtime
 from lowdiff.models import Denoiser, ModelConfig, build_model
 from lowdiff.models.layers import SIMD_MULTIPLE
 from lowdiff.precision import autocast, check_precision
@@ -424,6 +425,7 @@ class Trainer:
                 losses[first + j] = self.step(x0[j], t[j], eps[j])
                 self.ema.update(self.model)
             self._check_finite(losses[first : first + steps], first)
+            runtime.follow_sharing()  # another lowdiff run started or ended: re-divide the CPUs
             bar.update(steps)
             end = first + steps
             every = config.checkpoint_every

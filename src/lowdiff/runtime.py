@@ -19,6 +19,8 @@ cores. Two settings avoid that (benchmarks/concurrency.py measures both):
   CPUs this process may run on (`os.sched_getaffinity`) divided among the busy processes: other
   `lowdiff` processes (a small registry of live process ids in the temporary directory; a
   stopped one does not count) and the machine's current load.
+- `follow_sharing()`, called between training chunks, divides them again when another lowdiff
+  process starts or ends, so a run started alone gives a core to a run started beside it.
 
 The allocator. PyTorch's CPU tensors come from the C library's malloc. With glibc's defaults,
 freed blocks of a few MB are handed back to the operating system and faulted in again on the
@@ -255,9 +257,12 @@ def choose_threads(requested: int = 0, *, directory: Path | None = None) -> int:
     preset = os.environ.get("OMP_NUM_THREADS", "")
     if preset.isdigit() and int(preset) > 0:
         return int(preset)
-    cpus = available_cpus()
-    others = max(other_processes(directory), round(machine_load()))
-    return max(1, cpus // (1 + others))
+    return _share(other_processes(directory), round(machine_load()))
+
+
+def _share(lowdiff_processes: int, load: int) -> int:
+    """This process's CPUs divided by 1 + the other busy processes."""
+    return max(1, available_cpus() // (1 + max(lowdiff_processes, load)))
 
 
 def limit_threads(threads: int) -> None:
@@ -271,11 +276,64 @@ def limit_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def configure_cpu(threads: int = 0) -> int:
-    """Register this process, set torch's CPU threads (0: choose them, see `choose_threads`),
-    tune the allocator; returns the thread count."""
-    register_process()
-    threads = choose_threads(threads)
+class _Following:
+    """Threads chosen by `configure_cpu` that follow the other lowdiff processes."""
+
+    def __init__(self, threads: int, others: int, load: int, directory: Path | None) -> None:
+        self.threads, self.others, self.load = threads, others, load
+        self.directory = directory
+        self.checked = time.monotonic()
+
+
+_following: _Following | None = None  # set by configure_cpu when it chose the threads
+FOLLOW_EVERY_S = 1.0  # at most one look at the registry per second
+
+
+def follow_sharing(*, now: float | None = None) -> int | None:
+    """Divide this process's CPUs again when another lowdiff process started or ended.
+
+    Threads are chosen at start, but a run started alone would keep its threads (and its brief
+    spin) when a second run starts beside it, and the two then fight for the cores
+    (benchmarks/concurrency.py). Called between training chunks: if `configure_cpu` chose this
+    process's threads and the number of other registered lowdiff processes changed since the
+    last look (at most one look per `FOLLOW_EVERY_S`), the CPUs are divided as at start, with
+    the machine's load as measured at start (the load average now would count this process's
+    own threads). Returns the new thread count when it changed, else None.
+    """
+    state = _following
+    now = time.monotonic() if now is None else now
+    if state is None or now - state.checked < FOLLOW_EVERY_S:
+        return None
+    state.checked = now
+    others = other_processes(state.directory)
+    if others == state.others:
+        return None
+    state.others = others
+    threads = _share(others, state.load)
+    if threads == state.threads:
+        return None
+    log.info(
+        "torch CPU threads: %d -> %d (%d other lowdiff processes)", state.threads, threads, others
+    )
+    state.threads = threads
+    limit_threads(threads)
+    return threads
+
+
+def configure_cpu(threads: int = 0, *, directory: Path | None = None) -> int:
+    """Register this process, set torch's CPU threads (0: choose them, see `choose_threads`,
+    and let them follow the sharing, see `follow_sharing`), tune the allocator; returns the
+    thread count."""
+    global _following
+    register_process(directory)
+    preset = os.environ.get("OMP_NUM_THREADS", "")
+    _following = None
+    if threads or (preset.isdigit() and int(preset) > 0):  # the user's count stays
+        threads = choose_threads(threads, directory=directory)
+    else:
+        others, load = other_processes(directory), round(machine_load())
+        threads = _share(others, load)
+        _following = _Following(threads, others, load, directory)
     limit_threads(threads)
     log.info("torch CPU threads: %d", threads)
     if not keep_freed_memory():
