@@ -28,7 +28,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "clusters"))
-from cluster_support import EXPERIMENT, in_training, kill_running_tasks  # noqa: E402
+from cluster_support import (  # noqa: E402
+    EXPERIMENT,
+    first_cell_written,
+    in_training,
+    kill_running_tasks,
+)
 
 PACKS, SLOTS = 4, 2
 
@@ -76,9 +81,8 @@ def ray_rows(experiment: Path, scratch: Path) -> dict[str, float]:
         options = ["--executor", "ray", "--set", f'executor.ray_address="{exports["RAY_ADDRESS"]}"']
         clean = lowdiff_run(experiment, scratch / "ray-clean", env, *options)
         lose = lambda: script("ray_cluster.sh", "kill-worker", directory)  # noqa: E731
-        first_cell = lambda out: any(out.glob("baseline/*/seed_*/cell.json"))  # noqa: E731
         failure = lowdiff_run(
-            experiment, scratch / "ray-failure", env, *options, lose=lose, when=first_cell
+            experiment, scratch / "ray-failure", env, *options, lose=lose, when=first_cell_written
         )
     finally:
         script("ray_cluster.sh", "stop", directory)

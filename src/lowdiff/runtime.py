@@ -39,6 +39,7 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import logging
 import os
 import stat
@@ -250,14 +251,15 @@ def choose_threads(requested: int = 0, *, directory: Path | None = None) -> int:
     The CPUs this process may use are divided by 1 + the number of other busy processes, taken
     as the larger of the other registered lowdiff processes and the machine's load.
     """
+    return _set_by_user(requested) or _share(other_processes(directory), round(machine_load()))
+
+
+def _set_by_user(requested: int) -> int:
+    """The thread count the user set: `requested` if > 0, else OMP_NUM_THREADS; 0 if neither."""
     if requested < 0:
         raise ValueError(f"threads must be >= 0 (0: choose), got {requested}")
-    if requested:
-        return requested
     preset = os.environ.get("OMP_NUM_THREADS", "")
-    if preset.isdigit() and int(preset) > 0:
-        return int(preset)
-    return _share(other_processes(directory), round(machine_load()))
+    return requested or (int(preset) if preset.isdigit() else 0)
 
 
 def _share(lowdiff_processes: int, load: int) -> int:
@@ -276,13 +278,15 @@ def limit_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+@dataclasses.dataclass
 class _Following:
     """Threads chosen by `configure_cpu` that follow the other lowdiff processes."""
 
-    def __init__(self, threads: int, others: int, load: int, directory: Path | None) -> None:
-        self.threads, self.others, self.load = threads, others, load
-        self.directory = directory
-        self.checked = time.monotonic()
+    threads: int
+    others: int  # other registered lowdiff processes at the last look
+    load: int  # the machine's load at start
+    directory: Path | None
+    checked: float = dataclasses.field(default_factory=time.monotonic)
 
 
 _following: _Following | None = None  # set by configure_cpu when it chose the threads
@@ -326,11 +330,9 @@ def configure_cpu(threads: int = 0, *, directory: Path | None = None) -> int:
     thread count."""
     global _following
     register_process(directory)
-    preset = os.environ.get("OMP_NUM_THREADS", "")
     _following = None
-    if threads or (preset.isdigit() and int(preset) > 0):  # the user's count stays
-        threads = choose_threads(threads, directory=directory)
-    else:
+    threads = _set_by_user(threads)  # a count the user set stays
+    if not threads:
         others, load = other_processes(directory), round(machine_load())
         threads = _share(others, load)
         _following = _Following(threads, others, load, directory)

@@ -51,6 +51,11 @@ def cell_metrics(root: Path) -> dict:
     return found
 
 
+def first_cell_written(out: Path) -> bool:
+    """Whether the run into `out` has written a cell."""
+    return any(out.glob("baseline/*/seed_*/cell.json"))
+
+
 def in_training(out: Path) -> bool:
     """Whether a pack of the run into `out` has checkpointed and not yet finished."""
     return any((out / CHECKPOINTS).glob("*.npz"))

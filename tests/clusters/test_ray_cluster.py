@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-from cluster_support import SCRIPTS, cell_metrics, exports, start_lowdiff, wait_until
+from cluster_support import (
+    SCRIPTS,
+    cell_metrics,
+    exports,
+    first_cell_written,
+    start_lowdiff,
+    wait_until,
+)
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -66,7 +73,7 @@ def test_losing_the_worker_node_mid_run_retries_and_equals_local(
         env,
     )
     # both nodes have a pack once the first cell is written; lose the worker node then
-    wait_until(lambda: any(out.glob("baseline/*/seed_*/cell.json")), 240, "a first cell")
+    wait_until(lambda: first_cell_written(out), 240, "a first cell")
     cluster("kill-worker", directory)
     stdout, stderr = run.communicate(timeout=300)
     print(f"run with a lost node: {time.monotonic() - started:.1f} s")
