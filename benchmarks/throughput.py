@@ -34,6 +34,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,7 @@ from lowdiff.schedule import NoiseSchedule, ScheduleConfig
 
 DATASETS = ("circle", "dino", "line", "moons")
 PROTOCOL_STEPS = 10_000
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def hardware(device: torch.device) -> str:
@@ -126,10 +128,25 @@ def step_flops(trainer: Trainer) -> int:
     return counter.get_total_flops()
 
 
+@dataclass
+class Rate:
+    """One (M, precision) of the training table: medians over the repeats."""
+
+    models_steps: float  # models x steps / s
+    of_floor: float  # the step's FLOP rate over the bmm rate timed beside it, in that repeat
+    over_fp32: float  # models_steps over fp32's in the same repeat (1 for fp32 itself)
+
+
 def training_rates(
-    models: list[int], precisions: list[str], args: argparse.Namespace, device: torch.device
-) -> dict[tuple[int, str], float]:
-    """models x steps / s for each (M, precision): precisions alternate, median of repeats."""
+    models: list[int],
+    precisions: list[str],
+    args: argparse.Namespace,
+    device: torch.device,
+    flops: int,
+) -> dict[tuple[int, str], Rate]:
+    """Each repeat times every precision's step and, right after it, its bmm; the fraction of
+    the floor and the bf16/fp32 ratio are taken within a repeat, then their medians, so a
+    machine whose speed drifts (a shared host) moves both sides of every ratio together."""
     rates = {}
     for num_models in models:
         trainers = {p: make_trainer(num_models, p, device) for p in precisions}
@@ -137,12 +154,18 @@ def training_rates(
         for run in steps.values():  # warm-up: allocator, kernels, first chunk
             for _ in range(3):
                 run()
-        samples: dict[str, list[float]] = {p: [] for p in precisions}
+        samples: dict[str, list[tuple[float, float]]] = {p: [] for p in precisions}
         for _ in range(args.repeats):
             for p in precisions:
-                samples[p].append(num_models / timed(steps[p], device, args.seconds))
+                rate = num_models / timed(steps[p], device, args.seconds)
+                samples[p].append((rate, rate * flops / bmm_rate(DTYPES[p], device, 0.5)))
         for p in precisions:
-            rates[num_models, p] = statistics.median(samples[p])
+            fp32 = [rate for rate, _ in samples["fp32"]]
+            rates[num_models, p] = Rate(
+                statistics.median(rate for rate, _ in samples[p]),
+                statistics.median(fraction for _, fraction in samples[p]),
+                statistics.median(r / base for (r, _), base in zip(samples[p], fp32, strict=True)),
+            )
     return rates
 
 
@@ -278,23 +301,23 @@ def overhead(steps: int) -> None:
 
 
 def print_training(
-    rates: dict[tuple[int, str], float],
+    rates: dict[tuple[int, str], Rate],
     models: list[int],
     precisions: list[str],
     flops: float,
     peaks: dict[str, float],
 ) -> None:
     print(f"baseline training step: {flops / 1e6:.0f} MFLOP per model-step (matrix products)")
-    print(", ".join(f"{p} bmm {peaks[p] / 1e9:.0f} GFLOP/s" for p in precisions) + "\n")
+    print(", ".join(f"{p} bmm {peaks[p] / 1e9:.0f} GFLOP/s" for p in precisions))
+    print("(% of floor: against the bmm rate timed beside each repeat; medians of the repeats)\n")
     header = "".join(f" {p + ' models*steps/s':>22} {'% of floor':>10}" for p in precisions)
     print(f"{'M':>4}{header}" + ("   bf16/fp32" if len(precisions) > 1 else ""))
     for m in models:
         row = f"{m:4d}"
         for p in precisions:
-            rate = rates[m, p]
-            row += f" {rate:22.0f} {100 * rate * flops / peaks[p]:9.0f}%"
+            row += f" {rates[m, p].models_steps:22.0f} {100 * rates[m, p].of_floor:9.0f}%"
         if len(precisions) > 1:
-            row += f" {rates[m, 'bf16'] / rates[m, 'fp32']:10.2f}x"
+            row += f" {rates[m, 'bf16'].over_fp32:10.2f}x"
         print(row)
 
 
@@ -322,9 +345,8 @@ def main() -> None:
     if missing:
         print(f"bf16 not measured: {missing}")
     flops = step_flops(make_trainer(1, "fp32", device))
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    peaks = {p: bmm_rate(dtypes[p], device, args.seconds) for p in precisions}
-    rates = training_rates(models, precisions, args, device)
+    peaks = {p: bmm_rate(DTYPES[p], device, args.seconds) for p in precisions}
+    rates = training_rates(models, precisions, args, device, flops)
     print_training(rates, models, precisions, flops, peaks)
     floor_flops = sampling_flops(args.samples, device)
     print(
@@ -337,7 +359,7 @@ def main() -> None:
             )
             floor = 100 * floor_flops / peaks[p] / seconds
             print(f"M = {m} {p}: {seconds:6.2f} s per model ({floor:.0f}% of the {p} bmm floor)")
-    rate_16 = rates.get((16, "fp32")) or rates[models[-1], "fp32"]
+    rate_16 = (rates.get((16, "fp32")) or rates[models[-1], "fp32"]).models_steps
     evaluation_costs(rate_16, precisions, args.samples, device)
     if not args.skip_overhead:
         overhead(args.overhead_steps)

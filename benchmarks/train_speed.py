@@ -169,18 +169,24 @@ def bare_ms(num_models: int, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps / num_models * 1e3
 
 
-def pipeline_gap(models: list[int], steps: int, repeats: int, plain: float) -> None:
-    """The real pipeline against the bare step, interleaved, medians of `repeats`."""
+def pipeline_gap(models: list[int], steps: int, repeats: int, points: torch.Tensor) -> None:
+    """The real pipeline against the bare step and the plain loop, interleaved: each repeat
+    runs all three, each ratio is taken within a repeat, and their medians are printed, so a
+    machine whose speed drifts (a shared host) moves both sides of every ratio together."""
     print(f"\nreal pipeline (experiments.execute, {steps} steps) against the bare engine step")
+    cpu = torch.device("cpu")
     for num_models in models:
-        real, bare = [], []
+        real, bare, plain = [], [], []
         for _ in range(repeats):
             real.append(pipeline_ms(num_models, steps))
-            bare.append(bare_ms(num_models, steps, torch.device("cpu")))
-        real_ms, bare_ms_ = statistics.median(real), statistics.median(bare)
+            bare.append(bare_ms(num_models, steps, cpu))
+            plain.append(plain_loop_ms(points, steps, cpu))
+        gap = statistics.median(r / b - 1 for r, b in zip(real, bare, strict=True))
+        over_plain = statistics.median(r / p for r, p in zip(real, plain, strict=True))
         print(
-            f"M={num_models:<3} pipeline {real_ms:6.2f} ms/model-step, bare step {bare_ms_:6.2f} "
-            f"({100 * (real_ms / bare_ms_ - 1):+.1f} %), pipeline/plain loop {real_ms / plain:.2f}"
+            f"M={num_models:<3} pipeline {statistics.median(real):6.2f} ms/model-step, bare step "
+            f"{statistics.median(bare):6.2f} ({100 * gap:+.1f} %), plain loop "
+            f"{statistics.median(plain):6.2f}, pipeline/plain loop {over_plain:.2f}"
         )
 
 
@@ -221,7 +227,7 @@ def main() -> None:
         )
     if args.pipeline_models and device.type == "cpu":
         models = [int(m) for m in args.pipeline_models.split(",")]
-        pipeline_gap(models, args.pipeline_steps, args.repeats, plain)
+        pipeline_gap(models, args.pipeline_steps, args.repeats, points.cpu())
     if not args.skip_families:
         base = None
         for name, config in FAMILIES.items():

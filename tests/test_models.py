@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lowdiff.models import ARCHITECTURES, ModelConfig, build_model
-from lowdiff.models.layers import sinusoidal_embedding
+from lowdiff.models.layers import gather_by_timestep, sinusoidal_embedding
 from lowdiff.models.reference import PlainMLPDenoiser
 
 CONFIGS = {
@@ -130,3 +130,26 @@ def test_the_architecture_list_is_the_declared_registry():
     assert list(ARCHITECTURES) == list(architectures.ARCHITECTURES)
     for name, cls in ARCHITECTURES.items():
         assert cls.__module__ == f"lowdiff.models.{name}"
+
+
+def test_gather_by_timestep_has_the_values_and_gradient_bits_of_torch_gather():
+    """The literal reference is torch.gather along T; many samples share a timestep, so the
+    gradient sums several rows and its bits depend on the order of the sum."""
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(3, 10, 64, generator=generator)
+    t = torch.randint(0, 10, (3, 200), generator=generator)
+    upstream = torch.randn(3, 200, 64, generator=generator)
+    results = []
+    for pick in (gather_by_timestep, _reference_gather):
+        leaf = table.clone().requires_grad_()
+        picked = pick(leaf, t)
+        picked.backward(upstream)
+        results.append((picked.detach(), leaf.grad))
+    (values, grad), (expected_values, expected_grad) = results
+    assert torch.equal(values, expected_values)
+    assert torch.equal(grad, expected_grad)
+    assert torch.equal(gather_by_timestep(table, 4), table[:, 4:5])  # a shared timestep
+
+
+def _reference_gather(table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return torch.gather(table, 1, t.unsqueeze(-1).expand(-1, -1, table.shape[-1]))
