@@ -3,21 +3,23 @@ and what evaluating a model costs beside training it.
 
 1. models x steps per second of the baseline training step (the engine's step with its data
    chunks and EMA, as `Trainer.run` takes it) for M = 1, 4, 16, 64, in fp32 and, where the
-   device has native bf16, in bf16 (`train.precision`). The two precisions alternate, each
-   timed over at least --seconds, and the median of --repeats is printed with their ratio, so
-   the ratio comes from one run under one load.
+   device has native bf16, in bf16 (`train.precision`), and with --compile each of them
+   through torch.compile as well (`train.compile`). The variants alternate, each timed over at
+   least --seconds, and the median of --repeats is printed with its ratio to eager fp32 (the
+   default) in the same repeat, so the ratio comes from one run under one load.
 2. The floor: the step's matrix-product FLOPs (counted by torch.utils.flop_counter) at the
    measured rate of a batched 256 x 256 `bmm` in each precision, and the fraction of that floor
    the step reaches.
-3. Sampling 10,000 points x 100 steps per model (ancestral), fp32 and bf16 (`eval.precision`),
-   against its own floor.
+3. Sampling 10,000 points x 100 steps per model (ancestral), each variant (`eval.precision`,
+   `eval.compile`; a compiled network is timed after one untimed draw that compiles it),
+   against its own floor and against eager fp32.
 4. Evaluation per model at the protocol's sizes against its training: eval loss over the
    100,000 training points, sampling, every metric of `metrics.measure` (each function it calls,
    timed by cProfile, so a new metric appears by itself) and the dataset's reference (k-NN radii,
    once per dataset and process), beside 10,000 training steps at the M = 16 rate.
 5. The same tiny experiment through the local executor and through Ray (--skip-overhead: not).
 
-    python benchmarks/throughput.py [--models 1,4,16,64] [--quick] [--threads 0]
+    python benchmarks/throughput.py [--models 1,4,16,64] [--quick] [--threads 0] [--compile]
                                     [--device auto] [--skip-overhead] [--overhead-steps 1000]
 
 --quick: M = 1, 4, 16, shorter timings, 2,000 samples, no Ray (a check in about a minute).
@@ -41,6 +43,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from lowdiff import compilation
 from lowdiff import config as config_module
 from lowdiff.data import load
 from lowdiff.engine import CHUNK_STEPS, Member, TrainConfig, Trainer, resolve_device
@@ -56,6 +59,21 @@ from lowdiff.schedule import NoiseSchedule, ScheduleConfig
 DATASETS = ("circle", "dino", "line", "moons")
 PROTOCOL_STEPS = 10_000
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How the network runs: `train.precision` / `eval.precision`, and `*.compile`."""
+
+    precision: str
+    compile: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.precision + (" compiled" if self.compile else "")
+
+
+EAGER_FP32 = Variant("fp32")  # the default, which every ratio is taken against
 
 
 def hardware(device: torch.device) -> str:
@@ -94,13 +112,17 @@ def timed(run: Callable[[], None], device: torch.device, seconds: float) -> floa
 # --- 1. training throughput ---------------------------------------------------------------
 
 
-def make_trainer(num_models: int, precision: str, device: torch.device) -> Trainer:
+def make_trainer(
+    num_models: int, variant: Variant, device: torch.device, scratch: Path | None = None
+) -> Trainer:
+    """The baseline's trainer; a compiled variant needs `scratch`, and its steps must run
+    inside `compilation.scratch(scratch)`."""
     names = [DATASETS[m % len(DATASETS)] for m in range(num_models)]
     tensors = {name: torch.from_numpy(load(name)) for name in set(names)}
     members = [Member(name, m // len(DATASETS)) for m, name in enumerate(names)]
     schedule = NoiseSchedule(ScheduleConfig(), device)
-    config = TrainConfig(precision=precision)
-    return Trainer(ModelConfig(), members, tensors, schedule, config, device)
+    config = TrainConfig(precision=variant.precision, compile=variant.compile)
+    return Trainer(ModelConfig(), members, tensors, schedule, config, device, scratch)
 
 
 def stepper(trainer: Trainer) -> Callable[[], None]:
@@ -134,37 +156,44 @@ class Rate:
 
     models_steps: float  # models x steps / s
     of_floor: float  # the step's FLOP rate over the bmm rate timed beside it, in that repeat
-    over_fp32: float  # models_steps over fp32's in the same repeat (1 for fp32 itself)
+    over_fp32: float  # models_steps over eager fp32's in the same repeat (1 for it itself)
 
 
 def training_rates(
     models: list[int],
-    precisions: list[str],
+    variants: list[Variant],
     args: argparse.Namespace,
     device: torch.device,
     flops: int,
-) -> dict[tuple[int, str], Rate]:
-    """Each repeat times every precision's step and, right after it, its bmm; the fraction of
-    the floor and the bf16/fp32 ratio are taken within a repeat, then their medians, so a
+) -> dict[tuple[int, Variant], Rate]:
+    """Each repeat times every variant's step and, right after it, its bmm; the fraction of
+    the floor and the ratio to eager fp32 are taken within a repeat, then their medians, so a
     machine whose speed drifts (a shared host) moves both sides of every ratio together."""
     rates = {}
     for num_models in models:
-        trainers = {p: make_trainer(num_models, p, device) for p in precisions}
-        steps = {p: stepper(trainer) for p, trainer in trainers.items()}
-        for run in steps.values():  # warm-up: allocator, kernels, first chunk
+        trainers = {v: make_trainer(num_models, v, device, args.scratch) for v in variants}
+        steps = {v: stepper(trainer) for v, trainer in trainers.items()}
+        for variant, run in steps.items():  # warm-up: compiler, allocator, first chunk
+            start = time.perf_counter()
             for _ in range(3):
                 run()
-        samples: dict[str, list[tuple[float, float]]] = {p: [] for p in precisions}
+            if variant.compile:
+                print(
+                    f"M = {num_models} {variant.name}: compiled and 3 steps in "
+                    f"{time.perf_counter() - start:.1f} s"
+                )
+        samples: dict[Variant, list[tuple[float, float]]] = {v: [] for v in variants}
         for _ in range(args.repeats):
-            for p in precisions:
-                rate = num_models / timed(steps[p], device, args.seconds)
-                samples[p].append((rate, rate * flops / bmm_rate(DTYPES[p], device, 0.5)))
-        for p in precisions:
-            fp32 = [rate for rate, _ in samples["fp32"]]
-            rates[num_models, p] = Rate(
-                statistics.median(rate for rate, _ in samples[p]),
-                statistics.median(fraction for _, fraction in samples[p]),
-                statistics.median(r / base for (r, _), base in zip(samples[p], fp32, strict=True)),
+            for v in variants:
+                rate = num_models / timed(steps[v], device, args.seconds)
+                peak = bmm_rate(DTYPES[v.precision], device, 0.5)
+                samples[v].append((rate, rate * flops / peak))
+        base = [rate for rate, _ in samples[EAGER_FP32]]
+        for v in variants:
+            rates[num_models, v] = Rate(
+                statistics.median(rate for rate, _ in samples[v]),
+                statistics.median(fraction for _, fraction in samples[v]),
+                statistics.median(r / b for (r, _), b in zip(samples[v], base, strict=True)),
             )
     return rates
 
@@ -182,15 +211,18 @@ def bmm_rate(dtype: torch.dtype, device: torch.device, seconds: float) -> float:
 
 
 def sampling_seconds(
-    num_models: int, precision: str, num_samples: int, device: torch.device
+    num_models: int, variant: Variant, num_samples: int, device: torch.device
 ) -> float:
-    """Seconds per model to sample num_samples points x 100 steps (an untrained network)."""
+    """Seconds per model to sample num_samples points x 100 steps (an untrained network); a
+    compiled network after one untimed draw that compiles it."""
     model = build_model(ModelConfig(), num_models, 100).to(device)
     model.reset_parameters([torch.Generator().manual_seed(m) for m in range(num_models)])
     schedule = NoiseSchedule(ScheduleConfig(), device)
-    generators = [torch.Generator(device).manual_seed(m) for m in range(num_models)]
-    with autocast(precision, device):
-        drawn = sample(model, schedule, generators, device, num_samples=num_samples)
+    network = compilation.compiled(model) if variant.compile else model
+    for _ in range(2 if variant.compile else 1):
+        generators = [torch.Generator(device).manual_seed(m) for m in range(num_models)]
+        with autocast(variant.precision, device):
+            drawn = sample(network, schedule, generators, device, num_samples=num_samples)
     return drawn.inference_time / num_models
 
 
@@ -225,18 +257,20 @@ def metric_seconds(samples: np.ndarray, dataset: str) -> dict[str, float]:
 
 
 def evaluation_costs(
-    rate_16: float, precisions: list[str], num_samples: int, device: torch.device
+    rate_16: float, variants: list[Variant], num_samples: int, device: torch.device
 ) -> None:
     """Per model: eval loss, sampling, each metric, against its 10,000 training steps."""
-    trainer = make_trainer(4, "fp32", device)
+    trainer = make_trainer(4, EAGER_FP32, device)
     points = torch.stack([torch.from_numpy(load(name)) for name in DATASETS]).to(device)
     generators = [g["eval"] for g in trainer.generators]
     start = time.perf_counter()
     eval_loss(trainer.model, trainer.schedule, points, generators, 10_000)
     synchronize(device)
     costs = {"eval loss (100,000 points)": (time.perf_counter() - start) / 4}
-    for p in precisions:
-        costs[f"sampling {num_samples:,} points, {p}"] = sampling_seconds(4, p, num_samples, device)
+    for v in variants:
+        costs[f"sampling {num_samples:,} points, {v.name}"] = sampling_seconds(
+            4, v, num_samples, device
+        )
     samples = np.random.default_rng(0).normal(size=(num_samples, 2)).astype(np.float32)
     costs |= metric_seconds(samples, "dino")
     training = PROTOCOL_STEPS / rate_16
@@ -301,24 +335,24 @@ def overhead(steps: int) -> None:
 
 
 def print_training(
-    rates: dict[tuple[int, str], Rate],
+    rates: dict[tuple[int, Variant], Rate],
     models: list[int],
-    precisions: list[str],
+    variants: list[Variant],
     flops: float,
     peaks: dict[str, float],
 ) -> None:
     print(f"baseline training step: {flops / 1e6:.0f} MFLOP per model-step (matrix products)")
-    print(", ".join(f"{p} bmm {peaks[p] / 1e9:.0f} GFLOP/s" for p in precisions))
-    print("(% of floor: against the bmm rate timed beside each repeat; medians of the repeats)\n")
-    header = "".join(f" {p + ' models*steps/s':>22} {'% of floor':>10}" for p in precisions)
-    print(f"{'M':>4}{header}" + ("   bf16/fp32" if len(precisions) > 1 else ""))
+    print(", ".join(f"{p} bmm {peak / 1e9:.0f} GFLOP/s" for p, peak in peaks.items()))
+    print("(models*steps/s; % of floor: against the bmm rate of its precision timed beside each")
+    print(" repeat; x fp32: against eager fp32 in the same repeat; medians of the repeats)\n")
+    print(f"{'M':>4} {'variant':>14} {'models*steps/s':>15} {'% of floor':>11} {'x fp32':>7}")
     for m in models:
-        row = f"{m:4d}"
-        for p in precisions:
-            row += f" {rates[m, p].models_steps:22.0f} {100 * rates[m, p].of_floor:9.0f}%"
-        if len(precisions) > 1:
-            row += f" {rates[m, 'bf16'].over_fp32:10.2f}x"
-        print(row)
+        for v in variants:
+            rate = rates[m, v]
+            print(
+                f"{m:4d} {v.name:>14} {rate.models_steps:15.0f} {100 * rate.of_floor:10.0f}% "
+                f"{rate.over_fp32:6.2f}x"
+            )
 
 
 def main() -> None:
@@ -332,6 +366,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="M = 1,4,16, short timings")
     parser.add_argument("--overhead-steps", type=int, default=1000)
     parser.add_argument("--skip-overhead", action="store_true", help="no local vs Ray")
+    parser.add_argument(
+        "--compile", action="store_true", help="each precision through torch.compile as well"
+    )
     args = parser.parse_args()
     if args.quick:
         args.models, args.seconds, args.repeats, args.samples = "1,4,16", 0.5, 2, 2000
@@ -341,28 +378,52 @@ def main() -> None:
     models = [int(m) for m in args.models.split(",")]
     missing = bf16_missing(device.type)
     precisions = ["fp32"] if missing else ["fp32", "bf16"]
+    variants = [Variant(p) for p in precisions]
     print(hardware(device))
     if missing:
         print(f"bf16 not measured: {missing}")
-    flops = step_flops(make_trainer(1, "fp32", device))
+    if args.compile:
+        compilation.check_compile(True, device, "--compile")
+        variants += [Variant(p, compile=True) for p in precisions]
+    # the compiler's files go to a temporary folder, removed at the end
+    with tempfile.TemporaryDirectory(prefix="lowdiff-throughput-") as folder:
+        args.scratch = Path(folder) if args.compile else None
+        with compilation.scratch(args.scratch):
+            measure_all(args, device, models, variants, precisions)
+    if not args.skip_overhead:
+        overhead(args.overhead_steps)
+
+
+def measure_all(
+    args: argparse.Namespace,
+    device: torch.device,
+    models: list[int],
+    variants: list[Variant],
+    precisions: list[str],
+) -> None:
+    flops = step_flops(make_trainer(1, EAGER_FP32, device))
     peaks = {p: bmm_rate(DTYPES[p], device, args.seconds) for p in precisions}
-    rates = training_rates(models, precisions, args, device, flops)
-    print_training(rates, models, precisions, flops, peaks)
+    rates = training_rates(models, variants, args, device, flops)
+    print_training(rates, models, variants, flops, peaks)
     floor_flops = sampling_flops(args.samples, device)
     print(
         f"\nsampling {args.samples:,} points x 100 steps: {floor_flops / 1e9:.1f} GFLOP per model"
     )
     for m in (1, 4):
-        for p in precisions:
-            seconds = statistics.median(
-                sampling_seconds(m, p, args.samples, device) for _ in range(args.repeats)
+        drawn: dict[Variant, list[float]] = {v: [] for v in variants}
+        for _ in range(args.repeats):  # the variants alternate; ratios within a repeat
+            for v in variants:
+                drawn[v].append(sampling_seconds(m, v, args.samples, device))
+        for v, seconds in drawn.items():
+            median = statistics.median(seconds)
+            floor = 100 * floor_flops / peaks[v.precision] / median
+            ratios = [b / s for b, s in zip(drawn[EAGER_FP32], seconds, strict=True)]
+            print(
+                f"M = {m} {v.name:>14}: {median:6.2f} s per model ({floor:3.0f}% of the "
+                f"{v.precision} bmm floor; {statistics.median(ratios):.2f}x eager fp32)"
             )
-            floor = 100 * floor_flops / peaks[p] / seconds
-            print(f"M = {m} {p}: {seconds:6.2f} s per model ({floor:.0f}% of the {p} bmm floor)")
-    rate_16 = (rates.get((16, "fp32")) or rates[models[-1], "fp32"]).models_steps
-    evaluation_costs(rate_16, precisions, args.samples, device)
-    if not args.skip_overhead:
-        overhead(args.overhead_steps)
+    rate_16 = (rates.get((16, EAGER_FP32)) or rates[models[-1], EAGER_FP32]).models_steps
+    evaluation_costs(rate_16, variants, args.samples, device)
 
 
 if __name__ == "__main__":

@@ -1002,7 +1002,7 @@ def check_resources(config: ExperimentConfig) -> None:
     names): call before any write."""
     check_device_available(config.experiment.device)
     check_executor_available(config.experiment.executor)
-    check_precisions(config)
+    check_numerics(config)
     check_plugins(config)
     check_memory(config)
 
@@ -1022,9 +1022,11 @@ def check_executor_available(kind: str) -> None:
         )
 
 
-def check_precisions(config: ExperimentConfig) -> None:
-    """Every run's train/eval precision runs on the experiment's device (bf16 needs native
-    hardware support: lowdiff.precision)."""
+def check_numerics(config: ExperimentConfig) -> None:
+    """Every run's train/eval precision and compilation run on the experiment's device (bf16
+    needs native hardware support: lowdiff.precision; compile a C++ compiler or Triton:
+    lowdiff.compilation)."""
+    from lowdiff.compilation import check_compile
     from lowdiff.precision import check_precision
 
     device = config.experiment.device
@@ -1034,8 +1036,9 @@ def check_precisions(config: ExperimentConfig) -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     for run in config.runs:
         for section in ("train", "eval"):
-            setting = f"runs.{run.name}: {section}.precision"
+            setting = f"runs.{run.name}: {section}."
             try:
-                check_precision(getattr(run, section).precision, device, setting)
+                check_precision(getattr(run, section).precision, device, setting + "precision")
+                check_compile(getattr(run, section).compile, device, setting + "compile")
             except ValueError as error:
                 raise ConfigError(str(error)) from None

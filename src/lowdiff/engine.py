@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lowdiff import runtime
+from lowdiff import compilation, runtime
 from lowdiff.models import Denoiser, ModelConfig, build_model
 from lowdiff.models.layers import SIMD_MULTIPLE
 from lowdiff.precision import autocast, check_precision
@@ -308,8 +308,18 @@ class Trainer:
         schedule: NoiseSchedule,
         config: TrainConfig,
         device: torch.device,
+        scratch: Path | None = None,
     ) -> None:
+        """`scratch`: the folder for the compiler's files, required with train.compile (the
+        caller removes it; `lowdiff run` puts it inside the results directory)."""
         check_precision(config.precision, device, "train.precision")
+        compilation.check_compile(config.compile, device, "train.compile")
+        if config.compile and scratch is None:
+            raise ValueError(
+                "train.compile = true: the Trainer needs scratch=, a folder for the compiler's "
+                "files (lowdiff run puts it inside the results directory)"
+            )
+        self.scratch = scratch if config.compile else None
         self.members, self.schedule, self.config = list(members), schedule, config
         self.device = device
         names = sorted({member.dataset for member in self.members})
@@ -317,6 +327,12 @@ class Trainer:
         self.model = build_model(model_config, len(self.members), schedule.num_timesteps).to(device)
         self.model.reset_parameters([g["init"] for g in self.generators])
         self.parameters = list(self.model.parameters())
+        # the network the step calls: the model itself, or (train.compile) its compiled form,
+        # which compiles at its first call and must be called inside compilation.scratch
+        self.network = self.model
+        if config.compile:
+            with compilation.scratch(self.scratch):
+                self.network = compilation.compiled(self.model)
         self.optimizer = make_optimizer(self.parameters, config.learning_rate, device)
         self.ema = BatchedEMA(
             self.model, config.ema_beta, config.ema_update_every, config.ema_warmup_steps
@@ -339,8 +355,9 @@ class Trainer:
         """What a checkpoint must match to be resumed: everything that shapes the training."""
         train = dataclasses.asdict(self.config)
         train.pop("checkpoint_every")
-        if train.get("precision") == "fp32":  # the default: keys of older checkpoints stay valid
-            train.pop("precision")
+        for name, default in (("precision", "fp32"), ("compile", False)):
+            if train.get(name) == default:  # keys of older checkpoints stay valid
+                train.pop(name)
         digest = hashlib.sha256()
         for name in names:
             digest.update(_numpy(datasets[name].float()).tobytes())
@@ -364,7 +381,7 @@ class Trainer:
         """
         with autocast(self.config.precision, self.device):
             xt = self.schedule.add_noise(x0, eps, t)  # (M, B, 2)
-            eps_hat = self.model(xt, t).eps
+            eps_hat = self.network(xt, t).eps
             mse = (eps_hat - eps).float().square().mean(dim=(1, 2))  # (M,)
             objective = mse
             if self.config.diversity_weight:
@@ -400,6 +417,12 @@ class Trainer:
         `checkpoint_every` steps and at the end. The caller removes it once the results are
         safely written.
         """
+        if self.scratch is not None:
+            log.info("train.compile: the network compiles at the first step (some seconds)")
+        with compilation.scratch(self.scratch):
+            return self._run(progress, checkpoint)
+
+    def _run(self, progress: str | None, checkpoint: Path | None) -> TrainResult:
         config, num_models = self.config, len(self.members)
         losses = torch.empty(config.num_steps, num_models, device=self.source.data.device)
         done, elapsed = 0, 0.0

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lowdiff import cells, data, oracle, ownership, provenance, results, summary
+from lowdiff import cells, compilation, data, oracle, ownership, provenance, results, summary
 from lowdiff.cells import Cell, cell_hash, plan
 from lowdiff.config import ExperimentConfig, RunConfig, check_resources
 from lowdiff.engine import (
@@ -170,6 +170,17 @@ def checkpoint_path(root: Path, pack: Pack) -> Path:
     return Path(root) / CHECKPOINTS / f"{pack.run}-{key}.npz"
 
 
+def compile_scratch(root: Path) -> Path:
+    """Where torch.compile's files go (train.compile, eval.compile): <root>/.checkpoints/compile,
+    its folders made as real folders below root (no link followed); removed with the
+    checkpoints."""
+    folder = Path(root) / CHECKPOINTS / "compile"
+    for sub in compilation.SCRATCH_VARIABLES.values():
+        with results.confined_directory(root, folder / sub):
+            pass
+    return folder
+
+
 def plan_packs(config: ExperimentConfig, root: Path, *, force: bool = False) -> list[Pack]:
     """The packs that train every cell not done yet (every cell, if `force`), run by run."""
     return _packs(config, _work(config, root, force, None)[0], Path(root))
@@ -287,6 +298,8 @@ def _evaluate(
     progress: bool = False,
     datasets: Sequence[str] = (),
     saved: Sequence[cells.Saved] | None = None,
+    *,
+    network: Denoiser | None = None,
 ) -> BatchOutputs:
     """Eval loss on the training points, samples (and weights), the weight field and (for
     `datasets`, one per model, when eval.ground_truth) the ground truth, batched.
@@ -308,7 +321,7 @@ def _evaluate(
         autocast(config.precision, device),
     ):
         drawn = sample(
-            result.ema_model,
+            result.ema_model if network is None else network,
             schedule,
             sample_generators,
             device,
@@ -355,11 +368,17 @@ def evaluate_batch(
     that are not finite). `saved`: the batch's records, when it is evaluated again from them."""
     diverged = {int(m): int(step) for m, step in (getattr(result, "diverged", None) or {}).items()}
     datasets = [cell.dataset for cell in batch]
-    outputs = _evaluate(result, run, truths, schedule, device, progress, datasets, saved)
+    network = result.ema_model  # the network that samples: eval.compile compiles it
+    with compilation.scratch(compile_scratch(batch[0].root) if run.eval.compile else None):
+        if run.eval.compile:
+            network = compilation.compiled(network)
+        outputs = _evaluate(
+            result, run, truths, schedule, device, progress, datasets, saved, network=network
+        )
+        repeats = sample_repeats(result, run, batch, schedule, device, network=network)
     for m in range(len(batch)):
         if m not in diverged and not np.isfinite(outputs.samples.points[m]).all():
             diverged[m] = run.train.num_steps  # trained, but sampling left the finite numbers
-    repeats = sample_repeats(result, run, batch, schedule, device)
     metrics_bar = tqdm(batch, desc=f"{run.name}: metrics", unit="cell", disable=not progress)
     for m, cell in enumerate(metrics_bar):
         if cell in keep:
@@ -378,6 +397,8 @@ def sample_repeats(
     batch: Sequence[Cell],
     schedule: NoiseSchedule,
     device: torch.device,
+    *,
+    network: Denoiser | None = None,
 ) -> list[np.ndarray]:
     """eval.sample_repeats > 1: the batch's EMA models sampled again, once per repeat seed
     1..K-1 (`engine.repeat_generator`), each (M, N, 2); [] with one repeat."""
@@ -386,7 +407,7 @@ def sample_repeats(
         generators = [repeat_generator(Member(c.dataset, c.seed), repeat, device) for c in batch]
         with autocast(run.eval.precision, device):  # as the cell's own sample
             points = sample(
-                result.ema_model,
+                result.ema_model if network is None else network,
                 schedule,
                 generators,
                 device,
@@ -440,7 +461,8 @@ def run_pack(
     }
     members = [Member(c.dataset, c.seed) for c in pack.cells]
     label = f"{run.name}: {len(members)} models" if progress else None
-    trainer = Trainer(run.model, members, tensors, schedule, run.train, device)
+    scratch = compile_scratch(root) if run.train.compile else None
+    trainer = Trainer(run.model, members, tensors, schedule, run.train, device, scratch)
     checkpoint = checkpoint_path(root, pack)  # a killed pack resumes from its last one
     with results.confined_directory(root, checkpoint.parent):  # a real folder, not a link
         pass
@@ -571,6 +593,7 @@ def execute(
     another cell's (a run that repeats another run's settings) are trained once and copied.
     """
     root = Path(root)
+    compilation.import_dynamo()  # before the memory check's meta model imports it
     check_resources(config)  # device and memory, before anything is written
     check_cluster = getattr(executor, "check", None)  # an executor without one asks nothing
     if check_cluster is not None:

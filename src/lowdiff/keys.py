@@ -45,6 +45,7 @@ KEY_MEANINGS = {
     "train.ema_warmup_steps": "steps during which the EMA copies the weights",
     "train.checkpoint_every": "steps between two checkpoints of the training state (0: none)",
     "train.precision": "fp32, or bf16 autocast with fp32 weights (native bf16 hardware only)",
+    "train.compile": "the network through torch.compile: fused kernels, not the eager bits",
     "schedule.num_timesteps": "diffusion timesteps T",
     "schedule.beta_schedule": "how beta grows from beta_start to beta_end",
     "schedule.beta_start": "noise variance beta at t = 0",
@@ -57,6 +58,7 @@ KEY_MEANINGS = {
     "eval.process_snapshots": "snapshots of the reverse process kept per model",
     "eval.process_points": "points kept in each reverse-process snapshot",
     "eval.precision": "fp32, or bf16 autocast of the network while sampling",
+    "eval.compile": "the network through torch.compile while sampling",
 }
 
 

@@ -104,6 +104,9 @@ class TrainConfig:
     # "bf16": forward pass and loss under bf16 autocast, fp32 master weights, AdamW and EMA
     # (lowdiff.precision); needs native bf16 hardware. Keyed only when set (not the default).
     precision: Precision = "fp32"
+    # true: the network's forward and backward through torch.compile (lowdiff.compilation):
+    # fused element-wise kernels, a new draw (not the eager bits). Keyed only when set.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check_precision_name(self.precision, "train.precision")
@@ -165,6 +168,8 @@ class EvalConfig:
     # "bf16": the network runs under bf16 autocast while sampling (and for the weight field);
     # the sampler's state stays fp32 (lowdiff.precision). eval_loss is always fp32.
     precision: Precision = "fp32"
+    # true: the network through torch.compile while sampling (lowdiff.compilation)
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check_precision_name(self.precision, "eval.precision")

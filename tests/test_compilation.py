@@ -1,0 +1,170 @@
+"""train.compile / eval.compile: the network through torch.compile, refused where the device
+cannot compile, keyed only when set, close to the eager numbers, and writing nothing outside
+the results directory."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from lowdiff import compilation
+from lowdiff import config as config_module
+from lowdiff.cells import _settings_key
+from lowdiff.engine import Member, TrainConfig, Trainer
+from lowdiff.models import ModelConfig
+from lowdiff.models.layers import gather_by_timestep
+from lowdiff.schedule import NoiseSchedule, ScheduleConfig
+from lowdiff.settings import EvalConfig
+
+CPU = torch.device("cpu")
+CAN_COMPILE = compilation.compile_missing("cpu") is None
+needs_compiler = pytest.mark.skipif(not CAN_COMPILE, reason="no C++ compiler for inductor")
+SMALL = ModelConfig(embedding_dim=16, hidden_dim=32)
+POINTS = {"a": torch.randn(2000, 2, generator=torch.Generator().manual_seed(1))}
+
+
+def trainer(train: TrainConfig, scratch=None) -> Trainer:
+    members = [Member("a", 0), Member("a", 1)]
+    schedule = NoiseSchedule(ScheduleConfig())
+    return Trainer(SMALL, members, POINTS, schedule, train, CPU, scratch)
+
+
+def test_off_by_default_and_keyed_only_when_set():
+    assert not TrainConfig().compile and not EvalConfig().compile
+    assert _settings_key("train", TrainConfig()) == {}
+    assert _settings_key("train", TrainConfig(compile=True)) == {"compile": True}
+    assert _settings_key("eval", EvalConfig(compile=True)) == {"compile": True}
+
+
+@pytest.mark.parametrize("section", ["train", "eval"])
+def test_no_compiler_is_refused_in_one_line_before_any_work(section, monkeypatch):
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    raw = {
+        "experiment": {"name": "c", "datasets": ["moons"], "seeds": [0], "device": "cpu"},
+        "runs": {"base": {"model": {"arch": "mlp"}}},
+        section: {"compile": True},
+    }
+    experiment = config_module.resolve(raw, "c")
+    with pytest.raises(config_module.ConfigError) as error:
+        config_module.check_resources(experiment)
+    message = str(error.value)
+    assert f"{section}.compile = true" in message and "/nonexistent/g++" in message
+    assert "\n" not in message
+    with pytest.raises(ValueError, match="not on PATH"):
+        trainer(TrainConfig(num_steps=1, compile=True))
+
+
+def test_other_devices_are_refused_in_one_line():
+    message = compilation.compile_missing("mps")
+    assert message and "\n" not in message and "'mps'" in message
+    compilation.check_compile(False, "mps", "train.compile")  # off: nothing to check
+
+
+def test_a_compiled_training_needs_a_folder_for_the_compilers_files():
+    if not CAN_COMPILE:
+        pytest.skip("no C++ compiler for inductor")
+    with pytest.raises(ValueError, match="scratch="):
+        trainer(TrainConfig(num_steps=1, compile=True))
+
+
+def test_scratch_points_every_writer_at_the_folder_and_restores_them(tmp_path):
+    import tempfile
+
+    before = {name: os.environ.get(name) for name in compilation.SCRATCH_VARIABLES}
+    before_tempdir = tempfile.tempdir
+    with compilation.scratch(tmp_path / "s"):
+        for name, sub in compilation.SCRATCH_VARIABLES.items():
+            assert os.environ[name] == str(tmp_path / "s" / sub)
+        assert tempfile.gettempdir() == str(tmp_path / "s" / "tmp")
+    assert {name: os.environ.get(name) for name in compilation.SCRATCH_VARIABLES} == before
+    assert tempfile.tempdir == before_tempdir
+
+
+@needs_compiler
+def test_compiled_timestep_rows_have_the_values_and_gradient_bits_of_torch_gather(tmp_path):
+    """The compiled look-up (an opaque operator with index_add_ as its backward) against
+    torch.gather along T, written out literally."""
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(3, 10, 8, generator=generator, requires_grad=True)
+    t = torch.randint(0, 10, (3, 50), generator=generator)
+    upstream = torch.randn(3, 50, 8, generator=generator)
+    with compilation.scratch(tmp_path):
+        picked = torch.compile(gather_by_timestep, fullgraph=True)(table, t)
+        (grad,) = torch.autograd.grad(picked, table, upstream)
+    reference = torch.gather(table, 1, t.unsqueeze(-1).expand(-1, -1, 8))
+    (reference_grad,) = torch.autograd.grad(reference, table, upstream)
+    assert torch.equal(picked, reference)
+    assert torch.equal(grad, reference_grad)
+
+
+@needs_compiler
+def test_compiled_training_follows_the_eager_one(tmp_path):
+    """Fused kernels round differently, so not the same bits, but the same training: losses
+    and weights within float32 rounding after 30 steps, and the compiler did run (its files
+    are in the scratch folder, none were written elsewhere)."""
+    train = TrainConfig(num_steps=30, ema_warmup_steps=0, ema_update_every=1, batch_size=64)
+    eager = trainer(train).run()
+    compiled = trainer(dataclass_replace(train, compile=True), tmp_path / "scratch").run()
+    assert any((tmp_path / "scratch" / "inductor").rglob("*.py"))  # the generated graph
+    assert torch.allclose(
+        torch.as_tensor(compiled.losses), torch.as_tensor(eager.losses), rtol=1e-4, atol=1e-6
+    )
+    for ours, theirs in zip(
+        compiled.ema_model.parameters(), eager.ema_model.parameters(), strict=True
+    ):
+        assert torch.allclose(ours, theirs, rtol=1e-3, atol=1e-5)
+
+
+def dataclass_replace(config, **changes):
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+@needs_compiler
+def test_a_compiled_run_writes_nothing_outside_its_results_directory(tmp_path):
+    """`lowdiff run` with train.compile and eval.compile, in a process whose temporary folder
+    is watched: the cells are written, the compiler's files are gone with the checkpoints, and
+    nothing of them was left in the temporary folder."""
+    (tmp_path / "exp.toml").write_text(
+        textwrap.dedent(
+            """\
+            [experiment]
+            name = "compiled"
+            datasets = ["moons"]
+            seeds = [0]
+            num_points = 2000
+            oracle_draws = 1
+            device = "cpu"
+            [train]
+            num_steps = 20
+            batch_size = 64
+            compile = true
+            [eval]
+            num_samples = 300
+            field_resolution = 8
+            process_snapshots = 0
+            ground_truth = false
+            compile = true
+            [runs.baseline]
+            model = { arch = "mlp", hidden_dim = 32, embedding_dim = 16 }
+            """
+        )
+    )
+    watched = tmp_path / "tmp"
+    watched.mkdir()
+    environment = dict(os.environ, TMPDIR=str(watched))
+    command = [sys.executable, "-m", "lowdiff.cli", "run", "exp.toml", "--out", "out", "--quiet"]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "baseline" / "moons" / "seed_0" / "cell.json").is_file()
+    assert not (tmp_path / "out" / ".checkpoints").exists()
+    # only the folder of lowdiff's registry of running processes (runtime.registry_dir), empty
+    registry = watched / f"lowdiff-{os.getuid()}"
+    assert [path for path in watched.rglob("*") if not path.is_dir()] == []
+    assert {path for path in watched.rglob("*")} <= {registry, registry / "processes"}
