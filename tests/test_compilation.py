@@ -83,6 +83,16 @@ def test_scratch_points_every_writer_at_the_folder_and_restores_them(tmp_path):
     assert tempfile.tempdir == before_tempdir
 
 
+def test_a_process_keeps_more_compiled_variants_than_torchs_default():
+    """Training and sampling several packs in one process compiles the network for each grad
+    mode, autocast state and batch size; past the limit dynamo would silently run eager."""
+    import torch._dynamo.config
+
+    with torch._dynamo.config.patch(recompile_limit=8):
+        compilation.compiled(torch.nn.Linear(2, 2))
+        assert torch._dynamo.config.recompile_limit == compilation.RECOMPILE_LIMIT >= 64
+
+
 @needs_compiler
 def test_compiled_timestep_rows_have_the_values_and_gradient_bits_of_torch_gather(tmp_path):
     """The compiled look-up (an opaque operator with index_add_ as its backward) against

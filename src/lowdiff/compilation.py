@@ -73,11 +73,20 @@ def check_compile(enabled: bool, device: torch.device | str, setting: str) -> No
         raise ValueError(f"{setting} = true needs torch.compile, but {missing}; set it to false")
 
 
+# Compiled variants dynamo keeps per function before it falls back to eager for good. Each
+# grad mode (training, sampling), autocast state, new batch size and model instance is one; a
+# process that trains and samples several packs and runs needs more than torch's default 8.
+RECOMPILE_LIMIT = 64
+
+
 def compiled(module: torch.nn.Module) -> torch.nn.Module:
     """`module` through torch.compile (inductor; compiled at its first call, which must come
     inside `scratch`). The result shares the module's parameters."""
     import torch
+    import torch._dynamo.config
 
+    limit = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
     return torch.compile(module)  # type: ignore[return-value]
 
 
