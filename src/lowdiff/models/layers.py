@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 SIMD_MULTIPLE = 64  # elements: a multiple of every CPU vector width
+import os
+COMPILED_JOINT = os.environ.get("JOINT") == "1"
 
 
 def elementwise(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -191,6 +193,8 @@ class EmbeddingLinear(BatchedLinear):
     """
 
     def forward(self, embedded: Embedded) -> torch.Tensor:  # type: ignore[override]
+        if torch.compiler.is_compiling() and torch.is_grad_enabled() and COMPILED_JOINT:
+            return torch.baddbmm(self.bias, embedded.joint(), self.weight)
         coord_features = embedded.coords.shape[-1]
         weight_x = self.weight[:, :coord_features]  # (M, 2E, out)
         weight_t = self.weight[:, coord_features:]  # (M, E, out)
