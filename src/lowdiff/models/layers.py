@@ -19,8 +19,6 @@ import torch
 from torch import nn
 
 SIMD_MULTIPLE = 64  # elements: a multiple of every CPU vector width
-import os
-COMPILED_JOINT = os.environ.get("JOINT") == "1"
 
 
 def elementwise(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -189,11 +187,16 @@ class EmbeddingLinear(BatchedLinear):
 
     e @ W = emb(x) @ W_x + emb(t) @ W_t. Since t takes only T values, emb(t) @ W_t is computed
     once for the whole time table (T rows instead of B) and gathered: the same numbers as the
-    plain layer, fewer FLOPs. The parameter layout is that of BatchedLinear(3E, out).
+    plain layer, fewer FLOPs. The parameter layout is that of BatchedLinear(3E, out). Under
+    torch.compile with gradients (train.compile) it is the plain layer on e.
     """
 
     def forward(self, embedded: Embedded) -> torch.Tensor:  # type: ignore[override]
-        if torch.compiler.is_compiling() and torch.is_grad_enabled() and COMPILED_JOINT:
+        if torch.compiler.is_compiling() and torch.is_grad_enabled():
+            # compiled training: the plain layer on the materialised joint embedding, one
+            # product whose weight gradient is one product too (the factorised form's sliced
+            # weight gradient and its scattered time rows cost more once the rest is fused;
+            # docs/speed.md). Sampling keeps the factorised form: its t is one row.
             return torch.baddbmm(self.bias, embedded.joint(), self.weight)
         coord_features = embedded.coords.shape[-1]
         weight_x = self.weight[:, :coord_features]  # (M, 2E, out)
