@@ -389,7 +389,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lowdiff-throughput-") as folder:
         args.scratch = Path(folder) if args.compile else None
         with compilation.scratch(args.scratch):
-            measure_all(args, device, models, variants, precisions)
+            measure_all(args, device, models, variants)
     if not args.skip_overhead:
         overhead(args.overhead_steps)
 
@@ -399,8 +399,8 @@ def measure_all(
     device: torch.device,
     models: list[int],
     variants: list[Variant],
-    precisions: list[str],
 ) -> None:
+    precisions = list(dict.fromkeys(v.precision for v in variants))
     flops = step_flops(make_trainer(1, EAGER_FP32, device))
     peaks = {p: bmm_rate(DTYPES[p], device, args.seconds) for p in precisions}
     rates = training_rates(models, variants, args, device, flops)

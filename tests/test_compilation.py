@@ -2,6 +2,7 @@
 cannot compile, keyed only when set, close to the eager numbers, and writing nothing outside
 the results directory."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import textwrap
 
 import pytest
 import torch
+from tiny_experiments import one_run
 
 from lowdiff import compilation
 from lowdiff import config as config_module
@@ -42,12 +44,7 @@ def test_off_by_default_and_keyed_only_when_set():
 @pytest.mark.parametrize("section", ["train", "eval"])
 def test_no_compiler_is_refused_in_one_line_before_any_work(section, monkeypatch):
     monkeypatch.setenv("CXX", "/nonexistent/g++")
-    raw = {
-        "experiment": {"name": "c", "datasets": ["moons"], "seeds": [0], "device": "cpu"},
-        "runs": {"base": {"model": {"arch": "mlp"}}},
-        section: {"compile": True},
-    }
-    experiment = config_module.resolve(raw, "c")
+    experiment = one_run(**{section: {"compile": True}})
     with pytest.raises(config_module.ConfigError) as error:
         config_module.check_resources(experiment)
     message = str(error.value)
@@ -117,7 +114,7 @@ def test_compiled_training_follows_the_eager_one(tmp_path):
     are in the scratch folder, none were written elsewhere)."""
     train = TrainConfig(num_steps=30, ema_warmup_steps=0, ema_update_every=1, batch_size=64)
     eager = trainer(train).run()
-    compiled = trainer(dataclass_replace(train, compile=True), tmp_path / "scratch").run()
+    compiled = trainer(dataclasses.replace(train, compile=True), tmp_path / "scratch").run()
     assert any((tmp_path / "scratch" / "inductor").rglob("*.py"))  # the generated graph
     assert torch.allclose(
         torch.as_tensor(compiled.losses), torch.as_tensor(eager.losses), rtol=1e-4, atol=1e-6
@@ -126,12 +123,6 @@ def test_compiled_training_follows_the_eager_one(tmp_path):
         compiled.ema_model.parameters(), eager.ema_model.parameters(), strict=True
     ):
         assert torch.allclose(ours, theirs, rtol=1e-3, atol=1e-5)
-
-
-def dataclass_replace(config, **changes):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
 
 
 @needs_compiler

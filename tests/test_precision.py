@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 import torch
+from tiny_experiments import one_run
 
 from lowdiff import config as config_module
 from lowdiff import precision
@@ -62,18 +63,10 @@ def test_fp32_is_the_default_and_not_part_of_the_cell_key():
     assert _settings_key("eval", EvalConfig(precision="bf16")) == {"precision": "bf16"}
 
 
-def tiny_experiment(**sections):
-    raw = {
-        "experiment": {"name": "p", "datasets": ["moons"], "seeds": [0], "device": "cpu"},
-        "runs": {"base": {"model": {"arch": "mlp"}}},
-    } | sections
-    return config_module.resolve(raw, "p")
-
-
 @pytest.mark.parametrize("section", ["train", "eval"])
 def test_bf16_without_hardware_is_refused_before_any_work(section, monkeypatch, tmp_path):
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "fma"})
-    experiment = tiny_experiment(**{section: {"precision": "bf16"}})
+    experiment = one_run(**{section: {"precision": "bf16"}})
     with pytest.raises(config_module.ConfigError) as error:
         config_module.check_resources(experiment)
     message = str(error.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from lowdiff.config import ExperimentConfig, load_experiment
+from lowdiff.config import ExperimentConfig, load_experiment, resolve
 
 
 def load_tiny(folder: Path, text: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -13,3 +13,12 @@ def load_tiny(folder: Path, text: str, overrides: Sequence[str] = ()) -> Experim
     path = Path(folder) / "exp.toml"
     path.write_text(text)
     return load_experiment(path, list(overrides))
+
+
+def one_run(**sections: dict) -> ExperimentConfig:
+    """The baseline on moons, one seed, on the CPU, with `sections` (e.g. train={...}) added."""
+    raw = {
+        "experiment": {"name": "tiny", "datasets": ["moons"], "seeds": [0], "device": "cpu"},
+        "runs": {"base": {"model": {"arch": "mlp"}}},
+    } | sections
+    return resolve(raw, "tiny")

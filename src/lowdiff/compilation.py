@@ -82,6 +82,7 @@ RECOMPILE_LIMIT = 64
 def compiled(module: torch.nn.Module) -> torch.nn.Module:
     """`module` through torch.compile (inductor; compiled at its first call, which must come
     inside `scratch`). The result shares the module's parameters."""
+    import_dynamo()
     import torch
     import torch._dynamo.config
 

@@ -329,10 +329,7 @@ class Trainer:
         self.parameters = list(self.model.parameters())
         # the network the step calls: the model itself, or (train.compile) its compiled form,
         # which compiles at its first call and must be called inside compilation.scratch
-        self.network = self.model
-        if config.compile:
-            with compilation.scratch(self.scratch):
-                self.network = compilation.compiled(self.model)
+        self.network = compilation.compiled(self.model) if config.compile else self.model
         self.optimizer = make_optimizer(self.parameters, config.learning_rate, device)
         self.ema = BatchedEMA(
             self.model, config.ema_beta, config.ema_update_every, config.ema_warmup_steps

@@ -299,7 +299,7 @@ def _evaluate(
     datasets: Sequence[str] = (),
     saved: Sequence[cells.Saved] | None = None,
     *,
-    network: Denoiser | None = None,
+    network: Denoiser,
 ) -> BatchOutputs:
     """Eval loss on the training points, samples (and weights), the weight field and (for
     `datasets`, one per model, when eval.ground_truth) the ground truth, batched.
@@ -321,7 +321,7 @@ def _evaluate(
         autocast(config.precision, device),
     ):
         drawn = sample(
-            result.ema_model if network is None else network,
+            network,
             schedule,
             sample_generators,
             device,
@@ -368,10 +368,9 @@ def evaluate_batch(
     that are not finite). `saved`: the batch's records, when it is evaluated again from them."""
     diverged = {int(m): int(step) for m, step in (getattr(result, "diverged", None) or {}).items()}
     datasets = [cell.dataset for cell in batch]
-    network = result.ema_model  # the network that samples: eval.compile compiles it
+    # the network that samples: the EMA model, compiled with eval.compile
+    network = compilation.compiled(result.ema_model) if run.eval.compile else result.ema_model
     with compilation.scratch(compile_scratch(batch[0].root) if run.eval.compile else None):
-        if run.eval.compile:
-            network = compilation.compiled(network)
         outputs = _evaluate(
             result, run, truths, schedule, device, progress, datasets, saved, network=network
         )
@@ -398,7 +397,7 @@ def sample_repeats(
     schedule: NoiseSchedule,
     device: torch.device,
     *,
-    network: Denoiser | None = None,
+    network: Denoiser,
 ) -> list[np.ndarray]:
     """eval.sample_repeats > 1: the batch's EMA models sampled again, once per repeat seed
     1..K-1 (`engine.repeat_generator`), each (M, N, 2); [] with one repeat."""
@@ -407,7 +406,7 @@ def sample_repeats(
         generators = [repeat_generator(Member(c.dataset, c.seed), repeat, device) for c in batch]
         with autocast(run.eval.precision, device):  # as the cell's own sample
             points = sample(
-                result.ema_model if network is None else network,
+                network,
                 schedule,
                 generators,
                 device,
