@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from tiny_experiments import one_run
@@ -16,8 +17,9 @@ from lowdiff import compilation
 from lowdiff import config as config_module
 from lowdiff.cells import _settings_key
 from lowdiff.engine import Member, TrainConfig, Trainer
-from lowdiff.models import ModelConfig
+from lowdiff.models import ModelConfig, build_model
 from lowdiff.models.layers import gather_by_timestep
+from lowdiff.samplers import sample
 from lowdiff.schedule import NoiseSchedule, ScheduleConfig
 from lowdiff.settings import EvalConfig
 
@@ -123,6 +125,26 @@ def test_compiled_training_follows_the_eager_one(tmp_path):
         compiled.ema_model.parameters(), eager.ema_model.parameters(), strict=True
     ):
         assert torch.allclose(ours, theirs, rtol=1e-3, atol=1e-5)
+
+
+@needs_compiler
+def test_compiled_sampling_follows_the_eager_network(tmp_path):
+    """Without gradients a compiled layer adds its bias apart from the product
+    (`layers.affine`): the same function, so the same samples within float32 rounding; a
+    dropped or doubled bias would move them by far more."""
+    model = build_model(SMALL, 2, 100)
+    model.reset_parameters([torch.Generator().manual_seed(m) for m in range(2)])
+    schedule = NoiseSchedule(ScheduleConfig())
+
+    def draw(network):
+        streams = [torch.Generator().manual_seed(m) for m in range(2)]
+        return sample(network, schedule, streams, CPU, num_samples=300, sampling_steps=20)
+
+    with compilation.scratch(tmp_path):
+        compiled = draw(compilation.compiled(model))
+    eager = draw(model)
+    assert any(tmp_path.rglob("*.py"))  # the compiler did run
+    np.testing.assert_allclose(compiled.points, eager.points, rtol=1e-4, atol=1e-4)
 
 
 @needs_compiler

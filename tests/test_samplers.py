@@ -452,6 +452,21 @@ def test_samples_do_not_depend_on_the_chunk_size(name):
     assert a.weight_trace.shape == (2, 20, 1) and a.final_weights.shape == (2, 300, 1)
 
 
+def test_a_bf16_pass_takes_twice_the_rows_of_an_fp32_one():
+    """Under a bf16 autocast the activations take half the bytes, so a pass takes twice the
+    points (the cache-sized chunks of `sample`); the points denoised are the same."""
+    model, schedule = small_model("mlp", [0, 1]), NoiseSchedule(ScheduleConfig())
+    passes: list[int] = []
+    model.register_forward_pre_hook(lambda module, args: passes.append(args[0].shape[1]))
+    kwargs = {"num_samples": 1000, "sampling_steps": 2, "rows": 256}
+    sample(model, schedule, generators([0, 1]), CPU, **kwargs)
+    fp32, passes[:] = list(passes), []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sample(model, schedule, generators([0, 1]), CPU, **kwargs)
+    assert fp32 == 2 * ([128] * 7 + [104])  # 256 rows over M = 2 models, 1000 points, 2 steps
+    assert passes == 2 * ([256] * 3 + [232])
+
+
 # --- names, steps and settings ---------------------------------------------------------------
 
 

@@ -47,6 +47,21 @@ def column_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> 
     return (x * weight.transpose(1, 2)).sum(dim=-1, keepdim=True) + bias
 
 
+def affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """bias + x @ weight over the model axis: (M, 1 or B, out), (M, B, in), (M, in, out).
+
+    One `baddbmm`, as every result so far was computed. Under torch.compile without gradients
+    (eval.compile: sampling) the product and the bias are added apart, so the compiler folds
+    the addition into the element-wise kernel that follows instead of first copying the
+    broadcast bias into the product's output: some 10 % of a compiled bf16 sampling pass
+    (docs/speed.md). Compiled training keeps `baddbmm`: there the split measured no faster.
+    """
+    if torch.compiler.is_compiling() and not torch.is_grad_enabled():
+        product = torch.bmm(x, weight)
+        return product + bias.to(product.dtype)
+    return torch.baddbmm(bias, x, weight)
+
+
 def sinusoidal_embedding(values: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
     """[sin(s v f), cos(s v f)] with f_i = exp(-ln(10000) i / (half - 1)), i < half = dim // 2.
 
@@ -84,7 +99,7 @@ class BatchedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.out_features == 1:
             return column_linear(x, self.weight, self.bias)  # (M, B, 1)
-        return torch.baddbmm(self.bias, x, self.weight)  # (M, B, in) -> (M, B, out)
+        return affine(self.bias, x, self.weight)  # (M, B, in) -> (M, B, out)
 
 
 def reset_all(module: nn.Module, generators: list[torch.Generator]) -> None:
@@ -197,13 +212,13 @@ class EmbeddingLinear(BatchedLinear):
             # product whose weight gradient is one product too (the factorised form's sliced
             # weight gradient and its scattered time rows cost more once the rest is fused;
             # docs/speed.md). Sampling keeps the factorised form: its t is one row.
-            return torch.baddbmm(self.bias, embedded.joint(), self.weight)
+            return affine(self.bias, embedded.joint(), self.weight)
         coord_features = embedded.coords.shape[-1]
         weight_x = self.weight[:, :coord_features]  # (M, 2E, out)
         weight_t = self.weight[:, coord_features:]  # (M, E, out)
         per_timestep = torch.matmul(embedded.time_table, weight_t) + self.bias  # (M, T, out)
         offset = gather_by_timestep(per_timestep, embedded.t)  # (M, B, out) or (M, 1, out)
-        return torch.baddbmm(offset, embedded.coords, weight_x)  # (M, B, out)
+        return affine(offset, embedded.coords, weight_x)  # (M, B, out)
 
 
 class ResidualBlock(nn.Module):
