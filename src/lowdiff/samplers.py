@@ -368,8 +368,8 @@ def sample(
     cache-sized on a CPU whatever M is; under a bf16 autocast (eval.precision) twice as many,
     whose activations take the same bytes (a compiled bf16 pass gains some 10 % from it,
     docs/speed.md; as every point is denoised on its own, the points do not depend on it).
-    `snapshots` > 0 also keeps the first `snapshot_points`
-    points of each model at up to that many evenly spaced steps (initial noise to samples).
+    `snapshots` > 0 also keeps the first `snapshot_points` points of each model at up to that
+    many evenly spaced steps (initial noise to samples).
     """
     if len(generators) != model.num_models:
         raise ValueError(
