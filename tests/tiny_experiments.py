@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from lowdiff.config import ExperimentConfig, load_experiment, resolve
+import pytest
+
+from lowdiff.config import ConfigError, ExperimentConfig, check_resources, load_experiment, resolve
 
 
 def load_tiny(folder: Path, text: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -22,3 +24,13 @@ def one_run(**sections: dict) -> ExperimentConfig:
         "runs": {"base": {"model": {"arch": "mlp"}}},
     } | sections
     return resolve(raw, "tiny")
+
+
+def refusal(**sections: dict) -> str:
+    """The one-line ConfigError the resource check gives `one_run(**sections)` before any
+    write (it fails the test if there is none, or if it spans lines)."""
+    with pytest.raises(ConfigError) as error:
+        check_resources(one_run(**sections))
+    message = str(error.value)
+    assert "\n" not in message
+    return message
