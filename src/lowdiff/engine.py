@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 CHUNK_STEPS = 100  # random numbers are drawn this many steps at a time; losses checked as often
 STREAMS = ("init", "data", "noise", "eval", "sample")
 CHECKPOINT_FORMAT = "lowdiff-checkpoint/1"
+# train settings added after that format: left out of its fingerprint at their defaults
+LATER_TRAIN_FIELDS = ("precision", "compile")
 
 
 @dataclass(frozen=True)
@@ -352,9 +354,10 @@ class Trainer:
         """What a checkpoint must match to be resumed: everything that shapes the training."""
         train = dataclasses.asdict(self.config)
         train.pop("checkpoint_every")
-        for name, default in (("precision", "fp32"), ("compile", False)):
-            if train.get(name) == default:  # keys of older checkpoints stay valid
-                train.pop(name)
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        for name in LATER_TRAIN_FIELDS:  # at their defaults: keys of older checkpoints stay valid
+            if train.get(name, defaults[name]) == defaults[name]:
+                train.pop(name, None)
         digest = hashlib.sha256()
         for name in names:
             digest.update(_numpy(datasets[name].float()).tobytes())
