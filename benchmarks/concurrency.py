@@ -168,7 +168,10 @@ def main() -> None:
     print(f"hardware: {hardware()}; torch {torch.__version__}")
     print(f"baseline M={args.models}, {args.steps} steps, {args.processes} trainings at once\n")
     at_once = f"each, {args.processes} at once"
-    header = f"{'setting':32} {'alone':>16} {at_once:>28} {'each/alone':>11} {'each/default':>13}"
+    header = (
+        f"{'setting':32} {'alone':>16} {at_once:>28} {'each/alone':>11} {'all/alone':>10} "
+        f"{'each/default':>13}"
+    )
     print(header)
     default_alone = None
     for mode in modes:
@@ -181,9 +184,12 @@ def main() -> None:
         versus_default = f"{worst / default_alone:.2f}" if default_alone else "-"
         print(
             f"{MODES[mode]:32} {alone:8.0f} ({alone_threads} thr) "
-            f"{rates:>18} ({threads} thr) {worst / alone:11.2f} {versus_default:>13}"
+            f"{rates:>18} ({threads} thr) {worst / alone:11.2f} "
+            f"{sum(r for _, r in together) / alone:10.2f} {versus_default:>13}"
         )
     print("\nsteps/s; the ratios use the slowest of the trainings run at once;")
+    print("all/alone: the trainings' steps/s added up, against one alone: the machine's")
+    print("throughput with the models split among processes against one process of all threads")
     print("each/default: against one training alone with torch's defaults")
 
 

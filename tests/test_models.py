@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lowdiff.models import ARCHITECTURES, ModelConfig, build_model
-from lowdiff.models.layers import gather_by_timestep, sinusoidal_embedding
+from lowdiff.models.layers import gather_by_timestep, sinusoidal_embedding, split_rows
 from lowdiff.models.reference import PlainMLPDenoiser
 
 CONFIGS = {
@@ -149,6 +149,30 @@ def test_gather_by_timestep_has_the_values_and_gradient_bits_of_torch_gather():
     assert torch.equal(values, expected_values)
     assert torch.equal(grad, expected_grad)
     assert torch.equal(gather_by_timestep(table, 4), table[:, 4:5])  # a shared timestep
+
+
+def test_split_rows_has_the_values_and_gradient_bits_of_two_plain_slices():
+    """The literal reference is weight[:, :r] and weight[:, r:] under plain autograd, whose
+    gradient is each slice's zero-padded gradient added; the join must give the same bits,
+    and a block used alone (the other's gradient none) its zeros."""
+    generator = torch.Generator().manual_seed(1)
+    weight = torch.randn(3, 12, 5, generator=generator)
+    left = torch.randn(3, 7, 5, generator=generator)
+    right = torch.randn(3, 5, 5, generator=generator)
+    for uses in ((True, True), (True, False), (False, True)):
+        grads = []
+        for split in (split_rows, lambda w, r: (w[:, :r], w[:, r:])):
+            leaf = weight.clone().requires_grad_()
+            first, second = split(leaf, 7)
+            assert torch.equal(first, weight[:, :7]) and torch.equal(second, weight[:, 7:])
+            loss = sum(
+                (block * upstream).sum()
+                for block, upstream, used in zip((first, second), (left, right), uses, strict=True)
+                if used
+            )
+            loss.backward()
+            grads.append(leaf.grad)
+        assert torch.equal(grads[0], grads[1]), uses
 
 
 def _reference_gather(table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -197,6 +197,39 @@ def _table_rows_grad(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tenso
 table_rows.register_autograd(_table_rows_grad, setup_context=_table_rows_setup)
 
 
+class _SplitRows(torch.autograd.Function):
+    """The two row blocks of a weight, whose gradient is the two blocks' gradients joined."""
+
+    @staticmethod
+    def forward(weight: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return weight[:, :rows], weight[:, rows:]
+
+    @staticmethod
+    def setup_context(
+        ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: tuple
+    ) -> None:
+        ctx.set_materialize_grads(True)  # a block used alone: the other's gradient is zeros
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, first: torch.Tensor, second: torch.Tensor
+    ) -> tuple[torch.Tensor, None]:
+        return torch.cat([first, second], dim=1), None
+
+
+def split_rows(weight: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight[:, :rows] and weight[:, rows:] for weight (M, in, out).
+
+    Two slices of a parameter would each give it a zero-filled full-size gradient, which
+    autograd then adds: three passes over the weight's size. Joining the two blocks' gradients
+    is one, with the same bits (each element of the sum was one block's value plus zero). Eager
+    autograd only; elsewhere plain slices.
+    """
+    if not torch.is_grad_enabled() or not weight.requires_grad or torch.compiler.is_compiling():
+        return weight[:, :rows], weight[:, rows:]
+    return _SplitRows.apply(weight, rows)
+
+
 class EmbeddingLinear(BatchedLinear):
     """Linear(3E, out) on the joint embedding e, computed without materialising e.
 
@@ -213,9 +246,7 @@ class EmbeddingLinear(BatchedLinear):
             # weight gradient and its scattered time rows cost more once the rest is fused;
             # docs/speed.md). Sampling keeps the factorised form: its t is one row.
             return affine(self.bias, embedded.joint(), self.weight)
-        coord_features = embedded.coords.shape[-1]
-        weight_x = self.weight[:, :coord_features]  # (M, 2E, out)
-        weight_t = self.weight[:, coord_features:]  # (M, E, out)
+        weight_x, weight_t = split_rows(self.weight, embedded.coords.shape[-1])  # (M, 2E|E, out)
         per_timestep = torch.matmul(embedded.time_table, weight_t) + self.bias  # (M, T, out)
         offset = gather_by_timestep(per_timestep, embedded.t)  # (M, B, out) or (M, 1, out)
         return affine(offset, embedded.coords, weight_x)  # (M, B, out)
