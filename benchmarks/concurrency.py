@@ -179,11 +179,11 @@ def main() -> None:
         together = measure(mode, args.processes, args)
         default_alone = default_alone or (alone if mode == "default" else None)
         threads = ",".join(str(t) for t, _ in together)
-        rates = ", ".join(f"{r:.0f}" for _, r in together)
+        rates = ", ".join(f"{r:.1f}" for _, r in together)
         worst = min(r for _, r in together)
         versus_default = f"{worst / default_alone:.2f}" if default_alone else "-"
         print(
-            f"{MODES[mode]:32} {alone:8.0f} ({alone_threads} thr) "
+            f"{MODES[mode]:32} {alone:8.1f} ({alone_threads} thr) "
             f"{rates:>18} ({threads} thr) {worst / alone:11.2f} "
             f"{sum(r for _, r in together) / alone:10.2f} {versus_default:>13}"
         )
