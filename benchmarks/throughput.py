@@ -9,10 +9,10 @@ and what evaluating a model costs beside training it.
    default) in the same repeat, so the ratio comes from one run under one load.
 2. The floor: the step's matrix-product FLOPs (counted by torch.utils.flop_counter) at the
    measured rate of a batched 256 x 256 `bmm` in each precision, and the fraction of that floor
-   the step reaches.
+   the step reaches (its bmm timed in slices alternating with the step's, in each repeat).
 3. Sampling 10,000 points x 100 steps per model (ancestral), each variant (`eval.precision`,
    `eval.compile`; a compiled network is timed after one untimed draw that compiles it),
-   against its own floor and against eager fp32.
+   against its own floor (the bmm timed just before and after each draw) and against eager fp32.
 4. Evaluation per model at the protocol's sizes against its training: eval loss over the
    100,000 training points, sampling, every metric of `metrics.measure` (each function it calls,
    timed by cProfile, so a new metric appears by itself) and the dataset's reference (k-NN radii,
@@ -155,7 +155,7 @@ class Rate:
     """One (M, precision) of the training table: medians over the repeats."""
 
     models_steps: float  # models x steps / s
-    of_floor: float  # the step's FLOP rate over the bmm rate timed beside it, in that repeat
+    of_floor: float  # the step's FLOP rate over the bmm rate timed alternately with it
     over_fp32: float  # models_steps over eager fp32's in the same repeat (1 for it itself)
 
 
@@ -166,9 +166,9 @@ def training_rates(
     device: torch.device,
     flops: int,
 ) -> dict[tuple[int, Variant], Rate]:
-    """Each repeat times every variant's step and, right after it, its bmm; the fraction of
-    the floor and the ratio to eager fp32 are taken within a repeat, then their medians, so a
-    machine whose speed drifts (a shared host) moves both sides of every ratio together."""
+    """Each repeat times every variant's step and its bmm in alternating slices; the fraction
+    of the floor and the ratio to eager fp32 are taken within a repeat, then their medians, so
+    a machine whose speed drifts (a shared host) moves both sides of every ratio together."""
     rates = {}
     for num_models in models:
         trainers = {v: make_trainer(num_models, v, device, args.scratch) for v in variants}
@@ -185,8 +185,8 @@ def training_rates(
         samples: dict[Variant, list[tuple[float, float]]] = {v: [] for v in variants}
         for _ in range(args.repeats):
             for v in variants:
-                rate = num_models / timed(steps[v], device, args.seconds)
-                peak = bmm_rate(DTYPES[v.precision], device, 0.5)
+                rate, peak = interleaved(steps[v], DTYPES[v.precision], device, args.seconds)
+                rate *= num_models
                 samples[v].append((rate, rate * flops / peak))
         base = [rate for rate, _ in samples[EAGER_FP32]]
         for v in variants:
@@ -198,13 +198,38 @@ def training_rates(
     return rates
 
 
-def bmm_rate(dtype: torch.dtype, device: torch.device, seconds: float) -> float:
-    """FLOP/s of a batched (16, 256, 256) @ (16, 256, 256) product, the step's largest GEMM."""
+def bmm_operands(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The operands of the floor's product: (16, 256, 256) @ (16, 256, 256), the step's GEMM."""
     a = torch.randn(16, 256, 256, device=device).to(dtype)
     b = torch.randn(16, 256, 256, device=device).to(dtype)
     torch.bmm(a, b)
-    per_call = timed(lambda: torch.bmm(a, b), device, seconds)
-    return 2 * 16 * 256**3 / per_call
+    return a, b
+
+
+BMM_FLOPS = 2 * 16 * 256**3
+
+
+def bmm_rate(dtype: torch.dtype, device: torch.device, seconds: float) -> float:
+    """FLOP/s of the floor's batched product."""
+    a, b = bmm_operands(dtype, device)
+    return BMM_FLOPS / timed(lambda: torch.bmm(a, b), device, seconds)
+
+
+SLICES = 5  # step and bmm timings alternate this many times within one repeat
+
+
+def interleaved(
+    step: Callable[[], None], dtype: torch.dtype, device: torch.device, seconds: float
+) -> tuple[float, float]:
+    """(steps/s, bmm FLOP/s), timed in alternating slices of the same repeat (`seconds` of
+    steps, a quarter of that of bmm), so a host whose speed drifts within the repeat moves
+    both the same way."""
+    a, b = bmm_operands(dtype, device)
+    step_time = bmm_time = 0.0
+    for _ in range(SLICES):
+        step_time += timed(step, device, seconds / SLICES)
+        bmm_time += timed(lambda: torch.bmm(a, b), device, seconds / SLICES / 4)
+    return SLICES / step_time, BMM_FLOPS * SLICES / bmm_time
 
 
 # --- 3. sampling ----------------------------------------------------------------------------
@@ -342,9 +367,11 @@ def print_training(
     peaks: dict[str, float],
 ) -> None:
     print(f"baseline training step: {flops / 1e6:.0f} MFLOP per model-step (matrix products)")
-    print(", ".join(f"{p} bmm {peak / 1e9:.0f} GFLOP/s" for p, peak in peaks.items()))
-    print("(models*steps/s; % of floor: against the bmm rate of its precision timed beside each")
-    print(" repeat; x fp32: against eager fp32 in the same repeat; medians of the repeats)\n")
+    rates_at_start = ", ".join(f"{p} bmm {peak / 1e9:.0f} GFLOP/s" for p, peak in peaks.items())
+    print(f"{rates_at_start} (at the start; each ratio below uses the bmm timed with it)")
+    print("(models*steps/s; % of floor: against the bmm rate of its precision timed in slices")
+    print(" alternating with the step's; x fp32: against eager fp32 in the same repeat; medians")
+    print(" of the repeats)\n")
     print(f"{'M':>4} {'variant':>14} {'models*steps/s':>15} {'% of floor':>11} {'x fp32':>7}")
     for m in models:
         for v in variants:
@@ -411,12 +438,17 @@ def measure_all(
     )
     for m in (1, 4):
         drawn: dict[Variant, list[float]] = {v: [] for v in variants}
+        of_floor: dict[Variant, list[float]] = {v: [] for v in variants}
         for _ in range(args.repeats):  # the variants alternate; ratios within a repeat
             for v in variants:
-                drawn[v].append(sampling_seconds(m, v, args.samples, device))
+                dtype = DTYPES[v.precision]
+                before = bmm_rate(dtype, device, 0.25)
+                seconds = sampling_seconds(m, v, args.samples, device)
+                peak = (before + bmm_rate(dtype, device, 0.25)) / 2  # its bmm, before and after
+                drawn[v].append(seconds)
+                of_floor[v].append(floor_flops / peak / seconds)
         for v, seconds in drawn.items():
-            median = statistics.median(seconds)
-            floor = 100 * floor_flops / peaks[v.precision] / median
+            median, floor = statistics.median(seconds), 100 * statistics.median(of_floor[v])
             ratios = [b / s for b, s in zip(drawn[EAGER_FP32], seconds, strict=True)]
             print(
                 f"M = {m} {v.name:>14}: {median:6.2f} s per model ({floor:3.0f}% of the "
