@@ -251,6 +251,40 @@ def sampling_seconds(
     return drawn.inference_time / num_models
 
 
+@dataclass
+class SamplingRate:
+    """One (M, variant) of the sampling table: medians over the repeats."""
+
+    seconds: float  # per model
+    of_floor: float  # the draw's FLOP rate over the bmm rate timed just before and after it
+    over_fp32: float  # eager fp32's seconds over these, in the same repeat
+
+
+def sampling_rates(
+    num_models: int, variants: list[Variant], repeats: int, num_samples: int, device: torch.device
+) -> dict[Variant, SamplingRate]:
+    """Each repeat draws with every variant in turn, each draw between two bmm timings."""
+    floor_flops = sampling_flops(num_samples, device)
+    drawn: dict[Variant, list[float]] = {v: [] for v in variants}
+    of_floor: dict[Variant, list[float]] = {v: [] for v in variants}
+    for _ in range(repeats):  # the variants alternate; ratios within a repeat
+        for v in variants:
+            dtype = DTYPES[v.precision]
+            before = bmm_rate(dtype, device, 0.25)
+            seconds = sampling_seconds(num_models, v, num_samples, device)
+            peak = (before + bmm_rate(dtype, device, 0.25)) / 2
+            drawn[v].append(seconds)
+            of_floor[v].append(floor_flops / peak / seconds)
+    return {
+        v: SamplingRate(
+            statistics.median(seconds),
+            statistics.median(of_floor[v]),
+            statistics.median(b / s for b, s in zip(drawn[EAGER_FP32], seconds, strict=True)),
+        )
+        for v, seconds in drawn.items()
+    }
+
+
 def sampling_flops(num_samples: int, device: torch.device) -> int:
     """FLOPs of the 100 network evaluations that sample num_samples points of one model."""
     model = build_model(ModelConfig(), 1, 100).to(device)
@@ -403,15 +437,11 @@ def main() -> None:
     configure_cpu(args.threads)
     device = resolve_device(args.device)
     models = [int(m) for m in args.models.split(",")]
-    missing = bf16_missing(device.type)
-    precisions = ["fp32"] if missing else ["fp32", "bf16"]
-    variants = [Variant(p) for p in precisions]
+    variants = variants_for(device, args.compile)
     print(hardware(device))
+    missing = bf16_missing(device.type)
     if missing:
         print(f"bf16 not measured: {missing}")
-    if args.compile:
-        compilation.check_compile(True, device, "--compile")
-        variants += [Variant(p, compile=True) for p in precisions]
     # the compiler's files go to a temporary folder, removed at the end
     with tempfile.TemporaryDirectory(prefix="lowdiff-throughput-") as folder:
         args.scratch = Path(folder) if args.compile else None
@@ -419,6 +449,17 @@ def main() -> None:
             measure_all(args, device, models, variants)
     if not args.skip_overhead:
         overhead(args.overhead_steps)
+
+
+def variants_for(device: torch.device, with_compile: bool) -> list[Variant]:
+    """Eager fp32, bf16 where the device has it natively, and with `with_compile` each of them
+    compiled as well (refused with one line where the device cannot compile)."""
+    precisions = ["fp32"] if bf16_missing(device.type) else ["fp32", "bf16"]
+    variants = [Variant(p) for p in precisions]
+    if with_compile:
+        compilation.check_compile(True, device, "--compile")
+        variants += [Variant(p, compile=True) for p in precisions]
+    return variants
 
 
 def measure_all(
@@ -437,22 +478,11 @@ def measure_all(
         f"\nsampling {args.samples:,} points x 100 steps: {floor_flops / 1e9:.1f} GFLOP per model"
     )
     for m in (1, 4):
-        drawn: dict[Variant, list[float]] = {v: [] for v in variants}
-        of_floor: dict[Variant, list[float]] = {v: [] for v in variants}
-        for _ in range(args.repeats):  # the variants alternate; ratios within a repeat
-            for v in variants:
-                dtype = DTYPES[v.precision]
-                before = bmm_rate(dtype, device, 0.25)
-                seconds = sampling_seconds(m, v, args.samples, device)
-                peak = (before + bmm_rate(dtype, device, 0.25)) / 2  # its bmm, before and after
-                drawn[v].append(seconds)
-                of_floor[v].append(floor_flops / peak / seconds)
-        for v, seconds in drawn.items():
-            median, floor = statistics.median(seconds), 100 * statistics.median(of_floor[v])
-            ratios = [b / s for b, s in zip(drawn[EAGER_FP32], seconds, strict=True)]
+        for v, rate in sampling_rates(m, variants, args.repeats, args.samples, device).items():
+            share = f"{100 * rate.of_floor:3.0f}% of the {v.precision} bmm floor"
             print(
-                f"M = {m} {v.name:>14}: {median:6.2f} s per model ({floor:3.0f}% of the "
-                f"{v.precision} bmm floor; {statistics.median(ratios):.2f}x eager fp32)"
+                f"M = {m} {v.name:>14}: {rate.seconds:6.2f} s per model ({share}; "
+                f"{rate.over_fp32:.2f}x eager fp32)"
             )
     rate_16 = (rates.get((16, EAGER_FP32)) or rates[models[-1], EAGER_FP32]).models_steps
     evaluation_costs(rate_16, variants, args.samples, device)

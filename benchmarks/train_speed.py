@@ -24,6 +24,7 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -169,24 +170,49 @@ def bare_ms(num_models: int, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps / num_models * 1e3
 
 
-def pipeline_gap(models: list[int], steps: int, repeats: int, points: torch.Tensor) -> None:
+@dataclass
+class PipelineGap:
+    """One M of the pipeline comparison: medians of the repeats, ratios within a repeat."""
+
+    real_ms: float  # ms per model-step of the real pipeline's training loop
+    bare_ms: float  # the engine's bare step on the same data
+    plain_ms: float  # the plain single-model loop
+    gap: float  # real / bare - 1
+    over_plain: float  # real / plain
+
+
+def pipeline_gaps(
+    models: list[int], steps: int, repeats: int, points: torch.Tensor
+) -> dict[int, PipelineGap]:
     """The real pipeline against the bare step and the plain loop, interleaved: each repeat
-    runs all three, each ratio is taken within a repeat, and their medians are printed, so a
+    runs all three, each ratio is taken within a repeat, and their medians are returned, so a
     machine whose speed drifts (a shared host) moves both sides of every ratio together."""
-    print(f"\nreal pipeline (experiments.execute, {steps} steps) against the bare engine step")
     cpu = torch.device("cpu")
+    gaps = {}
     for num_models in models:
         real, bare, plain = [], [], []
         for _ in range(repeats):
             real.append(pipeline_ms(num_models, steps))
             bare.append(bare_ms(num_models, steps, cpu))
             plain.append(plain_loop_ms(points, steps, cpu))
-        gap = statistics.median(r / b - 1 for r, b in zip(real, bare, strict=True))
-        over_plain = statistics.median(r / p for r, p in zip(real, plain, strict=True))
+        gaps[num_models] = PipelineGap(
+            statistics.median(real),
+            statistics.median(bare),
+            statistics.median(plain),
+            statistics.median(r / b - 1 for r, b in zip(real, bare, strict=True)),
+            statistics.median(r / p for r, p in zip(real, plain, strict=True)),
+        )
+    return gaps
+
+
+def pipeline_gap(models: list[int], steps: int, repeats: int, points: torch.Tensor) -> None:
+    """Print pipeline_gaps."""
+    print(f"\nreal pipeline (experiments.execute, {steps} steps) against the bare engine step")
+    for num_models, gap in pipeline_gaps(models, steps, repeats, points).items():
         print(
-            f"M={num_models:<3} pipeline {statistics.median(real):6.2f} ms/model-step, bare step "
-            f"{statistics.median(bare):6.2f} ({100 * gap:+.1f} %), plain loop "
-            f"{statistics.median(plain):6.2f}, pipeline/plain loop {over_plain:.2f}"
+            f"M={num_models:<3} pipeline {gap.real_ms:6.2f} ms/model-step, bare step "
+            f"{gap.bare_ms:6.2f} ({100 * gap.gap:+.1f} %), plain loop "
+            f"{gap.plain_ms:6.2f}, pipeline/plain loop {gap.over_plain:.2f}"
         )
 
 
