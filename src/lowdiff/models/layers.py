@@ -222,10 +222,10 @@ def split_rows(weight: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Ten
 
     Two slices of a parameter would each give it a zero-filled full-size gradient, which
     autograd then adds: three passes over the weight's size. Joining the two blocks' gradients
-    is one, with the same bits (each element of the sum was one block's value plus zero). Eager
-    autograd only; elsewhere plain slices.
+    is one, with the same bits (each element of the sum was one block's value plus zero).
+    Without autograd, plain slices.
     """
-    if not torch.is_grad_enabled() or not weight.requires_grad or torch.compiler.is_compiling():
+    if not (torch.is_grad_enabled() and weight.requires_grad):
         return weight[:, :rows], weight[:, rows:]
     return _SplitRows.apply(weight, rows)
 
