@@ -100,8 +100,9 @@ def speed_aims(args: argparse.Namespace, variants: list[Variant], bf16: bool) ->
         )
 
     print("sampling against its floor ...", flush=True)
+    floor_flops = throughput.sampling_flops(args.samples, cpu)
     for m in (1, 4):
-        drawn = throughput.sampling_rates(m, variants, args.repeats, args.samples, cpu)
+        drawn = throughput.sampling_rates(m, variants, args.repeats, args.samples, floor_flops, cpu)
         variant, share = best({v: drawn[v].of_floor for v in fp32})
         eager = drawn[throughput.EAGER_FP32].of_floor
         aims.append(

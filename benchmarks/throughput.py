@@ -261,10 +261,15 @@ class SamplingRate:
 
 
 def sampling_rates(
-    num_models: int, variants: list[Variant], repeats: int, num_samples: int, device: torch.device
+    num_models: int,
+    variants: list[Variant],
+    repeats: int,
+    num_samples: int,
+    floor_flops: int,
+    device: torch.device,
 ) -> dict[Variant, SamplingRate]:
-    """Each repeat draws with every variant in turn, each draw between two bmm timings."""
-    floor_flops = sampling_flops(num_samples, device)
+    """Each repeat draws with every variant in turn, each draw between two bmm timings;
+    `floor_flops`: sampling_flops(num_samples)."""
     drawn: dict[Variant, list[float]] = {v: [] for v in variants}
     of_floor: dict[Variant, list[float]] = {v: [] for v in variants}
     for _ in range(repeats):  # the variants alternate; ratios within a repeat
@@ -478,7 +483,9 @@ def measure_all(
         f"\nsampling {args.samples:,} points x 100 steps: {floor_flops / 1e9:.1f} GFLOP per model"
     )
     for m in (1, 4):
-        for v, rate in sampling_rates(m, variants, args.repeats, args.samples, device).items():
+        for v, rate in sampling_rates(
+            m, variants, args.repeats, args.samples, floor_flops, device
+        ).items():
             share = f"{100 * rate.of_floor:3.0f}% of the {v.precision} bmm floor"
             print(
                 f"M = {m} {v.name:>14}: {rate.seconds:6.2f} s per model ({share}; "
