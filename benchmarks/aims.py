@@ -2,8 +2,11 @@
 
 One command, run alone on the machine, that measures each aim the way its own benchmark does
 (the functions are those of train_speed.py, throughput.py and concurrency.py) and ends with one
-table: the aim, what was measured, and whether it is met. Ratios are taken within a repeat and
-their medians printed, so a host whose speed drifts moves both sides of a ratio together.
+table: the aim, whether it is met, and what was measured. Ratios are taken within a repeat, so a
+host whose speed drifts moves both sides of a ratio together. An aim is met when the median of
+its repeats meets it; beside the verdict stands in how many repeats it held, and beside the
+median the range of the repeats: on a shared host one repeat can land on either side of an aim
+that the median meets or misses by a few per cent.
 
 | aim | measured by |
 |---|---|
@@ -16,8 +19,9 @@ their medians printed, so a host whose speed drifts moves both sides of a ratio 
 | two concurrent runs each ≥ 45 % of a lone one | concurrency.measure, lowdiff's setting |
 
 With --compile the compiled variants (`train.compile`, `eval.compile`) are measured too, and an
-aim counts as met by the best variant, which is named. The fp32-vs-bf16 equivalence verdict is
-not a timing: it is in `results/precision` (README, "Mixed precision and compilation").
+aim is judged on the variant with the best median, which is named. The fp32-vs-bf16 equivalence
+verdict is not a timing: it is in `results/precision` (README, "Mixed precision and
+compilation").
 
     python benchmarks/aims.py [--compile] [--repeats 3] [--skip-concurrency]
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +38,7 @@ import concurrency
 import throughput
 import torch
 import train_speed
+from repeats import Repeats
 
 from lowdiff import compilation
 from lowdiff.data import load
@@ -43,13 +49,44 @@ Variant = throughput.Variant
 
 @dataclass
 class Aim:
+    """One aim: its value in every repeat (None where it cannot be measured here), the test of
+    one value against the target, and what to print beside the values."""
+
     name: str
-    measured: str
-    met: bool | None  # None: not measurable here
+    repeats: Repeats | None
+    holds: Callable[[float], bool] | None = None  # required with repeats
+    fmt: str = ".2f"  # how a value prints (scale 100 for a share in %)
+    scale: float = 1.0
+    unit: str = "x"
+    context: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        """The verdict: whether the median of the repeats meets the aim."""
+        if self.repeats is None or self.holds is None:
+            return None
+        return self.holds(self.repeats.median)
+
+    @property
+    def verdict(self) -> str:
+        if self.repeats is None or self.holds is None:
+            return "-"
+        held = f"{self.repeats.holding(self.holds)}/{len(self.repeats.values)}"
+        return f"{'met' if self.met else 'not met'} ({held})"
+
+    @property
+    def measured(self) -> str:
+        if self.repeats is None:
+            return self.context
+        median = f"{self.repeats.median * self.scale:{self.fmt}}{self.unit}"
+        spread = self.repeats.spread(self.fmt, self.scale)
+        context = f"; {self.context}" if self.context else ""
+        return f"{median} (repeats {spread}{self.unit}){context}"
 
 
-def best(values: dict[Variant, float]) -> tuple[Variant, float]:
-    variant = max(values, key=values.__getitem__)
+def best(values: dict[Variant, Repeats]) -> tuple[Variant, Repeats]:
+    """The variant with the highest median."""
+    variant = max(values, key=lambda v: values[v].median)
     return variant, values[variant]
 
 
@@ -63,18 +100,22 @@ def speed_aims(args: argparse.Namespace, variants: list[Variant], bf16: bool) ->
     aims.append(
         Aim(
             "one model: lowdiff train <= 0.75x the plain loop",
-            f"{one.over_plain:.2f}x ({one.real_ms:.2f} against {one.plain_ms:.2f} ms per step)",
-            one.over_plain <= 0.75,
+            one.over_plain,
+            lambda ratio: ratio <= 0.75,
+            context=f"{one.real_ms.median:.2f} against {one.plain_ms.median:.2f} ms per step",
         )
     )
-    worst = max(gap.gap for gap in gaps.values())
-    aims.append(
-        Aim(
-            "the real pipeline within 10 % of the bare step",
-            " / ".join(f"{100 * g.gap:+.1f} %" for g in gaps.values()) + " at M = 1 / 4 / 16",
-            worst <= 0.10,
+    for m, gap in gaps.items():
+        aims.append(
+            Aim(
+                f"the real pipeline within 10 % of the bare step, M = {m}",
+                gap.gap,
+                lambda excess: excess <= 0.10,
+                fmt="+.1f",
+                scale=100,
+                unit=" %",
+            )
         )
-    )
 
     print("training throughput against the bmm floor ...", flush=True)
     flops = throughput.step_flops(throughput.make_trainer(1, throughput.EAGER_FP32, cpu))
@@ -85,50 +126,62 @@ def speed_aims(args: argparse.Namespace, variants: list[Variant], bf16: bool) ->
         aims.append(
             Aim(
                 f"fp32 at M = {m} >= 80 % of the bmm rate",
-                f"{100 * share:.0f} % ({variant.name})",
-                share >= 0.80,
+                share,
+                lambda value: value >= 0.80,
+                fmt=".0f",
+                scale=100,
+                unit=" %",
+                context=variant.name,
             )
         )
     half = [v for v in variants if v.precision == "bf16"]
     for m in (16, 64):
+        name = f"bf16 >= 3x fp32, training, M = {m}"
         if not bf16:
-            aims.append(Aim(f"bf16 >= 3x fp32, training, M = {m}", "no native bf16 here", None))
+            aims.append(Aim(name, None, context="no native bf16 here"))
             continue
         variant, ratio = best({v: rates[m, v].over_fp32 for v in half})
-        aims.append(
-            Aim(f"bf16 >= 3x fp32, training, M = {m}", f"{ratio:.2f}x ({variant.name})", ratio >= 3)
-        )
+        aims.append(Aim(name, ratio, lambda value: value >= 3, context=variant.name))
 
     print("sampling against its floor ...", flush=True)
     floor_flops = throughput.sampling_flops(args.samples, cpu)
     for m in (1, 4):
         drawn = throughput.sampling_rates(m, variants, args.repeats, args.samples, floor_flops, cpu)
         variant, share = best({v: drawn[v].of_floor for v in fp32})
-        eager = drawn[throughput.EAGER_FP32].of_floor
+        eager = drawn[throughput.EAGER_FP32].of_floor.median
         aims.append(
             Aim(
                 f"sampling {args.samples:,} x 100, M = {m}, within 80 % of its floor",
-                f"{100 * share:.0f} % ({variant.name}; eager {100 * eager:.0f} %)",
-                share >= 0.80,
+                share,
+                lambda value: value >= 0.80,
+                fmt=".0f",
+                scale=100,
+                unit=" %",
+                context=f"{variant.name}; eager {100 * eager:.0f} %",
             )
         )
+        name = f"bf16 >= 4x fp32, sampling, M = {m}"
         if not bf16:
-            aims.append(Aim(f"bf16 >= 4x fp32, sampling, M = {m}", "no native bf16 here", None))
+            aims.append(Aim(name, None, context="no native bf16 here"))
             continue
         variant, ratio = best({v: drawn[v].over_fp32 for v in half})
-        aims.append(
-            Aim(f"bf16 >= 4x fp32, sampling, M = {m}", f"{ratio:.2f}x ({variant.name})", ratio >= 4)
-        )
+        aims.append(Aim(name, ratio, lambda value: value >= 4, context=variant.name))
     return aims
 
 
 def concurrency_aim(args: argparse.Namespace) -> Aim:
+    """Each of two runs at once against a lone one (both runs' ratios are the 'repeats')."""
     print("one training alone, then two at once ...", flush=True)
     settings = argparse.Namespace(steps=args.concurrency_steps, models=4, points=100_000)
     ((_, alone),) = concurrency.measure("lowdiff", 1, settings)
     together = concurrency.measure("lowdiff", 2, settings)
-    each = min(rate for _, rate in together) / alone
-    return Aim("two concurrent runs each >= 45 % of a lone one", f"{each:.2f}", each >= 0.45)
+    each = Repeats.of(rate / alone for _, rate in together)
+    return Aim(
+        "two concurrent runs each >= 45 % of a lone one",
+        Repeats.of([min(each.values)]),
+        lambda share: share >= 0.45,
+        context=f"the two runs {each.spread()}",
+    )
 
 
 def main() -> None:
@@ -164,10 +217,12 @@ def main() -> None:
     if not args.skip_concurrency:
         aims.append(concurrency_aim(args))
     width = max(len(aim.name) for aim in aims)
-    print(f"\n{'aim':{width}}  {'verdict':9}  measured")
-    for aim in aims:
-        verdict = {True: "met", False: "not met", None: "-"}[aim.met]
-        print(f"{aim.name:{width}}  {verdict:9}  {aim.measured}")
+    verdicts = [aim.verdict for aim in aims]
+    column = max(len(verdict) for verdict in verdicts)
+    print("\nverdict: whether the median of the repeats meets the aim (in how many repeats it did)")
+    print(f"{'aim':{width}}  {'verdict':{column}}  measured")
+    for aim, verdict in zip(aims, verdicts, strict=True):
+        print(f"{aim.name:{width}}  {verdict:{column}}  {aim.measured}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import cProfile
 import os
 import platform
 import pstats
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from repeats import Repeats
 from torch.utils.flop_counter import FlopCounterMode
 
 from lowdiff import compilation
@@ -152,11 +152,11 @@ def step_flops(trainer: Trainer) -> int:
 
 @dataclass
 class Rate:
-    """One (M, precision) of the training table: medians over the repeats."""
+    """One (M, precision) of the training table: a value per repeat (their medians printed)."""
 
-    models_steps: float  # models x steps / s
-    of_floor: float  # the step's FLOP rate over the bmm rate timed alternately with it
-    over_fp32: float  # models_steps over eager fp32's in the same repeat (1 for it itself)
+    models_steps: Repeats  # models x steps / s
+    of_floor: Repeats  # the step's FLOP rate over the bmm rate timed alternately with it
+    over_fp32: Repeats  # models_steps over eager fp32's in the same repeat (1 for it itself)
 
 
 def training_rates(
@@ -191,9 +191,9 @@ def training_rates(
         base = [rate for rate, _ in samples[EAGER_FP32]]
         for v in variants:
             rates[num_models, v] = Rate(
-                statistics.median(rate for rate, _ in samples[v]),
-                statistics.median(fraction for _, fraction in samples[v]),
-                statistics.median(r / b for (r, _), b in zip(samples[v], base, strict=True)),
+                Repeats.of(rate for rate, _ in samples[v]),
+                Repeats.of(fraction for _, fraction in samples[v]),
+                Repeats.of(r / b for (r, _), b in zip(samples[v], base, strict=True)),
             )
     return rates
 
@@ -253,11 +253,11 @@ def sampling_seconds(
 
 @dataclass
 class SamplingRate:
-    """One (M, variant) of the sampling table: medians over the repeats."""
+    """One (M, variant) of the sampling table: a value per repeat (their medians printed)."""
 
-    seconds: float  # per model
-    of_floor: float  # the draw's FLOP rate over the bmm rate timed just before and after it
-    over_fp32: float  # eager fp32's seconds over these, in the same repeat
+    seconds: Repeats  # per model
+    of_floor: Repeats  # the draw's FLOP rate over the bmm rate timed just before and after it
+    over_fp32: Repeats  # eager fp32's seconds over these, in the same repeat
 
 
 def sampling_rates(
@@ -282,9 +282,9 @@ def sampling_rates(
             of_floor[v].append(floor_flops / peak / seconds)
     return {
         v: SamplingRate(
-            statistics.median(seconds),
-            statistics.median(of_floor[v]),
-            statistics.median(b / s for b, s in zip(drawn[EAGER_FP32], seconds, strict=True)),
+            Repeats.of(seconds),
+            Repeats.of(of_floor[v]),
+            Repeats.of(b / s for b, s in zip(drawn[EAGER_FP32], seconds, strict=True)),
         )
         for v, seconds in drawn.items()
     }
@@ -416,8 +416,8 @@ def print_training(
         for v in variants:
             rate = rates[m, v]
             print(
-                f"{m:4d} {v.name:>14} {rate.models_steps:15.0f} {100 * rate.of_floor:10.0f}% "
-                f"{rate.over_fp32:6.2f}x"
+                f"{m:4d} {v.name:>14} {rate.models_steps.median:15.0f} "
+                f"{100 * rate.of_floor.median:10.0f}% {rate.over_fp32.median:6.2f}x"
             )
 
 
@@ -486,12 +486,12 @@ def measure_all(
         for v, rate in sampling_rates(
             m, variants, args.repeats, args.samples, floor_flops, device
         ).items():
-            share = f"{100 * rate.of_floor:3.0f}% of the {v.precision} bmm floor"
+            share = f"{100 * rate.of_floor.median:3.0f}% of the {v.precision} bmm floor"
             print(
-                f"M = {m} {v.name:>14}: {rate.seconds:6.2f} s per model ({share}; "
-                f"{rate.over_fp32:.2f}x eager fp32)"
+                f"M = {m} {v.name:>14}: {rate.seconds.median:6.2f} s per model ({share}; "
+                f"{rate.over_fp32.median:.2f}x eager fp32)"
             )
-    rate_16 = (rates.get((16, EAGER_FP32)) or rates[models[-1], EAGER_FP32]).models_steps
+    rate_16 = (rates.get((16, EAGER_FP32)) or rates[models[-1], EAGER_FP32]).models_steps.median
     evaluation_costs(rate_16, variants, args.samples, device)
 
 

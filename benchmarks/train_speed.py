@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from repeats import Repeats
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -172,21 +173,21 @@ def bare_ms(num_models: int, steps: int, device: torch.device) -> float:
 
 @dataclass
 class PipelineGap:
-    """One M of the pipeline comparison: medians of the repeats, ratios within a repeat."""
+    """One M of the pipeline comparison: a value per repeat, ratios within a repeat."""
 
-    real_ms: float  # ms per model-step of the real pipeline's training loop
-    bare_ms: float  # the engine's bare step on the same data
-    plain_ms: float  # the plain single-model loop
-    gap: float  # real / bare - 1
-    over_plain: float  # real / plain
+    real_ms: Repeats  # ms per model-step of the real pipeline's training loop
+    bare_ms: Repeats  # the engine's bare step on the same data
+    plain_ms: Repeats  # the plain single-model loop
+    gap: Repeats  # real / bare - 1
+    over_plain: Repeats  # real / plain
 
 
 def pipeline_gaps(
     models: list[int], steps: int, repeats: int, points: torch.Tensor
 ) -> dict[int, PipelineGap]:
     """The real pipeline against the bare step and the plain loop, interleaved: each repeat
-    runs all three, each ratio is taken within a repeat, and their medians are returned, so a
-    machine whose speed drifts (a shared host) moves both sides of every ratio together."""
+    runs all three and each ratio is taken within a repeat, so a machine whose speed drifts (a
+    shared host) moves both sides of every ratio together."""
     cpu = torch.device("cpu")
     gaps = {}
     for num_models in models:
@@ -196,23 +197,23 @@ def pipeline_gaps(
             bare.append(bare_ms(num_models, steps, cpu))
             plain.append(plain_loop_ms(points, steps, cpu))
         gaps[num_models] = PipelineGap(
-            statistics.median(real),
-            statistics.median(bare),
-            statistics.median(plain),
-            statistics.median(r / b - 1 for r, b in zip(real, bare, strict=True)),
-            statistics.median(r / p for r, p in zip(real, plain, strict=True)),
+            Repeats.of(real),
+            Repeats.of(bare),
+            Repeats.of(plain),
+            Repeats.of(r / b - 1 for r, b in zip(real, bare, strict=True)),
+            Repeats.of(r / p for r, p in zip(real, plain, strict=True)),
         )
     return gaps
 
 
 def pipeline_gap(models: list[int], steps: int, repeats: int, points: torch.Tensor) -> None:
-    """Print pipeline_gaps."""
+    """Print pipeline_gaps: medians of the repeats."""
     print(f"\nreal pipeline (experiments.execute, {steps} steps) against the bare engine step")
     for num_models, gap in pipeline_gaps(models, steps, repeats, points).items():
         print(
-            f"M={num_models:<3} pipeline {gap.real_ms:6.2f} ms/model-step, bare step "
-            f"{gap.bare_ms:6.2f} ({100 * gap.gap:+.1f} %), plain loop "
-            f"{gap.plain_ms:6.2f}, pipeline/plain loop {gap.over_plain:.2f}"
+            f"M={num_models:<3} pipeline {gap.real_ms.median:6.2f} ms/model-step, bare step "
+            f"{gap.bare_ms.median:6.2f} ({100 * gap.gap.median:+.1f} %), plain loop "
+            f"{gap.plain_ms.median:6.2f}, pipeline/plain loop {gap.over_plain.median:.2f}"
         )
 
 
