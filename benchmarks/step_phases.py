@@ -1,0 +1,116 @@
+"""Where the training step's time goes, phase by phase: forward, backward, clipping, AdamW.
+
+Runs the real `Trainer.step` (eager fp32, the baseline) and times its phases by wrapping, for the
+duration of the benchmark, what the step calls: `torch.Tensor.backward` (the forward pass is the
+time from the step's start to it), `engine.clip_grad_norm_per_model`, the optimiser's `step` and
+`zero_grad`. Prints the median of each phase over the timed steps, its share of the step, and
+the step's share of the `bmm` floor (throughput.py's), for each M.
+
+    python benchmarks/step_phases.py [--models 1,4,16,64] [--steps 30] [--threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import throughput
+import torch
+
+from lowdiff import engine
+from lowdiff.runtime import configure_cpu
+
+PHASES = ("forward", "backward", "clipping", "AdamW", "zero_grad", "step")
+
+
+def timing(record: Callable[[float, float], None], function: Callable) -> Callable:
+    def timed(*args: object, **kwargs: object) -> object:
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            record(start, time.perf_counter())
+
+    return timed
+
+
+@contextmanager
+def phases_of(trainer: engine.Trainer) -> Iterator[dict[str, float]]:
+    """Within the block, each `trainer.step` fills the dict with its phases' seconds."""
+    times: dict[str, float] = {}
+    marks: dict[str, float] = {}
+
+    def phase(name: str) -> Callable[[float, float], None]:
+        def record(start: float, end: float) -> None:
+            times[name] = end - start
+            marks[name] = start
+
+        return record
+
+    backward, clip = torch.Tensor.backward, engine.clip_grad_norm_per_model
+    original_step = trainer.step
+
+    def step(*args: object) -> object:
+        times.clear()
+        result = timing(phase("step"), original_step)(*args)
+        times["forward"] = marks["backward"] - marks["step"]
+        return result
+
+    torch.Tensor.backward = timing(phase("backward"), backward)
+    engine.clip_grad_norm_per_model = timing(phase("clipping"), clip)
+    trainer.optimizer.step = timing(phase("AdamW"), trainer.optimizer.step)
+    trainer.optimizer.zero_grad = timing(phase("zero_grad"), trainer.optimizer.zero_grad)
+    trainer.step = step
+    try:
+        yield times
+    finally:
+        torch.Tensor.backward, engine.clip_grad_norm_per_model = backward, clip
+        for name in ("step", "zero_grad"):
+            delattr(trainer.optimizer, name)
+        del trainer.step
+
+
+def measure(num_models: int, steps: int, flops: int) -> None:
+    cpu = torch.device("cpu")
+    trainer = throughput.make_trainer(num_models, throughput.EAGER_FP32, cpu)
+    run = throughput.stepper(trainer)
+    for _ in range(5):  # warm-up
+        run()
+    samples: dict[str, list[float]] = {name: [] for name in PHASES}
+    with phases_of(trainer) as times:
+        for _ in range(steps):
+            run()
+            for name in PHASES:
+                samples[name].append(times[name])
+    peak = throughput.bmm_rate(torch.float32, cpu, 1.0)
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    cells = [f"{1e3 * median[n]:7.2f} ({median[n] / median['step']:4.0%})" for n in PHASES[:-1]]
+    share = num_models * flops / peak / median["step"]
+    print(f"{num_models:4d} " + " ".join(cells) + f" {1e3 * median['step']:8.2f} {share:10.0%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="1,4,16,64")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=0, help="0: lowdiff's choice")
+    args = parser.parse_args()
+    if args.steps < 1:
+        parser.error("--steps >= 1")
+    configure_cpu(args.threads)
+    cpu = torch.device("cpu")
+    print(throughput.hardware(cpu))
+    flops = throughput.step_flops(throughput.make_trainer(1, throughput.EAGER_FP32, cpu))
+    print(f"eager fp32 baseline, ms per step (share of the step), median of {args.steps} steps;")
+    print("floor: the step's FLOPs at the (16, 256, 256) bmm rate timed after its steps\n")
+    header = " ".join(f"{name:>14}" for name in PHASES[:-1])
+    print(f"{'M':>4} {header} {'step':>8} {'of floor':>10}")
+    for num_models in (int(m) for m in args.models.split(",")):
+        measure(num_models, args.steps, flops)
+
+
+if __name__ == "__main__":
+    main()
