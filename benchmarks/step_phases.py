@@ -6,7 +6,12 @@ time from the step's start to it), `engine.clip_grad_norm_per_model`, the optimi
 `zero_grad`. Prints the median of each phase over the timed steps, its share of the step, and
 the step's share of the `bmm` floor (throughput.py's), for each M.
 
-    python benchmarks/step_phases.py [--models 1,4,16,64] [--steps 30] [--threads 0]
+With --ops M it also times every ATen call of the step at that M (a dispatch mode around each
+call; the calls run as they do in the step, one after another) and prints the costliest, grouped
+by operator and input shapes, with the matrix products' total against the floor: what the step
+would reach if everything but its products took no time.
+
+    python benchmarks/step_phases.py [--models 1,4,16,64] [--steps 30] [--threads 0] [--ops 16]
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import throughput
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lowdiff import engine
 from lowdiff.runtime import configure_cpu
@@ -92,14 +99,63 @@ def measure(num_models: int, steps: int, flops: int) -> None:
     print(f"{num_models:4d} " + " ".join(cells) + f" {1e3 * median['step']:8.2f} {share:10.0%}")
 
 
+PRODUCTS = {"aten.bmm.default", "aten.baddbmm.default", "aten.mm.default", "aten.addmm.default"}
+
+
+class CallTimes(TorchDispatchMode):
+    """Seconds spent in each ATen call, by (operator, input shapes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: dict[tuple[str, str], float] = defaultdict(float)
+        self.calls: dict[tuple[str, str], int] = defaultdict(int)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        shapes = " ".join(str(tuple(a.shape)) for a in args if isinstance(a, torch.Tensor))
+        key = (str(func), shapes)
+        start = time.perf_counter()
+        result = func(*args, **(kwargs or {}))
+        self.seconds[key] += time.perf_counter() - start
+        self.calls[key] += 1
+        return result
+
+
+def ops(num_models: int, steps: int, flops: int, top: int = 25) -> None:
+    cpu = torch.device("cpu")
+    trainer = throughput.make_trainer(num_models, throughput.EAGER_FP32, cpu)
+    run = throughput.stepper(trainer)
+    for _ in range(5):
+        run()
+    timer = CallTimes()
+    before = throughput.bmm_rate(torch.float32, cpu, 1.0)
+    with timer:
+        for _ in range(steps):
+            run()
+    peak = (before + throughput.bmm_rate(torch.float32, cpu, 1.0)) / 2  # timed around the calls
+    per_step = {key: seconds / steps for key, seconds in timer.seconds.items()}
+    total = sum(per_step.values())
+    products = sum(t for (name, _), t in per_step.items() if name in PRODUCTS)
+    floor = num_models * flops / peak
+    print(f"\nM = {num_models}: ATen calls, ms per step (the mean of {steps} steps)")
+    for (name, shapes), seconds in sorted(per_step.items(), key=lambda item: -item[1])[:top]:
+        calls = timer.calls[name, shapes] / steps
+        print(f"{1e3 * seconds:8.3f} ms {calls:5.1f}x  {name:32} {shapes}")
+    print(
+        f"all calls {1e3 * total:.1f} ms per step; matrix products {1e3 * products:.1f} ms "
+        f"({products / total:.0%}); the floor {1e3 * floor:.1f} ms: the products alone at "
+        f"{floor / products:.0%} of it, everything else {1e3 * (total - products):.1f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="1,4,16,64")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=0, help="0: lowdiff's choice")
+    parser.add_argument("--ops", type=int, default=0, help="M whose ATen calls to time (0: none)")
     args = parser.parse_args()
-    if args.steps < 1:
-        parser.error("--steps >= 1")
+    if args.steps < 1 or args.ops < 0:
+        parser.error("--steps >= 1, --ops >= 0")
     configure_cpu(args.threads)
     cpu = torch.device("cpu")
     print(throughput.hardware(cpu))
@@ -110,6 +166,8 @@ def main() -> None:
     print(f"{'M':>4} {header} {'step':>8} {'of floor':>10}")
     for num_models in (int(m) for m in args.models.split(",")):
         measure(num_models, args.steps, flops)
+    if args.ops:
+        ops(args.ops, args.steps, flops)
 
 
 if __name__ == "__main__":
