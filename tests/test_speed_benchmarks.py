@@ -1,0 +1,66 @@
+"""The speed benchmarks' own logic: the aims' verdicts over repeats (benchmarks/aims.py) and the
+step's phase timers (benchmarks/step_phases.py), which must leave torch and lowdiff as found."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from lowdiff import engine
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def benchmarks(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import each other by name
+    return importlib
+
+
+def test_an_aim_is_judged_on_the_median_and_counts_the_repeats_that_held(benchmarks):
+    aims = benchmarks.import_module("aims")
+    Repeats = benchmarks.import_module("repeats").Repeats
+    at_most = aims.Aim("one model", Repeats.of([0.62, 0.81, 0.74, 1.05, 0.90]), lambda r: r <= 0.75)
+    assert at_most.met is False  # median 0.81, though two repeats were below 0.75
+    assert at_most.verdict == "not met (2/5)"
+    assert at_most.measured == "0.81x (repeats 0.62 to 1.05x)"
+    share = aims.Aim(
+        "fp32", Repeats.of([0.67, 0.87, 0.81]), lambda v: v >= 0.8, ".0f", 100, " %", "compiled"
+    )
+    assert share.met is True and share.verdict == "met (2/3)"
+    assert share.measured == "81 % (repeats 67 to 87 %); compiled"
+    gap = aims.Aim("pipeline", Repeats.of([-0.256, 0.132, -0.008]), lambda g: g <= 0.10)
+    assert gap.verdict == "met (2/3)"  # faster than the bare step is within the aim
+    absent = aims.Aim("bf16", None, context="no native bf16 here")
+    assert absent.met is None and absent.verdict == "-" and absent.measured == absent.context
+
+
+def test_repeats_refuse_none_and_print_one_value_once(benchmarks):
+    Repeats = benchmarks.import_module("repeats").Repeats
+    with pytest.raises(ValueError, match="at least one"):
+        Repeats.of([])
+    assert Repeats.of([0.85]).spread() == "0.85"
+    assert Repeats.of([3.0, 1.0, 2.0]).median == 2.0
+
+
+def test_step_phases_time_the_real_step_and_restore_what_they_wrapped(benchmarks):
+    phases = benchmarks.import_module("step_phases")
+    throughput = benchmarks.import_module("throughput")
+    trainer = throughput.make_trainer(1, throughput.EAGER_FP32, torch.device("cpu"))
+    run = throughput.stepper(trainer)
+    backward, clip = torch.Tensor.backward, engine.clip_grad_norm_per_model
+    optimizer_step = trainer.optimizer.step
+    with phases.phases_of(trainer) as times:
+        run()
+        assert set(times) == set(phases.PHASES)
+        parts = sum(times[name] for name in phases.PHASES if name != "step")
+        assert 0 < parts <= times["step"]
+        assert all(times[name] > 0 for name in phases.PHASES)
+    assert torch.Tensor.backward is backward
+    assert engine.clip_grad_norm_per_model is clip
+    assert trainer.optimizer.step == optimizer_step
+    assert "step" not in vars(trainer) and "zero_grad" not in vars(trainer.optimizer)
+    run()  # the trainer steps on, unwrapped
