@@ -410,14 +410,18 @@ def print_training(
     print(f"{rates_at_start} (at the start; each ratio below uses the bmm timed with it)")
     print("(models*steps/s; % of floor: against the bmm rate of its precision timed in slices")
     print(" alternating with the step's; x fp32: against eager fp32 in the same repeat; medians")
-    print(" of the repeats)\n")
-    print(f"{'M':>4} {'variant':>14} {'models*steps/s':>15} {'% of floor':>11} {'x fp32':>7}")
+    print(" of the repeats, and the range of the repeats' % of floor)\n")
+    print(
+        f"{'M':>4} {'variant':>14} {'models*steps/s':>15} {'% of floor':>11} {'(repeats)':>11} "
+        f"{'x fp32':>7}"
+    )
     for m in models:
         for v in variants:
             rate = rates[m, v]
             print(
                 f"{m:4d} {v.name:>14} {rate.models_steps.median:15.0f} "
-                f"{100 * rate.of_floor.median:10.0f}% {rate.over_fp32.median:6.2f}x"
+                f"{100 * rate.of_floor.median:10.0f}% {rate.of_floor.spread('.0f', 100):>11} "
+                f"{rate.over_fp32.median:6.2f}x"
             )
 
 
