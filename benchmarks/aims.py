@@ -84,6 +84,11 @@ class Aim:
         return f"{median} (repeats {spread}{self.unit}){context}"
 
 
+def floor_share(name: str, share: Repeats, context: str) -> Aim:
+    """An aim of at least 80 % of a floor, printed in per cent."""
+    return Aim(name, share, lambda value: value >= 0.80, ".0f", 100, " %", context)
+
+
 def best(values: dict[Variant, Repeats]) -> tuple[Variant, Repeats]:
     """The variant with the highest median."""
     variant = max(values, key=lambda v: values[v].median)
@@ -123,17 +128,7 @@ def speed_aims(args: argparse.Namespace, variants: list[Variant], bf16: bool) ->
     fp32 = [v for v in variants if v.precision == "fp32"]
     for m in (16, 64):
         variant, share = best({v: rates[m, v].of_floor for v in fp32})
-        aims.append(
-            Aim(
-                f"fp32 at M = {m} >= 80 % of the bmm rate",
-                share,
-                lambda value: value >= 0.80,
-                fmt=".0f",
-                scale=100,
-                unit=" %",
-                context=variant.name,
-            )
-        )
+        aims.append(floor_share(f"fp32 at M = {m} >= 80 % of the bmm rate", share, variant.name))
     half = [v for v in variants if v.precision == "bf16"]
     for m in (16, 64):
         name = f"bf16 >= 3x fp32, training, M = {m}"
@@ -150,14 +145,10 @@ def speed_aims(args: argparse.Namespace, variants: list[Variant], bf16: bool) ->
         variant, share = best({v: drawn[v].of_floor for v in fp32})
         eager = drawn[throughput.EAGER_FP32].of_floor.median
         aims.append(
-            Aim(
+            floor_share(
                 f"sampling {args.samples:,} x 100, M = {m}, within 80 % of its floor",
                 share,
-                lambda value: value >= 0.80,
-                fmt=".0f",
-                scale=100,
-                unit=" %",
-                context=f"{variant.name}; eager {100 * eager:.0f} %",
+                f"{variant.name}; eager {100 * eager:.0f} %",
             )
         )
         name = f"bf16 >= 4x fp32, sampling, M = {m}"

@@ -58,11 +58,11 @@ def phases_of(trainer: engine.Trainer) -> Iterator[dict[str, float]]:
         return record
 
     backward, clip = torch.Tensor.backward, engine.clip_grad_norm_per_model
-    original_step = trainer.step
+    timed_step = timing(phase("step"), trainer.step)
 
     def step(*args: object) -> object:
         times.clear()
-        result = timing(phase("step"), original_step)(*args)
+        result = timed_step(*args)
         times["forward"] = marks["backward"] - marks["step"]
         return result
 
@@ -80,12 +80,18 @@ def phases_of(trainer: engine.Trainer) -> Iterator[dict[str, float]]:
         del trainer.step
 
 
+def warmed(num_models: int) -> tuple[engine.Trainer, Callable[[], None]]:
+    """The eager fp32 baseline's trainer and its stepper, after five warm-up steps."""
+    trainer = throughput.make_trainer(num_models, throughput.EAGER_FP32, torch.device("cpu"))
+    run = throughput.stepper(trainer)
+    for _ in range(5):
+        run()
+    return trainer, run
+
+
 def measure(num_models: int, steps: int, flops: int) -> None:
     cpu = torch.device("cpu")
-    trainer = throughput.make_trainer(num_models, throughput.EAGER_FP32, cpu)
-    run = throughput.stepper(trainer)
-    for _ in range(5):  # warm-up
-        run()
+    trainer, run = warmed(num_models)
     samples: dict[str, list[float]] = {name: [] for name in PHASES}
     with phases_of(trainer) as times:
         for _ in range(steps):
@@ -122,10 +128,7 @@ class CallTimes(TorchDispatchMode):
 
 def ops(num_models: int, steps: int, flops: int, top: int = 25) -> None:
     cpu = torch.device("cpu")
-    trainer = throughput.make_trainer(num_models, throughput.EAGER_FP32, cpu)
-    run = throughput.stepper(trainer)
-    for _ in range(5):
-        run()
+    _, run = warmed(num_models)
     timer = CallTimes()
     before = throughput.bmm_rate(torch.float32, cpu, 1.0)
     with timer:
