@@ -51,14 +51,14 @@ def cell_metrics(root: Path) -> dict:
     return found
 
 
-def first_cell_written(out: Path) -> bool:
-    """Whether the run into `out` has written a cell."""
-    return any(out.glob("baseline/*/seed_*/cell.json"))
+def packs_in_training(out: Path) -> int:
+    """How many packs of the run into `out` have checkpointed and not yet finished."""
+    return len(list((out / CHECKPOINTS).glob("*.npz")))
 
 
 def in_training(out: Path) -> bool:
     """Whether a pack of the run into `out` has checkpointed and not yet finished."""
-    return any((out / CHECKPOINTS).glob("*.npz"))
+    return packs_in_training(out) > 0
 
 
 def kill_running_tasks(env: dict[str, str]) -> list[str]:

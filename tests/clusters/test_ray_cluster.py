@@ -12,7 +12,7 @@ from cluster_support import (
     SCRIPTS,
     cell_metrics,
     exports,
-    first_cell_written,
+    packs_in_training,
     start_lowdiff,
     wait_until,
 )
@@ -72,8 +72,10 @@ def test_losing_the_worker_node_mid_run_retries_and_equals_local(
         ["run", str(experiment_file), "--out", str(out), "--executor", "ray", "--set", address],
         env,
     )
-    # both nodes have a pack once the first cell is written; lose the worker node then
-    wait_until(lambda: first_cell_written(out), 240, "a first cell")
+    # each node has one CPU, so two packs training at once are one on each node: lose the worker
+    # node then, with its pack mid-training (after the first cell instead, the two packs of the
+    # first wave may both have ended before the worker was given the next, and nothing is lost)
+    wait_until(lambda: packs_in_training(out) >= 2, 240, "two packs training at once")
     cluster("kill-worker", directory)
     stdout, stderr = run.communicate(timeout=300)
     print(f"run with a lost node: {time.monotonic() - started:.1f} s")
