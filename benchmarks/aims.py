@@ -41,7 +41,6 @@ import train_speed
 from repeats import Repeats
 
 from lowdiff import compilation
-from lowdiff.data import load
 from lowdiff.runtime import configure_cpu
 
 Variant = throughput.Variant
@@ -98,9 +97,8 @@ def best(values: dict[Variant, Repeats]) -> tuple[Variant, Repeats]:
 def speed_aims(args: argparse.Namespace, variants: list[Variant], bf16: bool) -> list[Aim]:
     cpu = torch.device("cpu")
     aims = []
-    print("pipeline against the bare step and the plain loop ...", flush=True)
-    points = torch.from_numpy(load("dino"))
-    gaps = train_speed.pipeline_gaps([1, 4, 16], args.pipeline_steps, args.repeats, points)
+    print("lowdiff train against the bare step and the plain loop ...", flush=True)
+    gaps = train_speed.pipeline_gaps([1, 4, 16], args.pipeline_steps, args.repeats)
     one = gaps[1]
     aims.append(
         Aim(
@@ -196,7 +194,7 @@ def main() -> None:
             "--repeats >= 1, --seconds > 0, --samples >= 1, --pipeline-steps >= 20, "
             f"--concurrency-steps >= {2 * concurrency.BLOCK}"
         )
-    configure_cpu(0)
+    configure_cpu(0, register=False)  # the lowdiff processes it starts must not count it as busy
     cpu = torch.device("cpu")
     print(throughput.hardware(cpu))
     variants = throughput.variants_for(cpu, args.compile)

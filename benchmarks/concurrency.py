@@ -39,6 +39,8 @@ MODES = {
     "lowdiff": "lowdiff's setting (both)",
 }
 DATASETS = ("circle", "dino", "line", "moons")
+# Thread and OpenMP wait settings: a benchmark's child process starts without them, as from a
+# fresh shell (the driver's own `configure_cpu` exports OMP_NUM_THREADS), and chooses its own.
 CLEARED = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -46,6 +48,13 @@ CLEARED = (
     "KMP_BLOCKTIME",
     "GOMP_SPINCOUNT",
 )
+
+
+def fresh_environment() -> dict[str, str]:
+    """This process's environment without the thread and wait settings (CLEARED)."""
+    return {name: value for name, value in os.environ.items() if name not in CLEARED}
+
+
 BLOCK = 50  # steps between time stamps
 
 
@@ -94,7 +103,7 @@ def worker(mode: str, steps: int, models: int, points: int) -> None:
 
 
 def start(mode: str, args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
-    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    env = fresh_environment()
     command = [sys.executable, __file__, "--worker", mode, "--steps", str(args.steps)]
     command += ["--models", str(args.models), "--points", str(args.points)]
     child = subprocess.Popen(

@@ -6,11 +6,15 @@ the same for a plain loop written the usual way (DataLoader over a TensorDataset
 AdamW, clipping, EMA, one Python step at a time), their ratio, the ms per model-step of every
 architecture family, and the time to sample 10,000 points x 100 steps per model.
 
-The pipeline rows run an experiment through `lowdiff.experiments.execute` (the entry point of
-`lowdiff run`: packs, data order, random-number chunks, learning-rate schedule, EMA, divergence
-checks, checkpoints, progress) as `lowdiff train --datasets ...` builds it, and read its training
-time from cell.json; the bare engine step of the same M runs right after it, repeated and
-interleaved, and the gap between the medians is printed.
+The pipeline rows run `lowdiff train --datasets ... --seeds ...` itself, as a user runs it: a
+new process started without thread or OpenMP wait settings, which chooses them as the command
+line does (threads shared among busy processes, a brief spin when alone; docs/speed.md,
+"Threads"), then trains (packs, data order, random-number chunks, learning-rate schedule, EMA,
+divergence checks, checkpoints, progress) and evaluates; its training time is read from
+cell.json. Right after it, each in a new process of its own, the engine's bare step of the same
+M (CPU set up as the command line sets it, so the gap is the loop's) and the plain loop (torch's
+defaults, as a user's script has them); repeated and interleaved, each ratio taken within a
+repeat.
 
     python benchmarks/train_speed.py [--steps 60] [--models 1,4,16] [--device cpu|cuda]
                                      [--pipeline-steps 300] [--pipeline-models 1,4,16]
@@ -22,17 +26,19 @@ import argparse
 import copy
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from concurrency import fresh_environment
 from repeats import Repeats
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lowdiff import config as config_module
 from lowdiff.data import load
 from lowdiff.engine import CHUNK_STEPS, Member, TrainConfig, Trainer, resolve_device
 from lowdiff.models import ModelConfig
@@ -90,6 +96,11 @@ def plain_loop_ms(points: torch.Tensor, steps: int, device: torch.device) -> flo
     return statistics.median(block_times[1:] or block_times) * 1e3
 
 
+def plain_cpu_ms(steps: int) -> float:
+    """plain_loop_ms on dino, on the CPU."""
+    return plain_loop_ms(torch.from_numpy(load("dino")), steps, torch.device("cpu"))
+
+
 def engine_ms(
     config: ModelConfig, num_models: int, points: torch.Tensor, steps: int, device: torch.device
 ) -> float:
@@ -120,36 +131,59 @@ def engine_ms(
 PIPELINE_DATASETS = ("circle", "dino", "line", "moons")
 
 
-def pipeline_experiment(num_models: int, steps: int) -> config_module.ExperimentConfig:
-    """What `lowdiff train --datasets ... --seeds ...` runs for M models, with a small eval."""
-    datasets = list(PIPELINE_DATASETS[: min(num_models, 4)])
-    raw = {
-        "experiment": {
-            "name": "pipeline",
-            "datasets": datasets,
-            "seeds": list(range(max(1, num_models // len(datasets)))),
-            "oracle_draws": 1,
-            "device": "cpu",
-        },
-        "train": {"num_steps": steps},
-        "eval": {"num_samples": 500, "process_snapshots": 0, "ground_truth": False},
-        "runs": {"baseline": {"model": {"arch": "mlp"}}},
+def train_arguments(num_models: int, steps: int, out: Path, threads: int = 0) -> list[str]:
+    """`lowdiff train`'s arguments for M models of the baseline, with a small evaluation."""
+    datasets = PIPELINE_DATASETS[: min(num_models, 4)]
+    seeds = range(max(1, num_models // len(datasets)))
+    settings = {
+        "train.num_steps": steps,
+        "eval.num_samples": 500,
+        "eval.process_snapshots": 0,
+        "eval.ground_truth": "false",
+        "experiment.oracle_draws": 1,
     }
-    return config_module.resolve(raw, "pipeline")
+    arguments = ["train", "--model", "mlp", "--datasets", ",".join(datasets)]
+    arguments += ["--seeds", ",".join(map(str, seeds)), "--out", str(out), "--device", "cpu"]
+    for key, value in settings.items():
+        arguments += ["--set", f"{key}={value}"]
+    return arguments + (["--threads", str(threads)] if threads else [])
 
 
-def pipeline_ms(num_models: int, steps: int) -> float:
-    """ms per model-step of the training loop of a real run (cell.json's batch record)."""
-    from lowdiff import experiments
+def checked(command: list[str], what: str, **options: object) -> str:
+    """Run `command` in a fresh environment; its stdout, or RuntimeError naming `what`."""
+    done = subprocess.run(
+        command, env=fresh_environment(), capture_output=True, text=True, check=False, **options
+    )
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{what} failed (exit code {done.returncode}): {last}")
+    return done.stdout
 
+
+def pipeline_ms(num_models: int, steps: int, threads: int = 0) -> float:
+    """ms per model-step of the training loop of `lowdiff train` (cell.json's batch record)."""
     with tempfile.TemporaryDirectory() as scratch:
-        experiment = pipeline_experiment(num_models, steps)
-        executed = experiments.execute(experiment, Path(scratch), progress=True)
-        if not executed.ok or not executed.made:
-            raise RuntimeError(f"the pipeline run failed: {executed}")
-        record = json.loads((executed.made[0].directory / "cell.json").read_text())
+        out = Path(scratch) / "pipeline"
+        arguments = train_arguments(num_models, steps, out, threads)
+        checked([sys.executable, "-m", "lowdiff.cli", *arguments], "lowdiff train")
+        record = json.loads(next(out.rglob("cell.json")).read_text())
     batch = record["batch"]
     return batch["training_time"] / steps / batch["models"] * 1e3
+
+
+def in_new_process(call: str, threads: int, *, as_lowdiff: bool) -> float:
+    """The value of `call` (an expression of this module's functions) evaluated in a new
+    process. `as_lowdiff`: its CPU set up first as the command line sets it up (OpenMP wait
+    policy before torch loads, threads, allocator); else torch's defaults, as a user's script
+    has them. `threads` > 0 fixes the thread count either way."""
+    setup = "from lowdiff import runtime\n"
+    if as_lowdiff:
+        setup += f"runtime.share_cpu_environment()\nruntime.configure_cpu({threads})\n"
+    elif threads:
+        setup += f"runtime.limit_threads({threads})\n"
+    code = f"{setup}import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+    code += f"import torch, train_speed\nprint(train_speed.{call})\n"
+    return float(checked([sys.executable, "-c", code], call).strip().splitlines()[-1])
 
 
 def bare_ms(num_models: int, steps: int, device: torch.device) -> float:
@@ -183,19 +217,19 @@ class PipelineGap:
 
 
 def pipeline_gaps(
-    models: list[int], steps: int, repeats: int, points: torch.Tensor
+    models: list[int], steps: int, repeats: int, threads: int = 0
 ) -> dict[int, PipelineGap]:
-    """The real pipeline against the bare step and the plain loop, interleaved: each repeat
-    runs all three and each ratio is taken within a repeat, so a machine whose speed drifts (a
-    shared host) moves both sides of every ratio together."""
-    cpu = torch.device("cpu")
+    """`lowdiff train` against the bare step and the plain loop, each in a new process and
+    interleaved: each repeat runs all three and each ratio is taken within a repeat, so a machine
+    whose speed drifts (a shared host) moves both sides of every ratio together."""
     gaps = {}
     for num_models in models:
         real, bare, plain = [], [], []
         for _ in range(repeats):
-            real.append(pipeline_ms(num_models, steps))
-            bare.append(bare_ms(num_models, steps, cpu))
-            plain.append(plain_loop_ms(points, steps, cpu))
+            real.append(pipeline_ms(num_models, steps, threads))
+            bare_call = f"bare_ms({num_models}, {steps}, torch.device('cpu'))"
+            bare.append(in_new_process(bare_call, threads, as_lowdiff=True))
+            plain.append(in_new_process(f"plain_cpu_ms({steps})", threads, as_lowdiff=False))
         gaps[num_models] = PipelineGap(
             Repeats.of(real),
             Repeats.of(bare),
@@ -206,10 +240,10 @@ def pipeline_gaps(
     return gaps
 
 
-def pipeline_gap(models: list[int], steps: int, repeats: int, points: torch.Tensor) -> None:
+def pipeline_gap(models: list[int], steps: int, repeats: int, threads: int) -> None:
     """Print pipeline_gaps: medians of the repeats."""
-    print(f"\nreal pipeline (experiments.execute, {steps} steps) against the bare engine step")
-    for num_models, gap in pipeline_gaps(models, steps, repeats, points).items():
+    print(f"\n`lowdiff train` ({steps} steps) against the bare engine step, each in a new process")
+    for num_models, gap in pipeline_gaps(models, steps, repeats, threads).items():
         print(
             f"M={num_models:<3} pipeline {gap.real_ms.median:6.2f} ms/model-step, bare step "
             f"{gap.bare_ms.median:6.2f} ({100 * gap.gap.median:+.1f} %), plain loop "
@@ -240,7 +274,7 @@ def main() -> None:
     parser.add_argument("--pipeline-models", default="1,4,16", help="'' to skip")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    configure_cpu(args.threads)
+    configure_cpu(args.threads, register=False)  # the `lowdiff train`s it starts must not see it
     device = resolve_device(args.device)
     points = torch.from_numpy(load("dino")).to(device)
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -254,7 +288,7 @@ def main() -> None:
         )
     if args.pipeline_models and device.type == "cpu":
         models = [int(m) for m in args.pipeline_models.split(",")]
-        pipeline_gap(models, args.pipeline_steps, args.repeats, points.cpu())
+        pipeline_gap(models, args.pipeline_steps, args.repeats, args.threads)
     if not args.skip_families:
         base = None
         for name, config in FAMILIES.items():

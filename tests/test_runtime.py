@@ -182,6 +182,16 @@ def test_threads_the_user_set_do_not_follow(tmp_path, quiet_machine, torch_threa
     assert torch.get_num_threads() == 3
 
 
+def test_a_benchmark_driver_is_not_counted_by_the_lowdiff_processes_it_starts(
+    tmp_path, quiet_machine, torch_threads
+):
+    # a driver that registered would make each process it starts share the CPUs with it
+    assert runtime.configure_cpu(directory=tmp_path, register=False) == 8
+    assert list(tmp_path.iterdir()) == []
+    assert runtime.configure_cpu(directory=tmp_path) == 8
+    assert [entry.name for entry in tmp_path.iterdir()] == [str(os.getpid())]
+
+
 def test_limit_threads_sets_torch_and_the_environment(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MKL_NUM_THREADS", "1")

@@ -1,5 +1,6 @@
-"""The speed benchmarks' own logic: the aims' verdicts over repeats (benchmarks/aims.py) and the
-step's phase timers (benchmarks/step_phases.py), which must leave torch and lowdiff as found."""
+"""The speed benchmarks' own logic: the aims' verdicts over repeats (benchmarks/aims.py), the
+step's phase timers (benchmarks/step_phases.py), which must leave torch and lowdiff as found, and
+the command and environment through which the pipeline is timed (benchmarks/train_speed.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lowdiff import engine
+from lowdiff import cli, engine
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -64,3 +65,23 @@ def test_step_phases_time_the_real_step_and_restore_what_they_wrapped(benchmarks
     assert trainer.optimizer.step == optimizer_step
     assert "step" not in vars(trainer) and "zero_grad" not in vars(trainer.optimizer)
     run()  # the trainer steps on, unwrapped
+
+
+def test_the_pipeline_is_timed_through_lowdiff_train_as_a_user_types_it(benchmarks, monkeypatch):
+    train_speed = benchmarks.import_module("train_speed")
+    arguments = train_speed.train_arguments(16, 300, Path("out"), threads=2)
+    parsed = cli.build_parser().parse_args(arguments)
+    assert parsed.command == "train" and parsed.threads == 2
+    experiment = cli._train_config(parsed)
+    assert experiment.experiment.datasets == ("circle", "dino", "line", "moons")
+    assert experiment.experiment.seeds == (0, 1, 2, 3)  # 16 models in one batch
+    ((run),) = experiment.runs
+    assert run.model.arch == "mlp" and run.train.num_steps == 300
+    assert "--threads" not in train_speed.train_arguments(1, 300, Path("out"))  # its own choice
+    # the new process chooses its threads and OpenMP wait as from a fresh shell
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
+    monkeypatch.setenv("LOWDIFF_PROBE", "kept")
+    fresh = benchmarks.import_module("concurrency").fresh_environment()
+    assert "OMP_NUM_THREADS" not in fresh and "GOMP_SPINCOUNT" not in fresh
+    assert fresh["LOWDIFF_PROBE"] == "kept"

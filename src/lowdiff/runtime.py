@@ -324,12 +324,18 @@ def follow_sharing(*, now: float | None = None) -> int | None:
     return threads
 
 
-def configure_cpu(threads: int = 0, *, directory: Path | None = None) -> int:
+def configure_cpu(threads: int = 0, *, directory: Path | None = None, register: bool = True) -> int:
     """Register this process, set torch's CPU threads (0: choose them, see `choose_threads`,
     and let them follow the sharing, see `follow_sharing`), tune the allocator; returns the
-    thread count."""
+    thread count.
+
+    `register=False` for a process that starts lowdiff processes and waits for them (a
+    benchmark's driver): registered, it would count as a busy process to each of them, and
+    they would share the CPUs with it and sleep at once instead of spinning.
+    """
     global _following
-    register_process(directory)
+    if register:
+        register_process(directory)
     _following = None
     threads = _set_by_user(threads)  # a count the user set stays
     if not threads:
