@@ -226,7 +226,7 @@ def test_wait_policy_is_set_before_torch_and_a_users_value_kept():
     assert run_fresh(code.format(alone=False)) == "True PASSIVE - 0"
     assert run_fresh(code.format(alone=False), OMP_WAIT_POLICY="ACTIVE") == "True ACTIVE - 0"
     # alone: spin-then-sleep, unless the user chose a policy (a spin count would override it)
-    assert run_fresh(code.format(alone=True)) == "True - 10000 1"
+    assert run_fresh(code.format(alone=True)) == "True - 100000 1"
     assert run_fresh(code.format(alone=True), OMP_WAIT_POLICY="ACTIVE") == "True ACTIVE - 1"
     assert run_fresh(code.format(alone=True), GOMP_SPINCOUNT="5") == "True - 5 1"
 

@@ -8,11 +8,13 @@ cores. Two settings avoid that (benchmarks/concurrency.py measures both):
 
 - `share_cpu_environment()` sets how OpenMP threads wait. Beside other busy processes they
   sleep at once (OMP_WAIT_POLICY=PASSIVE; KMP_BLOCKTIME=0 for Intel's OpenMP). A process alone
-  on the machine spins briefly before sleeping instead (GOMP_SPINCOUNT for GNU OpenMP, which
+  on the machine spins a while before sleeping instead (GOMP_SPINCOUNT for GNU OpenMP, which
   torch's CPU wheels load; KMP_BLOCKTIME=1 ms for Intel's): a step is dozens of short parallel
-  kernels, and waking a sleeping thread for each made a lone M = 1 run 1.6x slower than
-  spinning, while an unbounded spin (torch's default: 300,000 spins, milliseconds) is what
-  starves a second process. OpenMP reads these when it is loaded, i.e. on `import torch`, so
+  kernels between serial stretches, and waking a sleeping thread for each made a lone M = 1 run
+  1.6x slower than spinning, while torch's default spin (300,000 spins, milliseconds) beside a
+  second process starves it. The spin need not be short to spare a second lowdiff process:
+  `follow_sharing` gives this process one thread when one starts, and one thread has no worker
+  left to spin. OpenMP reads these when it is loaded, i.e. on `import torch`, so
   the call must come before the first import of torch in the process (the top of the command
   line entry point).
 - `choose_threads()` picks the thread count (unless given, or set by OMP_NUM_THREADS) from the
@@ -60,9 +62,10 @@ TRIM_THRESHOLD = 1024 * 1024 * 1024
 # OpenMP read OMP_WAIT_POLICY, Intel's reads KMP_BLOCKTIME). A value the user set is kept.
 SHARING_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 # Alone: spin-then-sleep. GNU OpenMP spins GOMP_SPINCOUNT times (a `pause` each, ~40-140
-# cycles: some 0.1-0.5 ms here) before it sleeps, long enough to bridge the gaps between the
-# kernels of one step, short enough to give the CPU up soon if another process needs it.
-ALONE_ENVIRONMENT = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
+# cycles: some 1-5 ms) before it sleeps, long enough to bridge the serial stretches of a step
+# (the optimiser's bookkeeping, Python between kernels): with 10,000 spins the workers slept
+# 3-7 times a step and a step took 1.1-1.2x as long (benchmarks/wait_policy.py, docs/speed.md).
+ALONE_ENVIRONMENT = {"GOMP_SPINCOUNT": "100000", "KMP_BLOCKTIME": "1"}
 
 LOAD_SAMPLES = 5  # instantaneous run-queue samples, LOAD_INTERVAL_S apart
 LOAD_INTERVAL_S = 0.02

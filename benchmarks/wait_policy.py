@@ -1,0 +1,141 @@
+"""OpenMP's wait between the kernels of a step: ms per training step, and how often the worker
+threads fall asleep, for each wait setting, each in a new process.
+
+GNU OpenMP (torch's CPU wheels) lets a thread that has finished its part of a kernel spin
+GOMP_SPINCOUNT times before it sleeps, and a sleeping thread must be woken for the next parallel
+kernel. Where a step's serial stretches (Python between kernels, the optimiser's bookkeeping)
+outlast the spin, the workers sleep several times a step and each wake-up costs time. The sleeps
+are counted from the threads' voluntary context switches (Linux /proc): a count, which a noisy
+host does not blur the way it blurs times.
+
+Settings: `lowdiff` (what the command line sets when it is alone on the machine:
+runtime.ALONE_ENVIRONMENT), `default` (torch's: GNU OpenMP spins 300,000 times), `passive` (sleep
+at once: runtime.SHARING_ENVIRONMENT, what a run beside other busy processes gets), and
+`spin=N` for each N given with --spins. Each repeat runs every setting once, in a new process
+started without thread or wait settings; the ratio to `lowdiff` is taken within a repeat.
+
+    python benchmarks/wait_policy.py [--models 1,4,16] [--steps 300] [--repeats 3]
+                                     [--spins 10000,100000] [--threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from concurrency import fresh_environment
+
+from lowdiff import runtime
+
+WARM_UP = 30  # steps before the timed ones: allocator, first chunk of random numbers
+
+
+def settings(spins: list[int]) -> dict[str, dict[str, str]]:
+    """Each setting's environment variables (added to a fresh environment)."""
+    chosen = {
+        "lowdiff": dict(runtime.ALONE_ENVIRONMENT),
+        "default": {},
+        "passive": dict(runtime.SHARING_ENVIRONMENT),
+    }
+    return chosen | {f"spin={n}": {"GOMP_SPINCOUNT": str(n)} for n in spins}
+
+
+def voluntary_switches() -> dict[int, int]:
+    """Voluntary context switches (a thread blocked: slept) of each thread of this process."""
+    counts = {}
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches"):
+                counts[int(task.name)] = int(line.split()[1])
+    return counts
+
+
+def worker(num_models: int, steps: int, threads: int) -> None:
+    """Train `steps` steps of M models; print ms per step and the sleeps per step as JSON."""
+    runtime.configure_cpu(threads)
+    import throughput
+    import torch
+
+    trainer = throughput.make_trainer(num_models, throughput.EAGER_FP32, torch.device("cpu"))
+    step = throughput.stepper(trainer)
+    for _ in range(WARM_UP):
+        step()
+    before, start = voluntary_switches(), time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds, after = time.perf_counter() - start, voluntary_switches()
+    main = os.getpid()
+    workers = sum(after[t] - before.get(t, 0) for t in after if t != main)
+    print(
+        json.dumps(
+            {
+                "ms": seconds / steps * 1e3,
+                "worker_sleeps": workers / steps,
+                "main_sleeps": (after[main] - before[main]) / steps,
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
+
+
+def measure(variables: dict[str, str], num_models: int, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--worker", "--models", str(num_models)]
+    command += ["--steps", str(args.steps), "--threads", str(args.threads)]
+    done = subprocess.run(
+        command, env=fresh_environment() | variables, capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the worker for {variables} failed: {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="1,4,16")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--spins", default="", help="GNU OpenMP spin counts to try, e.g. 10000")
+    parser.add_argument("--threads", type=int, default=0, help="0: every usable CPU")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    try:
+        spins = [int(n) for n in args.spins.split(",") if n]
+        models = [int(m) for m in args.models.split(",")]
+    except ValueError:
+        parser.error("--models and --spins take comma-separated integers, e.g. 10000,100000")
+    if args.steps < 1 or args.repeats < 1 or args.threads < 0 or min(models + [1]) < 1:
+        parser.error("--steps, --repeats and each M >= 1; --threads >= 0")
+    args.threads = args.threads or runtime.available_cpus()
+    if args.worker:
+        worker(models[0], args.steps, args.threads)
+        return
+    if not Path("/proc/self/task").is_dir():
+        parser.error("the sleeps are counted from /proc (Linux only)")
+    chosen = settings(spins)
+    print(f"lowdiff alone: {runtime.ALONE_ENVIRONMENT}; {args.threads} threads; medians of")
+    print(f"{args.repeats} repeats of {args.steps} steps; ratio to lowdiff's within a repeat")
+    print(f"\n{'M':>4}  {'setting':<14} {'ms/step':>8} {'/ lowdiff':>10}  worker sleeps/step")
+    for num_models in models:
+        runs: dict[str, list[dict]] = {name: [] for name in chosen}
+        for _ in range(args.repeats):
+            for name, variables in chosen.items():
+                runs[name].append(measure(variables, num_models, args))
+        for name, measured in runs.items():
+            ratios = [m["ms"] / b["ms"] for m, b in zip(measured, runs["lowdiff"], strict=True)]
+            ms = statistics.median(m["ms"] for m in measured)
+            sleeps = statistics.median(m["worker_sleeps"] for m in measured)
+            print(
+                f"{num_models:>4}  {name:<14} {ms:8.2f} {statistics.median(ratios):9.2f}x "
+                f"{sleeps:18.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
