@@ -12,10 +12,13 @@ Settings: `lowdiff` (what the command line sets when it is alone on the machine:
 runtime.ALONE_ENVIRONMENT), `default` (torch's: GNU OpenMP spins 300,000 times), `passive` (sleep
 at once: runtime.SHARING_ENVIRONMENT, what a run beside other busy processes gets), and
 `spin=N` for each N given with --spins. Each repeat runs every setting once, in a new process
-started without thread or wait settings; the ratio to `lowdiff` is taken within a repeat.
+started without thread or wait settings, in the opposite order to the repeat before (on a shared
+host the first of a row of processes has run slower than the rest); the ratio to `lowdiff` is
+taken within a repeat.
 
-    python benchmarks/wait_policy.py [--models 1,4,16] [--steps 300] [--repeats 3]
-                                     [--spins 10000,100000] [--threads 0]
+    python benchmarks/wait_policy.py [--models 1,4,16] [--steps 300] [--repeats 4]
+                                     [--spins 10000,100000] [--only lowdiff,spin=10000]
+                                     [--threads 0]
 """
 
 from __future__ import annotations
@@ -100,8 +103,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="1,4,16")
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--spins", default="", help="GNU OpenMP spin counts to try, e.g. 10000")
+    parser.add_argument("--only", default="", help="the settings to run (lowdiff always runs)")
     parser.add_argument("--threads", type=int, default=0, help="0: every usable CPU")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -119,13 +123,18 @@ def main() -> None:
     if not Path("/proc/self/task").is_dir():
         parser.error("the sleeps are counted from /proc (Linux only)")
     chosen = settings(spins)
+    only = {"lowdiff", *(name for name in args.only.split(",") if name)}
+    if args.only and not only <= set(chosen):
+        parser.error(f"--only: unknown setting among {sorted(only)}; known: {', '.join(chosen)}")
+    chosen = {name: chosen[name] for name in chosen if not args.only or name in only}
     print(f"lowdiff alone: {runtime.ALONE_ENVIRONMENT}; {args.threads} threads; medians of")
     print(f"{args.repeats} repeats of {args.steps} steps; ratio to lowdiff's within a repeat")
     print(f"\n{'M':>4}  {'setting':<14} {'ms/step':>8} {'/ lowdiff':>10}  worker sleeps/step")
     for num_models in models:
         runs: dict[str, list[dict]] = {name: [] for name in chosen}
-        for _ in range(args.repeats):
-            for name, variables in chosen.items():
+        for repeat in range(args.repeats):
+            order = list(chosen.items())
+            for name, variables in order[:: -1 if repeat % 2 else 1]:
                 runs[name].append(measure(variables, num_models, args))
         for name, measured in runs.items():
             ratios = [m["ms"] / b["ms"] for m, b in zip(measured, runs["lowdiff"], strict=True)]
