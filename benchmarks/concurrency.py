@@ -55,6 +55,17 @@ def fresh_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name not in CLEARED}
 
 
+def run_fresh(command: list[str], what: str, variables: dict[str, str] | None = None) -> str:
+    """Run `command` in a fresh environment (plus `variables`) and return its stdout; a failure
+    raises RuntimeError naming `what` and the last line the command wrote to stderr."""
+    environment = fresh_environment() | (variables or {})
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{what} failed (exit code {done.returncode}): {last}")
+    return done.stdout
+
+
 BLOCK = 50  # steps between time stamps
 
 

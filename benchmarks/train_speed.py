@@ -8,7 +8,7 @@ architecture family, and the time to sample 10,000 points x 100 steps per model.
 
 The pipeline rows run `lowdiff train --datasets ... --seeds ...` itself, as a user runs it: a
 new process started without thread or OpenMP wait settings, which chooses them as the command
-line does (threads shared among busy processes, a brief spin when alone; docs/speed.md,
+line does (threads shared among busy processes, a spin before sleeping when alone; docs/speed.md,
 "Threads"), then trains (packs, data order, random-number chunks, learning-rate schedule, EMA,
 divergence checks, checkpoints, progress) and evaluates; its training time is read from
 cell.json. Right after it, each in a new process of its own, the engine's bare step of the same
@@ -26,7 +26,6 @@ import argparse
 import copy
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from concurrency import fresh_environment
+from concurrency import run_fresh
 from repeats import Repeats
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -149,23 +148,12 @@ def train_arguments(num_models: int, steps: int, out: Path, threads: int = 0) ->
     return arguments + (["--threads", str(threads)] if threads else [])
 
 
-def checked(command: list[str], what: str, **options: object) -> str:
-    """Run `command` in a fresh environment; its stdout, or RuntimeError naming `what`."""
-    done = subprocess.run(
-        command, env=fresh_environment(), capture_output=True, text=True, check=False, **options
-    )
-    if done.returncode:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"{what} failed (exit code {done.returncode}): {last}")
-    return done.stdout
-
-
 def pipeline_ms(num_models: int, steps: int, threads: int = 0) -> float:
     """ms per model-step of the training loop of `lowdiff train` (cell.json's batch record)."""
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "pipeline"
         arguments = train_arguments(num_models, steps, out, threads)
-        checked([sys.executable, "-m", "lowdiff.cli", *arguments], "lowdiff train")
+        run_fresh([sys.executable, "-m", "lowdiff.cli", *arguments], "lowdiff train")
         record = json.loads(next(out.rglob("cell.json")).read_text())
     batch = record["batch"]
     return batch["training_time"] / steps / batch["models"] * 1e3
@@ -183,7 +171,7 @@ def in_new_process(call: str, threads: int, *, as_lowdiff: bool) -> float:
         setup += f"runtime.limit_threads({threads})\n"
     code = f"{setup}import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
     code += f"import torch, train_speed\nprint(train_speed.{call})\n"
-    return float(checked([sys.executable, "-c", code], call).strip().splitlines()[-1])
+    return float(run_fresh([sys.executable, "-c", code], call).strip().splitlines()[-1])
 
 
 def bare_ms(num_models: int, steps: int, device: torch.device) -> float:

@@ -27,12 +27,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from concurrency import fresh_environment
+from concurrency import run_fresh
 
 from lowdiff import runtime
 
@@ -90,13 +89,8 @@ def worker(num_models: int, steps: int, threads: int) -> None:
 def measure(variables: dict[str, str], num_models: int, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--worker", "--models", str(num_models)]
     command += ["--steps", str(args.steps), "--threads", str(args.threads)]
-    done = subprocess.run(
-        command, env=fresh_environment() | variables, capture_output=True, text=True, check=False
-    )
-    if done.returncode:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"the worker for {variables} failed: {last}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    output = run_fresh(command, f"the worker for {variables or 'defaults'}", variables)
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def main() -> None:
