@@ -64,7 +64,7 @@ SHARING_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 # Alone: spin-then-sleep. GNU OpenMP spins GOMP_SPINCOUNT times (a `pause` each, ~40-140
 # cycles: some 1-5 ms) before it sleeps, long enough to bridge the serial stretches of a step
 # (the optimiser's bookkeeping, Python between kernels): with 10,000 spins the workers slept
-# 3-7 times a step and a step took 1.1-1.2x as long (benchmarks/wait_policy.py, docs/speed.md).
+# 3-7 times a step and a step took 1.05-1.15x as long (benchmarks/wait_policy.py, docs/speed.md).
 ALONE_ENVIRONMENT = {"GOMP_SPINCOUNT": "100000", "KMP_BLOCKTIME": "1"}
 
 LOAD_SAMPLES = 5  # instantaneous run-queue samples, LOAD_INTERVAL_S apart
