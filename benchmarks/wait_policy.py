@@ -72,18 +72,8 @@ def worker(num_models: int, steps: int, threads: int) -> None:
     for _ in range(steps):
         step()
     seconds, after = time.perf_counter() - start, voluntary_switches()
-    main = os.getpid()
-    workers = sum(after[t] - before.get(t, 0) for t in after if t != main)
-    print(
-        json.dumps(
-            {
-                "ms": seconds / steps * 1e3,
-                "worker_sleeps": workers / steps,
-                "main_sleeps": (after[main] - before[main]) / steps,
-                "threads": torch.get_num_threads(),
-            }
-        )
-    )
+    workers = sum(after[t] - before.get(t, 0) for t in after if t != os.getpid())
+    print(json.dumps({"ms": seconds / steps * 1e3, "worker_sleeps": workers / steps}))
 
 
 def measure(variables: dict[str, str], num_models: int, args: argparse.Namespace) -> dict:
@@ -108,7 +98,7 @@ def main() -> None:
         models = [int(m) for m in args.models.split(",")]
     except ValueError:
         parser.error("--models and --spins take comma-separated integers, e.g. 10000,100000")
-    if args.steps < 1 or args.repeats < 1 or args.threads < 0 or min(models + [1]) < 1:
+    if args.steps < 1 or args.repeats < 1 or args.threads < 0 or any(m < 1 for m in models):
         parser.error("--steps, --repeats and each M >= 1; --threads >= 0")
     args.threads = args.threads or runtime.available_cpus()
     if args.worker:
