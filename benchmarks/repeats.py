@@ -33,6 +33,10 @@ class Repeats:
         low, high = min(self.values) * scale, max(self.values) * scale
         return f"{low:{fmt}}" if len(self.values) == 1 else f"{low:{fmt}} to {high:{fmt}}"
 
+    def scaled(self, factor: float) -> Repeats:
+        """Every value times `factor` (the same measurement against another reference)."""
+        return Repeats.of(value * factor for value in self.values)
+
     def holding(self, holds: Callable[[float], bool]) -> int:
         """How many repeats satisfy `holds`."""
         return sum(1 for value in self.values if holds(value))

@@ -47,6 +47,23 @@ def test_repeats_refuse_none_and_print_one_value_once(benchmarks):
     assert Repeats.of([3.0, 1.0, 2.0]).median == 2.0
 
 
+def test_the_aims_floor_counts_the_written_network_as_the_aim_did(benchmarks):
+    throughput = benchmarks.import_module("throughput")
+    batch, embedding, width, blocks = 256, 3 * 128, 256, 3  # SPEC's baseline, literally
+    layers = embedding * width + blocks * width * width + width * 2  # in x out, per layer
+    forward = 2 * batch * layers
+    # the step: forward, every weight's gradient, every input's gradient but the first layer's
+    step = 2 * forward + 2 * batch * (blocks * width * width + width * 2)
+    assert throughput.written_network_flops(batch) == (forward, step)
+    assert throughput.aim_floor_flops() == 3 * forward == 453_771_264  # the aim's 454 MFLOP
+    trainer = throughput.make_trainer(1, throughput.EAGER_FP32, torch.device("cpu"))
+    performed = throughput.step_flops(trainer)  # the factorised first layer does less
+    time_rows = 2 * 100 * 128 * width  # the time embedding's product, once per timestep
+    assert performed == step - 2 * batch * 128 * width * 2 + 2 * time_rows
+    Repeats = benchmarks.import_module("repeats").Repeats
+    assert Repeats.of([0.5, 0.7]).scaled(2.0) == Repeats.of([1.0, 1.4])
+
+
 def test_step_phases_time_the_real_step_and_restore_what_they_wrapped(benchmarks):
     phases = benchmarks.import_module("step_phases")
     throughput = benchmarks.import_module("throughput")
