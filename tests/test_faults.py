@@ -396,12 +396,13 @@ def test_activations_are_counted_from_the_model_itself():
     def floats(**options):
         return activation_floats(ModelConfig(hidden_dim=H, **options), 100, B)[0]
 
-    # a residual block h + Linear(ReLU(h)) makes three (B, H) tensors: ReLU, Linear, the sum
-    assert floats(hidden_layers=4) - floats(hidden_layers=3) == 3 * B * H
-    # larger experts: one more hidden layer (ReLU, Linear(H, H)) in each of the two experts,
-    # not twice the width (protocol §3 run 3)
+    # a residual block h + Linear(ReLU(h)) makes two (B, H) tensors: ReLU and Linear, into
+    # whose output the sum goes in place
+    assert floats(hidden_layers=4) - floats(hidden_layers=3) == 2 * B * H
+    # larger experts: one more hidden layer (Linear(H, H); the ReLU before it in place) in each
+    # of the two experts, not twice the width (protocol §3 run 3)
     plain, larger = floats(arch="dual_expert"), floats(arch="dual_expert", larger_experts=True)
-    assert larger - plain == 2 * 2 * B * H
+    assert larger - plain == 2 * B * H
     # the largest tensor (2E < H): a hidden layer's (points, H), or the (T, H) time table
     assert activation_floats(ModelConfig(hidden_dim=H, embedding_dim=8), 100, 1000)[1] == 1000 * H
     assert activation_floats(ModelConfig(hidden_dim=H, embedding_dim=8), 100, B)[1] == 100 * H

@@ -72,6 +72,35 @@ def test_baseline_matches_the_spec_network():
     )
 
 
+@pytest.mark.parametrize("extra_layer", [False, True])
+def test_the_trunks_in_place_sums_and_relus_give_the_written_bits(extra_layer):
+    """Trunk sums each block into its product's output and applies its last ReLUs in place;
+    the values and every gradient must be those of the written h + Linear(ReLU(h))."""
+    config = CONFIGS["dual_expert_larger" if extra_layer else "mlp"]
+    model = make(config, [3, 4])
+    trunk = model.network if not extra_layer else model.experts[0]
+    x, t = torch.randn(2, 64, 2), torch.randint(0, 100, (2, 64))
+    embedded = model.embed(x, t)
+
+    def written() -> torch.Tensor:
+        h = trunk.input(embedded)
+        for block in trunk.blocks:
+            h = h + block.linear(torch.relu(h))
+        if trunk.extra is not None:
+            h = trunk.extra(torch.relu(h))
+        return trunk.output(torch.relu(h))
+
+    grads = []
+    for forward in (lambda: trunk(embedded), written):
+        trunk.zero_grad(set_to_none=True)
+        out = forward()
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append((out.detach(), [p.grad for p in trunk.parameters()]))
+    (ours, our_grads), (theirs, their_grads) = grads
+    assert torch.equal(ours, theirs)
+    assert all(torch.equal(a, b) for a, b in zip(our_grads, their_grads, strict=True))
+
+
 def test_embedding_frequencies_follow_the_spec():
     emb = sinusoidal_embedding(torch.tensor([1.0]), 128, 25.0)[0]
     frequency = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(64) / 63)

@@ -260,7 +260,9 @@ class ResidualBlock(nn.Module):
         self.linear = BatchedLinear(num_models, width, width)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.linear(torch.relu(h))
+        # the sum into the product's own fresh output: h + y and y + h round alike, and no
+        # new (M, B, H) buffer is written (sampling 10,000 points: 0.955x the time; docs/speed.md)
+        return self.linear(torch.relu(h)).add_(h)
 
 
 class Trunk(nn.Module):
@@ -292,6 +294,8 @@ class Trunk(nn.Module):
         h = self.input(embedded)  # (M, B, H)
         for block in self.blocks:
             h = block(h)
+        # h is this method's own from here on: its ReLU in place (autograd saves the result,
+        # which nothing else changes; the sum that made h saves nothing)
         if self.extra is not None:
-            h = self.extra(torch.relu(h))
-        return self.output(torch.relu(h))  # (M, B, out)
+            h = self.extra(torch.relu_(h))
+        return self.output(torch.relu_(h))  # (M, B, out)
