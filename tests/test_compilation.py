@@ -13,7 +13,7 @@ import pytest
 import torch
 from tiny_experiments import refusal
 
-from lowdiff import compilation
+from lowdiff import compilation, precision
 from lowdiff.cells import _settings_key
 from lowdiff.engine import Member, TrainConfig, Trainer
 from lowdiff.models import ModelConfig, build_model
@@ -120,6 +120,23 @@ def test_compiled_training_follows_the_eager_one(tmp_path):
         compiled.ema_model.parameters(), eager.ema_model.parameters(), strict=True
     ):
         assert torch.allclose(ours, theirs, rtol=1e-3, atol=1e-5)
+
+
+@needs_compiler
+@pytest.mark.skipif(precision.bf16_missing("cpu") is not None, reason="no native bf16")
+def test_compiled_bf16_training_follows_the_eager_bf16_one(tmp_path):
+    """Compiled training joins the embedding in bf16 and adds each bias apart from its
+    product; bf16 keeps some three digits, so the losses agree to bf16's rounding (a dropped
+    bias or a wrong embedding would move them by far more) and the state stays fp32."""
+    train = TrainConfig(num_steps=30, batch_size=64, precision="bf16")
+    eager = trainer(train).run()
+    model = trainer(dataclasses.replace(train, compile=True), tmp_path / "scratch")
+    compiled = model.run()
+    assert any((tmp_path / "scratch" / "inductor").rglob("*.py"))  # the generated graph
+    assert torch.allclose(
+        torch.as_tensor(compiled.losses), torch.as_tensor(eager.losses), rtol=1e-2, atol=1e-3
+    )
+    assert {p.dtype for p in model.parameters} == {torch.float32}
 
 
 @needs_compiler

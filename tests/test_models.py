@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lowdiff.models import ARCHITECTURES, ModelConfig, build_model
-from lowdiff.models.layers import gather_by_timestep, sinusoidal_embedding, split_rows
+from lowdiff.models.layers import Embedded, gather_by_timestep, sinusoidal_embedding, split_rows
 from lowdiff.models.reference import PlainMLPDenoiser
 
 CONFIGS = {
@@ -178,6 +178,27 @@ def test_gather_by_timestep_has_the_values_and_gradient_bits_of_torch_gather():
     assert torch.equal(values, expected_values)
     assert torch.equal(grad, expected_grad)
     assert torch.equal(gather_by_timestep(table, 4), table[:, 4:5])  # a shared timestep
+
+
+def test_the_joint_embedding_is_the_concatenation_and_under_autocast_its_bf16_rounding():
+    """Literal reference: torch.cat of the coordinates' embedding and the time table's rows;
+    under bf16 autocast the same tensor rounded to bf16, as autocast rounds a product's input,
+    with the coordinates' gradient that of the fp32 concatenation rounded the same way."""
+    generator = torch.Generator().manual_seed(0)
+    coords = torch.randn(2, 5, 8, generator=generator, requires_grad=True)
+    table = torch.randn(10, 4, generator=generator)
+    t = torch.randint(0, 10, (2, 5), generator=generator)
+    embedded = Embedded(coords, t, table)
+    expected = torch.cat([coords, table[t]], dim=-1)
+    assert torch.equal(embedded.joint(), expected)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        joint = embedded.joint()
+    assert joint.dtype == torch.bfloat16
+    assert torch.equal(joint, expected.to(torch.bfloat16))
+    upstream = torch.randn(2, 5, 12, generator=generator).to(torch.bfloat16)
+    (grad,) = torch.autograd.grad(joint, coords, upstream)
+    (expected_grad,) = torch.autograd.grad(expected.to(torch.bfloat16), coords, upstream)
+    assert grad.dtype == torch.float32 and torch.equal(grad, expected_grad)
 
 
 def test_split_rows_has_the_values_and_gradient_bits_of_two_plain_slices():

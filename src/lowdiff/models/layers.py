@@ -50,13 +50,14 @@ def column_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> 
 def affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """bias + x @ weight over the model axis: (M, 1 or B, out), (M, B, in), (M, in, out).
 
-    One `baddbmm`, as every result so far was computed. Under torch.compile without gradients
-    (eval.compile: sampling) the product and the bias are added apart, so the compiler folds
-    the addition into the element-wise kernel that follows instead of first copying the
-    broadcast bias into the product's output: some 10 % of a compiled bf16 sampling pass
-    (docs/speed.md). Compiled training keeps `baddbmm`: there the split measured no faster.
+    One `baddbmm`, as every eager result was computed. Under torch.compile (train.compile,
+    eval.compile) the product and the bias are added apart, so the compiler folds the addition
+    into the element-wise kernel that follows instead of first copying the broadcast bias into
+    the product's output: some 10 % of a compiled bf16 sampling pass, and with the joint
+    embedding written in bf16 (`Embedded.joint`) 3-8 % of a compiled training step
+    (docs/speed.md).
     """
-    if torch.compiler.is_compiling() and not torch.is_grad_enabled():
+    if torch.compiler.is_compiling():
         product = torch.bmm(x, weight)
         return product + bias.to(product.dtype)
     return torch.baddbmm(bias, x, weight)
@@ -129,9 +130,18 @@ class Embedded:
         return self.time_table[self.t]
 
     def joint(self) -> torch.Tensor:
-        """The concatenated embedding e = [emb(x0), emb(x1), emb(t)], (M, B, 3E)."""
-        time = self.time().expand(*self.coords.shape[:2], -1)
-        return torch.cat([self.coords, time], dim=-1)
+        """The concatenated embedding e = [emb(x0), emb(x1), emb(t)], (M, B, 3E).
+
+        Under autocast in the product's lower precision: the pieces are cast before they are
+        joined, to the values autocast would give e at the product, so a compiler writes e once
+        in that precision instead of in fp32 and then again cast.
+        """
+        coords, time = self.coords, self.time().expand(*self.coords.shape[:2], -1)
+        device = coords.device.type
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+            coords, time = coords.to(dtype), time.to(dtype)
+        return torch.cat([coords, time], dim=-1)
 
 
 def gather_by_timestep(per_timestep: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
