@@ -141,8 +141,8 @@ def test_compiled_bf16_training_follows_the_eager_bf16_one(tmp_path):
 
 @needs_compiler
 def test_compiled_sampling_follows_the_eager_network(tmp_path):
-    """Without gradients a compiled layer adds its bias apart from the product
-    (`layers.affine`): the same function, so the same samples within float32 rounding; a
+    """A compiled layer adds its bias apart from the product (`layers.affine`), without
+    gradients as with them: the same function, so the same samples within float32 rounding; a
     dropped or doubled bias would move them by far more."""
     model = build_model(SMALL, 2, 100)
     model.reset_parameters([torch.Generator().manual_seed(m) for m in range(2)])
