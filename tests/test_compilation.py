@@ -11,11 +11,12 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from test_engine import ADAMW, clipping_cases, numpy_clipped_adamw
 from tiny_experiments import refusal
 
 from lowdiff import compilation, precision
 from lowdiff.cells import _settings_key
-from lowdiff.engine import Member, TrainConfig, Trainer
+from lowdiff.engine import CompiledUpdate, Member, TrainConfig, Trainer, make_optimizer
 from lowdiff.models import ModelConfig, build_model
 from lowdiff.models.layers import gather_by_timestep
 from lowdiff.samplers import sample
@@ -111,7 +112,9 @@ def test_compiled_training_follows_the_eager_one(tmp_path):
     are in the scratch folder, none were written elsewhere)."""
     train = TrainConfig(num_steps=30, ema_warmup_steps=0, ema_update_every=1, batch_size=64)
     eager = trainer(train).run()
-    compiled = trainer(dataclasses.replace(train, compile=True), tmp_path / "scratch").run()
+    model = trainer(dataclasses.replace(train, compile=True), tmp_path / "scratch")
+    assert isinstance(model.update, CompiledUpdate)  # clipping and AdamW in one compiled pass
+    compiled = model.run()
     assert any((tmp_path / "scratch" / "inductor").rglob("*.py"))  # the generated graph
     assert torch.allclose(
         torch.as_tensor(compiled.losses), torch.as_tensor(eager.losses), rtol=1e-4, atol=1e-6
@@ -137,6 +140,34 @@ def test_compiled_bf16_training_follows_the_eager_bf16_one(tmp_path):
         torch.as_tensor(compiled.losses), torch.as_tensor(eager.losses), rtol=1e-2, atol=1e-3
     )
     assert {p.dtype for p in model.parameters} == {torch.float32}
+
+
+@needs_compiler
+def test_the_compiled_update_is_clipping_then_adamw_in_the_optimisers_own_state(tmp_path):
+    """train.compile's one compiled pass (`CompiledUpdate`) against the literal float64
+    clipping + AdamW: parameters after four steps at the learning rate of the optimiser's
+    group, and the moments and step where AdamW keeps them (so checkpoints hold them)."""
+    params, grads_per_step = clipping_cases()
+    ours = [p.clone().requires_grad_() for p in params]
+    optimizer = make_optimizer(ours, 0.0, CPU)
+    for group in optimizer.param_groups:
+        group.update({k: v for k, v in ADAMW.items()})
+    update = CompiledUpdate(optimizer, 0.5)
+    with compilation.scratch(tmp_path / "scratch"):
+        for grads in grads_per_step:
+            for p, g in zip(ours, grads, strict=True):
+                p.grad = g.clone()
+            update.step()
+    reference = numpy_clipped_adamw(
+        [p.numpy() for p in params], [[g.numpy() for g in gs] for gs in grads_per_step]
+    )
+    state = [optimizer.state[p] for p in ours]
+    got = (ours, [s["exp_avg"] for s in state], [s["exp_avg_sq"] for s in state])
+    for tensors, expected in zip(got, reference, strict=True):  # within inductor's rounding
+        for a, b in zip(tensors, expected, strict=True):
+            np.testing.assert_allclose(a.detach().numpy(), b, rtol=1e-4, atol=1e-6)
+    assert [float(s["step"]) for s in state] == [4.0, 4.0]
+    assert any((tmp_path / "scratch" / "inductor").rglob("*.py"))  # it was compiled
 
 
 @needs_compiler

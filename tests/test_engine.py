@@ -2,6 +2,7 @@
 divergence stays with its model; a checkpoint resumes bit-identically."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from lowdiff.engine import (
     TrainConfig,
     Trainer,
     clip_grad_norm_per_model,
+    clipped_adamw_,
     cosine_lr,
     mean_pairwise_distance,
     stream_generators,
@@ -136,6 +138,70 @@ def test_clipping_is_per_model():
         assert norms[m].item() == pytest.approx(norm.item(), rel=1e-5)
         for p, q in zip(params, single, strict=True):
             torch.testing.assert_close(p.grad[m], q.grad)
+
+
+ADAMW = {"lr": 0.05, "weight_decay": 0.1, "betas": (0.9, 0.999), "eps": 1e-8}
+
+
+def numpy_clipped_adamw(params, grads_per_step, max_norm=0.5):
+    """Per-model clipping to max_norm, then AdamW with decoupled weight decay (Loshchilov &
+    Hutter; torch's defaults for betas and eps), literally, in float64: (params, m, v)."""
+    lr, decay, (b1, b2), eps = (ADAMW[k] for k in ("lr", "weight_decay", "betas", "eps"))
+    p = [x.astype(np.float64) for x in params]
+    m, v = [np.zeros_like(x) for x in p], [np.zeros_like(x) for x in p]
+    for step, grads in enumerate(grads_per_step, start=1):
+        norms = np.sqrt(sum((g.astype(np.float64) ** 2).sum(axis=(1, 2)) for g in grads))
+        scale = np.minimum(1.0, max_norm / (norms + 1e-6))[:, None, None]
+        for i, g in enumerate(grads):
+            g = g * scale
+            p[i] = p[i] * (1 - lr * decay)
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g**2
+            m_hat, v_hat = m[i] / (1 - b1**step), v[i] / (1 - b2**step)
+            p[i] = p[i] - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return p, m, v
+
+
+def clipping_cases(steps=4):
+    """Three models' parameters and per-step gradients: one far under the clipping norm, one
+    near it, one far over it."""
+    generator = torch.Generator().manual_seed(3)
+    params = [torch.randn(3, 5, 4, generator=generator), torch.randn(3, 1, 4, generator=generator)]
+    scales = torch.tensor([0.01, 0.3, 10.0]).view(3, 1, 1)
+    grads = [[torch.randn(p.shape, generator=generator) * scales for p in params] for _ in range(4)]
+    return params, grads[:steps]
+
+
+def test_the_one_pass_update_is_clipping_then_adamw():
+    """`clipped_adamw_`, the update train.compile compiles, run eagerly against the literal
+    float64 reference: parameters and both moments after four steps."""
+    params, grads_per_step = clipping_cases()
+    (b1, b2), lr = ADAMW["betas"], ADAMW["lr"]
+    ours = [p.clone().requires_grad_() for p in params]
+    m, v = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    for step, grads in enumerate(grads_per_step, start=1):
+        for p, g in zip(ours, grads, strict=True):
+            p.grad = g.clone()
+        norms = clipped_adamw_(
+            ours,
+            m,
+            v,
+            torch.tensor(lr / (1 - b1**step)),
+            torch.tensor(math.sqrt(1 - b2**step)),
+            torch.tensor(1 - lr * ADAMW["weight_decay"]),
+            0.5,
+            b1,
+            b2,
+            ADAMW["eps"],
+        )
+        expected = np.sqrt(sum((g.double() ** 2).sum(dim=(1, 2)).numpy() for g in grads))
+        np.testing.assert_allclose(norms.numpy(), expected, rtol=1e-6)
+    reference = numpy_clipped_adamw(
+        [p.numpy() for p in params], [[g.numpy() for g in gs] for gs in grads_per_step]
+    )
+    for got, want in zip((ours, m, v), reference, strict=True):
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a.detach().numpy(), b, rtol=1e-5, atol=1e-8)
 
 
 def test_every_epoch_is_a_permutation_without_the_last_partial_batch():

@@ -29,12 +29,18 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_compile", "compile_missing", "compiled", "import_dynamo", "scratch"]
+__all__ = [
+    "check_compile",
+    "compile_missing",
+    "compiled",
+    "import_dynamo",
+    "scratch",
+]
 
 # The variables through which inductor, Triton and the C++ compiler find where to write.
 SCRATCH_VARIABLES = {
@@ -79,16 +85,20 @@ def check_compile(enabled: bool, device: torch.device | str, setting: str) -> No
 RECOMPILE_LIMIT = 64
 
 
-def compiled(module: torch.nn.Module) -> torch.nn.Module:
-    """`module` through torch.compile (inductor; compiled at its first call, which must come
-    inside `scratch`). The result shares the module's parameters."""
+Compiled = TypeVar("Compiled")
+
+
+def compiled(target: Compiled, *, fullgraph: bool = False) -> Compiled:
+    """`target` (a module, or a function: `fullgraph` then makes any graph break an error)
+    through torch.compile (inductor; compiled at its first call, which must come inside
+    `scratch`). A compiled module shares the module's parameters."""
     import_dynamo()
     import torch
     import torch._dynamo.config
 
     limit = torch._dynamo.config.recompile_limit
     torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
-    return torch.compile(module)  # type: ignore[return-value]
+    return torch.compile(target, fullgraph=fullgraph)  # type: ignore[return-value]
 
 
 @contextlib.contextmanager

@@ -243,6 +243,84 @@ def make_optimizer(
     return torch.optim.AdamW(groups, lr=learning_rate)
 
 
+@torch.no_grad()
+def clipped_adamw_(
+    parameters: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    step_size: torch.Tensor,
+    bias_correction2_sqrt: torch.Tensor,
+    decay: torch.Tensor,
+    max_norm: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> torch.Tensor:
+    """`clip_grad_norm_per_model`, then one AdamW step, as one function of the state (in place).
+
+    AdamW as torch computes it: p *= decay (= 1 - lr weight_decay); m = lerp(m, g, 1 - beta1);
+    v = beta2 v + (1 - beta2) g^2; p -= step_size m / (sqrt(v) / bias_correction2_sqrt + eps),
+    with step_size = lr / (1 - beta1^step) and bias_correction2_sqrt = sqrt(1 - beta2^step)
+    given as 0-dim tensors, so that a new learning rate or step is not a new compiled variant.
+    Written for `train.compile` (`CompiledUpdate`), where inductor makes it one pass over the
+    state: the clipped gradient is never written back, and the per-tensor norms, scalings and
+    AdamW kernels of the eager step become one loop. Returns the norms (M,).
+    """
+    grads = [p.grad for p in parameters]
+    num_models = parameters[0].shape[0]
+    squares = torch.zeros(num_models, device=parameters[0].device)
+    for g in grads:
+        squares = squares + torch.linalg.vector_norm(g.reshape(num_models, -1), dim=1).square()
+    norms = squares.sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for p, g, m, v in zip(parameters, grads, exp_avgs, exp_avg_sqs, strict=True):
+        g = g * scale.view(num_models, *([1] * (g.dim() - 1)))
+        p.mul_(decay)
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        p.sub_(step_size * m / (v.sqrt() / bias_correction2_sqrt + eps))
+    return norms
+
+
+class CompiledUpdate:
+    """train.compile: clipping and the AdamW step of `optimizer` as one compiled pass.
+
+    The state stays the optimiser's own (its moments and step, as `AdamW` keeps them), so
+    checkpoints save and restore it unchanged; the learning rate is read from its first group
+    at every step. On the CPU (M = 16, bf16) the eager clipping and AdamW take 5.4 ms of a 17.9
+    ms compiled step, this pass some 3.6 ms (docs/speed.md).
+    """
+
+    def __init__(self, optimizer: torch.optim.AdamW, max_norm: float) -> None:
+        self.optimizer, self.max_norm = optimizer, max_norm
+        self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        self.update = compilation.compiled(clipped_adamw_, fullgraph=True)
+
+    def step(self) -> None:
+        group, state = self.optimizer.param_groups[0], self.optimizer.state
+        for p in self.parameters:  # AdamW's own lazy initialisation, in its layout
+            if not state[p]:
+                state[p]["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        steps = [state[p]["step"] for p in self.parameters]
+        torch._foreach_add_(steps, 1.0)
+        (beta1, beta2), lr = group["betas"], group["lr"]
+        step = steps[0]
+        self.update(
+            self.parameters,
+            [state[p]["exp_avg"] for p in self.parameters],
+            [state[p]["exp_avg_sq"] for p in self.parameters],
+            lr / (1 - beta1**step),
+            (1 - beta2**step).sqrt(),
+            torch.tensor(1 - lr * group["weight_decay"], device=step.device),
+            self.max_norm,
+            beta1,
+            beta2,
+            group["eps"],
+        )
+
+
 def cosine_lr(base_lr: float, step: int, num_steps: int) -> float:
     """Cosine annealing to 0 over num_steps (torch CosineAnnealingLR, eta_min = 0)."""
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * step / num_steps))
@@ -333,6 +411,8 @@ class Trainer:
         # which compiles at its first call and must be called inside compilation.scratch
         self.network = compilation.compiled(self.model) if config.compile else self.model
         self.optimizer = make_optimizer(self.parameters, config.learning_rate, device)
+        # train.compile: clipping and AdamW as one compiled pass over the optimiser's state
+        self.update = CompiledUpdate(self.optimizer, config.grad_clip) if config.compile else None
         self.ema = BatchedEMA(
             self.model, config.ema_beta, config.ema_update_every, config.ema_warmup_steps
         )
@@ -389,8 +469,11 @@ class Trainer:
                     eps_hat.float()
                 )
         objective.sum().backward()  # sum: each model gets exactly its own gradient
-        clip_grad_norm_per_model(self.parameters, self.config.grad_clip)
-        self.optimizer.step()
+        if self.update is not None:
+            self.update.step()
+        else:
+            clip_grad_norm_per_model(self.parameters, self.config.grad_clip)
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return mse.detach()
 
