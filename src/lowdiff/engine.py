@@ -306,13 +306,15 @@ class CompiledUpdate:
         steps = [state[p]["step"] for p in self.parameters]
         torch._foreach_add_(steps, 1.0)
         (beta1, beta2), lr = group["betas"], group["lr"]
-        step = steps[0]
+        # the bias corrections in float64, as AdamW's kernels compute them: in float32,
+        # 1 - 0.999^step loses some 5 digits to cancellation
+        step = steps[0].double()
         self.update(
             self.parameters,
             [state[p]["exp_avg"] for p in self.parameters],
             [state[p]["exp_avg_sq"] for p in self.parameters],
-            lr / (1 - beta1**step),
-            (1 - beta2**step).sqrt(),
+            (lr / (1 - beta1**step)).float(),
+            (1 - beta2**step).sqrt().float(),
             torch.tensor(1 - lr * group["weight_decay"], device=step.device),
             self.max_norm,
             beta1,
