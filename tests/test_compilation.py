@@ -18,7 +18,7 @@ from lowdiff import compilation, precision
 from lowdiff.cells import _settings_key
 from lowdiff.engine import CompiledUpdate, Member, TrainConfig, Trainer, make_optimizer
 from lowdiff.models import ModelConfig, build_model
-from lowdiff.models.layers import gather_by_timestep
+from lowdiff.models.layers import BatchedLinear, gather_by_timestep, product_weights
 from lowdiff.samplers import sample
 from lowdiff.schedule import NoiseSchedule, ScheduleConfig
 from lowdiff.settings import EvalConfig
@@ -134,7 +134,11 @@ def test_compiled_bf16_training_follows_the_eager_bf16_one(tmp_path):
     train = TrainConfig(num_steps=30, batch_size=64, precision="bf16")
     eager = trainer(train).run()
     model = trainer(dataclasses.replace(train, compile=True), tmp_path / "scratch")
+    assert sorted(model.update.copies) == sorted(product_weights(model.model))
     compiled = model.run()
+    weights = dict(model.model.named_parameters())  # the working copies follow the weights
+    for name, working in model.update.copies.items():
+        assert torch.equal(working, weights[name].detach().to(torch.bfloat16))
     assert any((tmp_path / "scratch" / "inductor").rglob("*.py"))  # the generated graph
     assert torch.allclose(
         torch.as_tensor(compiled.losses), torch.as_tensor(eager.losses), rtol=1e-2, atol=1e-3
@@ -143,21 +147,37 @@ def test_compiled_bf16_training_follows_the_eager_bf16_one(tmp_path):
 
 
 @needs_compiler
-def test_the_compiled_update_is_clipping_then_adamw_in_the_optimisers_own_state(tmp_path):
+@pytest.mark.parametrize("low", [None, torch.bfloat16])
+def test_the_compiled_update_is_clipping_then_adamw_in_the_optimisers_own_state(tmp_path, low):
     """train.compile's one compiled pass (`CompiledUpdate`) against the literal float64
     clipping + AdamW: parameters after four steps at the learning rate of the optimiser's
-    group, and the moments and step where AdamW keeps them (so checkpoints hold them)."""
+    group, and the moments and step where AdamW keeps them (so checkpoints hold them). With a
+    bf16 working copy (compiled bf16 training) the weight's gradient arrives in bf16 on the
+    copy, and after each step the copy is the fp32 weight rounded to bf16."""
     params, grads_per_step = clipping_cases()
-    ours = [p.clone().requires_grad_() for p in params]
+    layer = BatchedLinear(3, 5, 4)  # its weight and bias have the shapes of the cases
+    with torch.no_grad():
+        layer.weight.copy_(params[0])
+        layer.bias.copy_(params[1])
+    ours = [layer.weight, layer.bias]
     optimizer = make_optimizer(ours, 0.0, CPU)
     for group in optimizer.param_groups:
-        group.update({k: v for k, v in ADAMW.items()})
-    update = CompiledUpdate(optimizer, 0.5)
+        group.update(ADAMW)
+    update = CompiledUpdate(optimizer, 0.5, layer, low)
+    assert list(update.copies) == ([] if low is None else ["weight"])
+    if low is not None:  # the gradient autocast would have given: bf16, taken to fp32
+        grads_per_step = [[g[0].to(low).float(), g[1]] for g in grads_per_step]
     with compilation.scratch(tmp_path / "scratch"):
         for grads in grads_per_step:
-            for p, g in zip(ours, grads, strict=True):
-                p.grad = g.clone()
+            ours[1].grad = grads[1].clone()
+            if low is None:
+                ours[0].grad = grads[0].clone()
+            else:
+                update.copies["weight"].grad = grads[0].to(low)
             update.step()
+            if low is not None:
+                assert torch.equal(update.copies["weight"], layer.weight.detach().to(low))
+                assert update.copies["weight"].grad is None and layer.weight.grad is None
     reference = numpy_clipped_adamw(
         [p.numpy() for p in params], [[g.numpy() for g in gs] for gs in grads_per_step]
     )
@@ -168,6 +188,24 @@ def test_the_compiled_update_is_clipping_then_adamw_in_the_optimisers_own_state(
             np.testing.assert_allclose(a.detach().numpy(), b, rtol=1e-5, atol=1e-8)
     assert [float(s["step"]) for s in state] == [4.0, 4.0]
     assert any((tmp_path / "scratch" / "inductor").rglob("*.py"))  # it was compiled
+
+
+@needs_compiler
+@pytest.mark.skipif(precision.bf16_missing("cpu") is not None, reason="no native bf16")
+def test_a_resumed_compiled_bf16_training_takes_its_working_copies_from_the_checkpoint(tmp_path):
+    """The working copies are derived from the weights: loading a checkpoint's weights
+    rewrites them, or the resumed training would run on the new trainer's initial weights."""
+    train = TrainConfig(
+        num_steps=20, batch_size=64, precision="bf16", compile=True, checkpoint_every=10
+    )
+    path = tmp_path / "state.npz"
+    trainer(train, tmp_path / "a").run(checkpoint=path)
+    resumed = trainer(train, tmp_path / "b")
+    step, _ = resumed.load_checkpoint(path, torch.empty(20, 2))
+    assert step == 20
+    weights = dict(resumed.model.named_parameters())
+    for name, working in resumed.update.copies.items():
+        assert torch.equal(working, weights[name].detach().to(torch.bfloat16))
 
 
 @needs_compiler

@@ -2,8 +2,10 @@
 
 Inductor fuses the network's element-wise work (the embedding's sin/cos, ReLU and its gradient,
 the residual adds, bias sums, bf16 casts) into generated C++ (CPU) or Triton (CUDA) kernels,
-while the matrix products stay library calls. It pays most in bf16, where the products are
-fast and the element-wise passes dominate (docs/speed.md). The fused kernels round differently
+while the matrix products stay library calls; with train.compile the per-model gradient
+clipping and the AdamW step run as one compiled pass over the optimiser's state as well
+(`engine.CompiledUpdate`). It pays most in bf16, where the products are fast and the
+element-wise passes dominate (docs/speed.md). The fused kernels round differently
 from eager PyTorch, so a compiled model is a new draw, not the same bits: the setting is part
 of the cell key when set, and off by default.
 
@@ -34,13 +36,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "check_compile",
-    "compile_missing",
-    "compiled",
-    "import_dynamo",
-    "scratch",
-]
+__all__ = ["check_compile", "compile_missing", "compiled", "import_dynamo", "scratch"]
 
 # The variables through which inductor, Triton and the C++ compiler find where to write.
 SCRATCH_VARIABLES = {

@@ -12,6 +12,10 @@ same model trained alone; on the CPU at one thread it has the same bits (the gra
 summed in a fixed order and no AdamW kernel has a batch-dependent tail: `make_optimizer`,
 tests/test_faults.py).
 
+With train.compile the clipping and the AdamW step are one compiled pass over the optimiser's
+state (`CompiledUpdate`): the same arithmetic, rounded as inductor's loops round it, a new
+draw like the compiled network.
+
 The step itself has no host synchronisation: losses stay on the device and are checked for
 divergence once per chunk. A model whose loss becomes NaN/inf is recorded as diverged (with the
 first such step) and its batch-mates train on unaffected: nothing couples the models.
@@ -41,11 +45,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.func import functional_call
 
 from lowdiff import compilation, runtime
 from lowdiff.models import Denoiser, ModelConfig, build_model
-from lowdiff.models.layers import SIMD_MULTIPLE
-from lowdiff.precision import autocast, check_precision
+from lowdiff.models.layers import SIMD_MULTIPLE, product_weights
+from lowdiff.precision import autocast, check_precision, low_dtype
 from lowdiff.progress import bar as tqdm
 from lowdiff.results import ResultsError, atomic_write_with, config_hash, read_npz
 from lowdiff.schedule import NoiseSchedule
@@ -246,6 +251,7 @@ def make_optimizer(
 @torch.no_grad()
 def clipped_adamw_(
     parameters: list[torch.Tensor],
+    grads: list[torch.Tensor],
     exp_avgs: list[torch.Tensor],
     exp_avg_sqs: list[torch.Tensor],
     step_size: torch.Tensor,
@@ -255,30 +261,37 @@ def clipped_adamw_(
     beta1: float,
     beta2: float,
     eps: float,
+    copies: list[torch.Tensor],
+    copied: list[int],
 ) -> torch.Tensor:
     """`clip_grad_norm_per_model`, then one AdamW step, as one function of the state (in place).
 
-    AdamW as torch computes it: p *= decay (= 1 - lr weight_decay); m = lerp(m, g, 1 - beta1);
-    v = beta2 v + (1 - beta2) g^2; p -= step_size m / (sqrt(v) / bias_correction2_sqrt + eps),
-    with step_size = lr / (1 - beta1^step) and bias_correction2_sqrt = sqrt(1 - beta2^step)
-    given as 0-dim tensors, so that a new learning rate or step is not a new compiled variant.
-    Written for `train.compile` (`CompiledUpdate`), where inductor makes it one pass over the
-    state: the clipped gradient is never written back, and the per-tensor norms, scalings and
-    AdamW kernels of the eager step become one loop. Returns the norms (M,).
+    `grads[i]` is the gradient of `parameters[i]`, in its dtype or a lower one (a working
+    copy's, see `CompiledUpdate`), taken to float32 before use. AdamW as torch computes it:
+    p *= decay (= 1 - lr weight_decay); m = lerp(m, g, 1 - beta1); v = beta2 v + (1 - beta2) g^2;
+    p -= step_size m / (sqrt(v) / bias_correction2_sqrt + eps), with step_size =
+    lr / (1 - beta1^step) and bias_correction2_sqrt = sqrt(1 - beta2^step) given as 0-dim
+    tensors, so that a new learning rate or step is not a new compiled variant. Then each
+    `copies[k]` becomes `parameters[copied[k]]` in its own dtype. Written for `train.compile`
+    (`CompiledUpdate`), where inductor makes it one pass over the state: the clipped gradient
+    is never written back, and the per-tensor norms, scalings and AdamW kernels of the eager
+    step become one loop. Returns the norms (M,).
     """
-    grads = [p.grad for p in parameters]
     num_models = parameters[0].shape[0]
     squares = torch.zeros(num_models, device=parameters[0].device)
     for g in grads:
-        squares = squares + torch.linalg.vector_norm(g.reshape(num_models, -1), dim=1).square()
+        g = g.float().reshape(num_models, -1)
+        squares = squares + torch.linalg.vector_norm(g, dim=1).square()
     norms = squares.sqrt()
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for p, g, m, v in zip(parameters, grads, exp_avgs, exp_avg_sqs, strict=True):
-        g = g * scale.view(num_models, *([1] * (g.dim() - 1)))
+        g = g.float() * scale.view(num_models, *([1] * (g.dim() - 1)))
         p.mul_(decay)
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         p.sub_(step_size * m / (v.sqrt() / bias_correction2_sqrt + eps))
+    for working, index in zip(copies, copied, strict=True):
+        working.copy_(parameters[index])
     return norms
 
 
@@ -289,12 +302,46 @@ class CompiledUpdate:
     checkpoints save and restore it unchanged; the learning rate is read from its first group
     at every step. On the CPU (M = 16, bf16) the eager clipping and AdamW take 5.4 ms of a 17.9
     ms compiled step, this pass some 3.6 ms (docs/speed.md).
+
+    With `low` (train.precision = "bf16") the weights that enter only matrix products
+    (`layers.product_weights`) are trained through working copies in that dtype: leaves the
+    network is called with (`forward`), so the backward pass leaves their gradients in bf16,
+    and the pass writes them again after each update. Autocast casts those weights to bf16 at
+    each product and their bf16 gradients back to fp32 anyway, so the values are the same; the
+    fp32 master weights, gradients (in the arithmetic), moments and EMA stay fp32. What it saves
+    is the casts: 0.86x the compiled bf16 step at M = 16 (docs/speed.md).
     """
 
-    def __init__(self, optimizer: torch.optim.AdamW, max_norm: float) -> None:
-        self.optimizer, self.max_norm = optimizer, max_norm
+    def __init__(
+        self,
+        optimizer: torch.optim.AdamW,
+        max_norm: float,
+        model: torch.nn.Module,
+        low: torch.dtype | None = None,
+    ) -> None:
+        self.optimizer, self.max_norm, self.model = optimizer, max_norm, model
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        names = {id(p): name for name, p in model.named_parameters()}
+        self.names = [names[id(p)] for p in self.parameters]
+        weights = dict(model.named_parameters())
+        self.copies = {
+            name: weights[name].detach().to(low).requires_grad_()
+            for name in (product_weights(model) if low is not None else [])
+        }
+        self.copied = [self.names.index(name) for name in self.copies]
         self.update = compilation.compiled(clipped_adamw_, fullgraph=True)
+        if self.copies:
+            call = compilation.compiled(lambda copies, *args: functional_call(model, copies, args))
+            self.forward = lambda *args: call(self.copies, *args)
+        else:
+            self.forward = compilation.compiled(model)
+
+    def refresh(self) -> None:
+        """The working copies from the master weights (after these were replaced)."""
+        weights = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, working in self.copies.items():
+                working.copy_(weights[name])
 
     def step(self) -> None:
         group, state = self.optimizer.param_groups[0], self.optimizer.state
@@ -309,18 +356,28 @@ class CompiledUpdate:
         # the bias corrections in float64, as AdamW's kernels compute them: in float32,
         # 1 - 0.999^step loses some 5 digits to cancellation
         step = steps[0].double()
+        decay = torch.full((), 1 - lr * group["weight_decay"], device=step.device)  # no host copy
+        grads = [
+            self.copies[name].grad if name in self.copies else p.grad
+            for name, p in zip(self.names, self.parameters, strict=True)
+        ]
         self.update(
             self.parameters,
+            grads,
             [state[p]["exp_avg"] for p in self.parameters],
             [state[p]["exp_avg_sq"] for p in self.parameters],
             (lr / (1 - beta1**step)).float(),
             (1 - beta2**step).sqrt().float(),
-            torch.tensor(1 - lr * group["weight_decay"], device=step.device),
+            decay,
             self.max_norm,
             beta1,
             beta2,
             group["eps"],
+            list(self.copies.values()),
+            self.copied,
         )
+        for working in self.copies.values():
+            working.grad = None
 
 
 def cosine_lr(base_lr: float, step: int, num_steps: int) -> float:
@@ -409,12 +466,17 @@ class Trainer:
         self.model = build_model(model_config, len(self.members), schedule.num_timesteps).to(device)
         self.model.reset_parameters([g["init"] for g in self.generators])
         self.parameters = list(self.model.parameters())
-        # the network the step calls: the model itself, or (train.compile) its compiled form,
-        # which compiles at its first call and must be called inside compilation.scratch
-        self.network = compilation.compiled(self.model) if config.compile else self.model
         self.optimizer = make_optimizer(self.parameters, config.learning_rate, device)
-        # train.compile: clipping and AdamW as one compiled pass over the optimiser's state
-        self.update = CompiledUpdate(self.optimizer, config.grad_clip) if config.compile else None
+        # train.compile: clipping and AdamW as one compiled pass over the optimiser's state,
+        # and the network the step calls compiled (at its first call, which must come inside
+        # compilation.scratch); in bf16 through working copies of the product weights
+        low = low_dtype(config.precision)
+        self.update = (
+            CompiledUpdate(self.optimizer, config.grad_clip, self.model, low)
+            if config.compile
+            else None
+        )
+        self.network = self.update.forward if self.update is not None else self.model
         self.ema = BatchedEMA(
             self.model, config.ema_beta, config.ema_update_every, config.ema_warmup_steps
         )
@@ -613,6 +675,8 @@ class Trainer:
             log.warning("ignoring corrupt checkpoint %s (%s); training from the start", path, error)
             return None
         apply()
+        if self.update is not None:
+            self.update.refresh()
         log.info("resuming from the checkpoint at step %d: %s", meta["step"], path)
         return int(meta["step"]), float(meta["elapsed"])
 

@@ -36,6 +36,7 @@ __all__ = [
     "bf16_missing",
     "check_name",
     "check_precision",
+    "low_dtype",
 ]
 
 Precision = Literal["fp32", "bf16"]
@@ -99,13 +100,23 @@ def check_precision(precision: str, device: torch.device | str, setting: str) ->
         raise ValueError(f"{setting} = {precision!r} needs native bf16, but {missing}; use 'fp32'")
 
 
+def low_dtype(precision: str) -> torch.dtype | None:
+    """The dtype the network's products run in under `precision`; None for fp32."""
+    if precision == "fp32":
+        return None
+    import torch
+
+    return torch.bfloat16
+
+
 @contextlib.contextmanager
 def autocast(precision: str, device: torch.device) -> Iterator[None]:
     """The network's products in `precision` inside the block (fp32: nothing changes)."""
-    if precision == "fp32":
+    dtype = low_dtype(precision)
+    if dtype is None:
         yield
         return
     import torch
 
-    with torch.autocast(device.type, dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=dtype):
         yield

@@ -103,6 +103,19 @@ class BatchedLinear(nn.Module):
         return affine(self.bias, x, self.weight)  # (M, B, in) -> (M, B, out)
 
 
+def product_weights(module: nn.Module) -> list[str]:
+    """Names (as `module.named_parameters` gives them) of the weights that enter only matrix
+    products: every BatchedLinear's with more than one output, whose forward is `affine`'s
+    product (a one-output layer multiplies element-wise, `column_linear`). The architectures
+    that read such a weight themselves do so in `torch.matmul`. A compiled bf16 training
+    trains these through bf16 working copies (`engine.CompiledUpdate`)."""
+    return [
+        f"{name}.weight" if name else "weight"
+        for name, layer in module.named_modules()
+        if isinstance(layer, BatchedLinear) and layer.out_features > 1
+    ]
+
+
 def reset_all(module: nn.Module, generators: list[torch.Generator]) -> None:
     """Initialise every BatchedLinear below `module`, in registration order, model by model."""
     for layer in module.modules():
