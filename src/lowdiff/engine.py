@@ -13,8 +13,8 @@ summed in a fixed order and no AdamW kernel has a batch-dependent tail: `make_op
 tests/test_faults.py).
 
 With train.compile the clipping and the AdamW step are one compiled pass over the optimiser's
-state (`CompiledUpdate`): the same arithmetic, rounded as inductor's loops round it, a new
-draw like the compiled network.
+state (`CompiledUpdate`; in bf16 the product weights train through bf16 working copies): the
+same arithmetic, rounded as inductor's loops round it, a new draw like the compiled network.
 
 The step itself has no host synchronisation: losses stay on the device and are checked for
 divergence once per chunk. A model whose loss becomes NaN/inf is recorded as diverged (with the
