@@ -203,21 +203,27 @@ class BatchedEMA:
         torch._foreach_lerp_(shadow, current, 1.0 - self.decay())
 
 
-def clip_grad_norm_per_model(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """torch.nn.utils.clip_grad_norm_ applied to each model separately; returns the norms (M,)."""
-    grads = [p.grad for p in parameters]
+def clip_scales(grads: list[torch.Tensor], max_norm: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each model's gradient norm over `grads` (in float32) and the factor clip_grad_norm_ would
+    scale its gradient by: (norms, scales), both (M,)."""
     num_models = grads[0].shape[0]
-    per_tensor = [torch.linalg.vector_norm(g.reshape(num_models, -1), dim=1) for g in grads]
+    per_tensor = [torch.linalg.vector_norm(g.float().reshape(num_models, -1), dim=1) for g in grads]
     # Summed tensor by tensor in a fixed order with elementwise ops, so a model's norm has the
     # same bits whatever its batch-mates: a reduction over a stacked (tensors, M) axis sums in
     # an order that depends on M (contiguous for M = 1, strided otherwise).
     squares = per_tensor[0].square()
     for norm in per_tensor[1:]:
         squares = squares + norm.square()
-    norms = squares.sqrt()  # (M,)
-    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    norms = squares.sqrt()
+    return norms, (max_norm / (norms + 1e-6)).clamp(max=1.0)
+
+
+def clip_grad_norm_per_model(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """torch.nn.utils.clip_grad_norm_ applied to each model separately; returns the norms (M,)."""
+    grads = [p.grad for p in parameters]
+    norms, scale = clip_scales(grads, max_norm)
     for g in grads:
-        g.mul_(scale.view(num_models, *([1] * (g.dim() - 1))))
+        g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
     return norms
 
 
@@ -277,15 +283,9 @@ def clipped_adamw_(
     is never written back, and the per-tensor norms, scalings and AdamW kernels of the eager
     step become one loop. Returns the norms (M,).
     """
-    num_models = parameters[0].shape[0]
-    squares = torch.zeros(num_models, device=parameters[0].device)
-    for g in grads:
-        g = g.float().reshape(num_models, -1)
-        squares = squares + torch.linalg.vector_norm(g, dim=1).square()
-    norms = squares.sqrt()
-    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    norms, scale = clip_scales(grads, max_norm)
     for p, g, m, v in zip(parameters, grads, exp_avgs, exp_avg_sqs, strict=True):
-        g = g.float() * scale.view(num_models, *([1] * (g.dim() - 1)))
+        g = g.float() * scale.view(-1, *([1] * (g.dim() - 1)))
         p.mul_(decay)
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
@@ -321,9 +321,9 @@ class CompiledUpdate:
     ) -> None:
         self.optimizer, self.max_norm, self.model = optimizer, max_norm, model
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        names = {id(p): name for name, p in model.named_parameters()}
-        self.names = [names[id(p)] for p in self.parameters]
         weights = dict(model.named_parameters())
+        names = {id(p): name for name, p in weights.items()}
+        self.names = [names[id(p)] for p in self.parameters]
         self.copies = {
             name: weights[name].detach().to(low).requires_grad_()
             for name in (product_weights(model) if low is not None else [])
