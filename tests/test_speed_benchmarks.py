@@ -39,6 +39,20 @@ def test_an_aim_is_judged_on_the_median_and_counts_the_repeats_that_held(benchma
     assert absent.met is None and absent.verdict == "-" and absent.measured == absent.context
 
 
+def test_a_bf16_aim_is_judged_on_an_amx_cpu_and_only_printed_elsewhere(benchmarks):
+    aims = benchmarks.import_module("aims")
+    Repeats = benchmarks.import_module("repeats").Repeats
+    variant = benchmarks.import_module("throughput").EAGER_FP32
+    ratio = Repeats.of([2.9, 3.1, 3.2])
+    judged = aims.bf16_aim("bf16 training", ratio, 3, variant, amx=True)
+    assert judged.met is True and judged.verdict == "met (2/3)"
+    assert aims.bf16_aim("bf16 sampling", ratio, 4, variant, amx=True).verdict == "not met (0/3)"
+    printed = aims.bf16_aim("bf16 training", ratio, 3, variant, amx=False)
+    assert printed.met is None and printed.verdict == "-"
+    assert printed.measured.startswith("3.10x (repeats 2.90 to 3.20x)")
+    assert printed.measured.endswith("not judged: the aim is for AMX-BF16")
+
+
 def test_repeats_refuse_none_and_print_one_value_once(benchmarks):
     Repeats = benchmarks.import_module("repeats").Repeats
     with pytest.raises(ValueError, match="at least one"):
