@@ -30,10 +30,10 @@ aim is judged on the variant with the best median, which is named. The fp32-vs-b
 verdict is not a timing: it is in `results/precision` (README, "Mixed precision and
 compilation").
 
-The two bf16 aims are set for a CPU with AMX-BF16. Where bf16 is native but without AMX (a CPU
-with AVX512_BF16 alone, whose bf16 products run some 2.5-3.5x its fp32 ones rather than 4-7x;
-or a GPU), their ratios are measured and printed but not judged (verdict "-"); without native
-bf16 they are not measured.
+The two bf16 aims are set for a CPU with AMX-BF16. Where the CPU's bf16 is native but without
+AMX (AVX512_BF16 alone, whose bf16 products run some 2-3x its fp32 ones rather than 4-7x), their
+ratios are measured and printed but not judged (verdict "-"); without native bf16 they are not
+measured.
 
     python benchmarks/aims.py [--compile] [--repeats 3] [--skip-concurrency]
 """
