@@ -329,6 +329,10 @@ class CompiledUpdate:
             for name in (product_weights(model) if low is not None else [])
         }
         self.copied = [self.names.index(name) for name in self.copies]
+        # where each parameter's gradient arrives: on its working copy, or on itself
+        self.holders = [
+            self.copies.get(name, p) for name, p in zip(self.names, self.parameters, strict=True)
+        ]
         self.update = compilation.compiled(clipped_adamw_, fullgraph=True)
         if self.copies:
             call = compilation.compiled(lambda copies, *args: functional_call(model, copies, args))
@@ -357,13 +361,9 @@ class CompiledUpdate:
         # 1 - 0.999^step loses some 5 digits to cancellation
         step = steps[0].double()
         decay = torch.full((), 1 - lr * group["weight_decay"], device=step.device)  # no host copy
-        grads = [
-            self.copies[name].grad if name in self.copies else p.grad
-            for name, p in zip(self.names, self.parameters, strict=True)
-        ]
         self.update(
             self.parameters,
-            grads,
+            [holder.grad for holder in self.holders],
             [state[p]["exp_avg"] for p in self.parameters],
             [state[p]["exp_avg_sq"] for p in self.parameters],
             (lr / (1 - beta1**step)).float(),
