@@ -1,4 +1,4 @@
-"""The training step's matrix products in each operand layout, fp32 and bf16, against the floor's.
+"""The training step's matrix products in each operand layout, fp32 and bf16: rates and ratios.
 
 A batched linear layer (`lowdiff.models.layers.BatchedLinear`, activations (M, B, in), weight
 (M, in, out)) makes three products a step: the forward x @ W, the input gradient dy @ Wᵀ (the
