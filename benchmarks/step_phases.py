@@ -3,8 +3,9 @@
 Runs the real `Trainer.step` (eager fp32, the baseline) and times its phases by wrapping, for the
 duration of the benchmark, what the step calls: `torch.Tensor.backward` (the forward pass is the
 time from the step's start to it), `engine.clip_grad_norm_per_model`, the optimiser's `step` and
-`zero_grad`. Prints the median of each phase over the timed steps, its share of the step, and
-the step's share of the `bmm` floor (throughput.py's), for each M.
+`engine.release_grads` (the "zero_grad" phase). Prints the median of each phase over the timed
+steps, its share of the step, and the step's share of the `bmm` floor (throughput.py's), for
+each M.
 
 With --ops M it also times every ATen call of the step at that M (a dispatch mode around each
 call; the calls run as they do in the step, one after another) and prints the costliest, grouped
@@ -57,7 +58,11 @@ def phases_of(trainer: engine.Trainer) -> Iterator[dict[str, float]]:
 
         return record
 
-    backward, clip = torch.Tensor.backward, engine.clip_grad_norm_per_model
+    backward, clip, release = (
+        torch.Tensor.backward,
+        engine.clip_grad_norm_per_model,
+        engine.release_grads,
+    )
     timed_step = timing(phase("step"), trainer.step)
 
     def step(*args: object) -> object:
@@ -69,14 +74,14 @@ def phases_of(trainer: engine.Trainer) -> Iterator[dict[str, float]]:
     torch.Tensor.backward = timing(phase("backward"), backward)
     engine.clip_grad_norm_per_model = timing(phase("clipping"), clip)
     trainer.optimizer.step = timing(phase("AdamW"), trainer.optimizer.step)
-    trainer.optimizer.zero_grad = timing(phase("zero_grad"), trainer.optimizer.zero_grad)
+    engine.release_grads = timing(phase("zero_grad"), release)
     trainer.step = step
     try:
         yield times
     finally:
         torch.Tensor.backward, engine.clip_grad_norm_per_model = backward, clip
-        for name in ("step", "zero_grad"):
-            delattr(trainer.optimizer, name)
+        engine.release_grads = release
+        delattr(trainer.optimizer, "step")
         del trainer.step
 
 

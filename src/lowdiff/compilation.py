@@ -2,8 +2,9 @@
 
 Inductor fuses the network's element-wise work (the embedding's sin/cos, ReLU and its gradient,
 the residual adds, bias sums, bf16 casts) into generated C++ (CPU) or Triton (CUDA) kernels,
-while the matrix products stay library calls; with train.compile the per-model gradient
-clipping and the AdamW step run as one compiled pass over the optimiser's state as well
+while the matrix products stay library calls. In training the noising of the batch and the
+loss are compiled with the network, as one graph (`engine.Trainer.losses`), and the per-model
+gradient clipping and the AdamW step run as one compiled pass over the optimiser's state
 (`engine.CompiledUpdate`). It pays most in bf16, where the products are fast and the
 element-wise passes dominate (docs/speed.md). The fused kernels round differently
 from eager PyTorch, so a compiled model is a new draw, not the same bits: the setting is part

@@ -227,6 +227,13 @@ def clip_grad_norm_per_model(parameters: list[torch.Tensor], max_norm: float) ->
     return norms
 
 
+def release_grads(parameters: list[torch.Tensor]) -> None:
+    """What `optimizer.zero_grad(set_to_none=True)` does, without its bookkeeping: a one-model
+    eager step took 0.989x the time (docs/speed.md), with the same bits."""
+    for parameter in parameters:
+        parameter.grad = None
+
+
 def mean_pairwise_distance(eps_hat: torch.Tensor) -> torch.Tensor:
     """Mean Euclidean distance over the batch's pairs i < j, per model: (M, B, 2) -> (M,)."""
     batch = eps_hat.shape[1]
@@ -334,11 +341,11 @@ class CompiledUpdate:
             self.copies.get(name, p) for name, p in zip(self.names, self.parameters, strict=True)
         ]
         self.update = compilation.compiled(clipped_adamw_, fullgraph=True)
-        if self.copies:
-            call = compilation.compiled(lambda copies, *args: functional_call(model, copies, args))
-            self.forward = lambda *args: call(self.copies, *args)
-        else:
-            self.forward = compilation.compiled(model)
+        # the network with the working copies in place of their weights; the Trainer compiles
+        # it together with the noising and the loss (`Trainer.losses`)
+        self.forward = (
+            (lambda *args: functional_call(model, self.copies, args)) if self.copies else model
+        )
 
     def refresh(self) -> None:
         """The working copies from the master weights (after these were replaced)."""
@@ -358,7 +365,9 @@ class CompiledUpdate:
         torch._foreach_add_(steps, 1.0)
         (beta1, beta2), lr = group["betas"], group["lr"]
         # the bias corrections in float64, as AdamW's kernels compute them: in float32,
-        # 1 - 0.999^step loses some 5 digits to cancellation
+        # 1 - 0.999^step loses some 5 digits to cancellation. Here, not in the compiled pass:
+        # there inductor computes them again for every element, in float64 (std::pow in the
+        # element loops), and the compiled bf16 step took 1.11x as long (docs/speed.md)
         step = steps[0].double()
         decay = torch.full((), 1 - lr * group["weight_decay"], device=step.device)  # no host copy
         self.update(
@@ -477,6 +486,8 @@ class Trainer:
             else None
         )
         self.network = self.update.forward if self.update is not None else self.model
+        # train.compile: the noising, the network and the loss as one compiled graph
+        self.losses = compilation.compiled(self._losses) if config.compile else self._losses
         self.ema = BatchedEMA(
             self.model, config.ema_beta, config.ema_update_every, config.ema_warmup_steps
         )
@@ -523,6 +534,21 @@ class Trainer:
         loss itself in fp32: eps_hat - eps promotes to eps's fp32), the backward pass outside
         it; parameters, gradients and AdamW state are fp32 throughout.
         """
+        mse, objective = self.losses(x0, t, eps)
+        objective.backward()
+        if self.update is not None:
+            self.update.step()
+        else:
+            clip_grad_norm_per_model(self.parameters, self.config.grad_clip)
+            self.optimizer.step()
+        release_grads(self.parameters)
+        return mse.detach()
+
+    def _losses(
+        self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The models' MSE losses (M,) and the objective the backward pass starts from: their
+        sum, so that each model gets exactly its own gradient."""
         with autocast(self.config.precision, self.device):
             xt = self.schedule.add_noise(x0, eps, t)  # (M, B, 2)
             eps_hat = self.network(xt, t).eps
@@ -532,14 +558,7 @@ class Trainer:
                 objective = mse - self.config.diversity_weight * mean_pairwise_distance(
                     eps_hat.float()
                 )
-        objective.sum().backward()  # sum: each model gets exactly its own gradient
-        if self.update is not None:
-            self.update.step()
-        else:
-            clip_grad_norm_per_model(self.parameters, self.config.grad_clip)
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return mse.detach()
+        return mse, objective.sum()
 
     def _check_finite(self, losses: torch.Tensor, first_step: int) -> None:
         """Record models whose loss became NaN/inf in this chunk (steps, M); one sync."""
