@@ -5,8 +5,10 @@ the command and environment through which the pipeline is timed (benchmarks/trai
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -116,3 +118,48 @@ def test_the_pipeline_is_timed_through_lowdiff_train_as_a_user_types_it(benchmar
     fresh = benchmarks.import_module("concurrency").fresh_environment()
     assert "OMP_NUM_THREADS" not in fresh and "GOMP_SPINCOUNT" not in fresh
     assert fresh["LOWDIFF_PROBE"] == "kept"
+
+
+FAKE_WORKER = """
+import sys
+print("ready", "nowhere", flush=True)
+for line in sys.stdin:
+    print({seconds}, flush=True)
+"""
+
+
+def test_paired_steps_alternate_the_sides_and_take_each_pair_s_ratio(benchmarks):
+    """Two workers that report fixed step times: each side takes one turn per pair, the side
+    that goes first alternates, and B / A is taken pair by pair."""
+    paired_steps = benchmarks.import_module("paired_steps")
+    fake = [sys.executable, "-c"]
+    a = paired_steps.Worker([*fake, FAKE_WORKER.format(seconds=0.02)])
+    b = paired_steps.Worker([*fake, FAKE_WORKER.format(seconds=0.05)])
+    try:
+        result = paired_steps.paired(a, b, 6, turn_steps=3)
+    finally:
+        a.close()
+        b.close()
+    assert result.order == ("AB", "BA") * 3
+    assert result.a == (0.02,) * 6 and result.b == (0.05,) * 6
+    assert np.allclose(result.ratios, 2.5)
+    assert "median 2.500 of 6 pairs" in result.summary()
+    stopped = [*fake, "import sys; sys.exit(3)"]
+    with pytest.raises(RuntimeError, match=r"a worker stopped \(exit 3\) before its start"):
+        paired_steps.Worker(stopped)
+
+
+def test_paired_steps_run_the_real_step_from_the_tree_they_are_given(benchmarks, tmp_path):
+    """A worker imports lowdiff from the tree it is given and takes real training steps; a
+    folder that is not a lowdiff tree is refused with one line."""
+    paired_steps = benchmarks.import_module("paired_steps")
+    tree = BENCHMARKS.parent
+    worker = paired_steps.Worker(paired_steps.worker_command(tree, "fp32", 1, 1, 1))
+    try:
+        seconds = [worker.steps(2) for _ in range(2)]
+    finally:
+        worker.close()
+    assert Path(worker.ready) == (tree / "src" / "lowdiff" / "__init__.py").resolve()
+    assert all(0 < s < 60 for s in seconds)
+    with pytest.raises(Exception, match="is not a lowdiff source tree"):
+        paired_steps.checked_tree(str(tmp_path))

@@ -1,0 +1,199 @@
+"""Two training steps timed against each other, step by step: a change against the code before it
+(two source trees), or two variants in one tree.
+
+Each side is a worker process with its tree's `src/` and `benchmarks/` first on its path, the
+baseline's trainer of M models in its variant (`throughput.make_trainer`, compiled variants
+compiled in the warm-up), and its CPU set up as the command line sets it up. The parent tells one
+worker at a time to take a turn of --turn steps (the real `Trainer.step` with its data chunks and
+EMA, as `throughput.stepper` takes it) and reads back their mean time: A then B, then B then A,
+and so on, so that neighbouring turns see the same host. It prints the median of the per-pair
+ratios B / A, their interquartile range, and a 95 % bootstrap interval of the median. Both workers
+take the OpenMP wait of a lone process, and each turn starts `GAP_S` after the last one ended,
+when the other worker's threads have stopped spinning.
+
+On a shared host, repeats of a few hundred steps vary by ±14 %, which hides a 1-3 % change.
+Paired turns scatter by some ±3 % (the interquartile range), and A/A runs (one tree against
+itself) gave 95 % intervals of the median of 0.993-1.002 (eager fp32, M = 1, 400 pairs of ten
+steps) and 0.992-1.008 (compiled bf16, M = 16, 200 pairs of five; docs/speed.md, "Steps timed
+in pairs"). Single-step turns (--turn 1) start each step with the threads asleep and cold
+caches: at M = 1 that step took 7.4 ms instead of 5.2, and its pairs scattered by ±14 %.
+
+    git worktree add /tmp/before HEAD     # the code before a change, beside the working tree
+    python benchmarks/paired_steps.py --a /tmp/before --variant "bf16 compiled" [--models 16]
+    python benchmarks/paired_steps.py --variant fp32 --b-variant "fp32 compiled" [--pairs 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+from tqdm import tqdm
+
+VARIANTS = ("fp32", "bf16", "fp32 compiled", "bf16 compiled")
+# Before each step the parent waits this long, so that the other worker's OpenMP threads, which
+# spin some 1-5 ms after their last parallel region (runtime.ALONE_ENVIRONMENT), sleep again.
+GAP_S = 0.01
+
+# The worker: set up as a lone `lowdiff` process sets itself up (both sides alike: the second
+# to start would otherwise see the first as load and sleep at every barrier), then N steps per
+# "steps N" line on stdin, their mean seconds on the protocol stream (stdout; anything the
+# library prints goes to stderr).
+WORKER = """
+import sys
+protocol, sys.stdout = sys.stdout, sys.stderr
+tree, variant, models, threads, warmup = sys.argv[1:6]
+sys.path[:0] = [tree + "/src", tree + "/benchmarks"]
+from lowdiff import runtime
+runtime.share_cpu_environment(alone=True)
+runtime.configure_cpu(int(threads), register=False)
+import tempfile, time
+from pathlib import Path
+import lowdiff, torch, throughput
+from lowdiff import compilation
+precision, _, compiled = variant.partition(" ")
+with tempfile.TemporaryDirectory(prefix="lowdiff-paired-") as folder:
+    trainer = throughput.make_trainer(
+        int(models), throughput.Variant(precision, bool(compiled)), torch.device("cpu"),
+        Path(folder) if compiled else None,
+    )
+    step = throughput.stepper(trainer)
+    with compilation.scratch(Path(folder) if compiled else None):
+        for _ in range(int(warmup)):
+            step()
+        print("ready", Path(lowdiff.__file__).resolve(), file=protocol, flush=True)
+        for line in sys.stdin:
+            word, _, count = line.partition(" ")
+            if word != "steps":
+                break
+            start = time.perf_counter()
+            for _ in range(int(count)):
+                step()
+            print((time.perf_counter() - start) / int(count), file=protocol, flush=True)
+"""
+
+
+class Worker:
+    """A process that answers each `steps(n)` with the mean seconds of its n steps."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        self.ready = self._line("its start").removeprefix("ready").strip()
+
+    def _line(self, waiting_for: str) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            code = self.process.wait()
+            raise RuntimeError(f"a worker stopped (exit {code}) before {waiting_for}")
+        return line
+
+    def steps(self, count: int) -> float:
+        self.process.stdin.write(f"steps {count}\n")
+        return float(self._line("answering a turn"))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
+@dataclass(frozen=True)
+class Paired:
+    a: tuple[float, ...]  # seconds per step of A's turns, in the order they ran
+    b: tuple[float, ...]
+    order: tuple[str, ...]  # which side stepped, in turn: "AB", "BA", ...
+
+    @property
+    def ratios(self) -> np.ndarray:
+        return np.asarray(self.b) / np.asarray(self.a)
+
+    def summary(self) -> str:
+        ratios = self.ratios
+        low, high = np.quantile(ratios, [0.25, 0.75])
+        interval = stats.bootstrap(
+            (ratios,), np.median, confidence_level=0.95, n_resamples=2000, random_state=0
+        ).confidence_interval
+        return (
+            f"A {1e3 * statistics.median(self.a):.2f} ms, B {1e3 * statistics.median(self.b):.2f}"
+            f" ms a step (medians); B / A: median {np.median(ratios):.3f} of {len(ratios)} pairs,"
+            f" interquartile range {low:.3f}-{high:.3f}, 95 % interval of the median"
+            f" {interval.low:.3f}-{interval.high:.3f}"
+        )
+
+
+def paired(a: Worker, b: Worker, pairs: int, turn_steps: int = 1) -> Paired:
+    """`pairs` turns of `turn_steps` steps each, alternating which side goes first."""
+    times: dict[str, list[float]] = {"A": [], "B": []}
+    order = []
+    workers = {"A": a, "B": b}
+    for index in tqdm(range(pairs), desc="pairs", unit="pair", disable=None):
+        turn = "AB" if index % 2 == 0 else "BA"
+        for side in turn:
+            time.sleep(GAP_S)
+            times[side].append(workers[side].steps(turn_steps))
+        order.append(turn)
+    return Paired(tuple(times["A"]), tuple(times["B"]), tuple(order))
+
+
+def worker_command(tree: Path, variant: str, models: int, threads: int, warmup: int) -> list[str]:
+    arguments = [str(tree), variant, str(models), str(threads), str(warmup)]
+    return [sys.executable, "-c", WORKER, *arguments]
+
+
+def checked_tree(value: str) -> Path:
+    tree = Path(value).resolve()
+    if not (tree / "src" / "lowdiff" / "engine.py").is_file():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a lowdiff source tree (no src/lowdiff/engine.py): give a checkout, "
+            "e.g. one made by `git worktree add /tmp/before HEAD`"
+        )
+    if not (tree / "benchmarks" / "throughput.py").is_file():
+        raise argparse.ArgumentTypeError(f"{value!r} has no benchmarks/throughput.py")
+    return tree
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    here = Path(__file__).resolve().parent.parent
+    parser.add_argument("--a", type=checked_tree, default=here, help="source tree of side A")
+    parser.add_argument("--b", type=checked_tree, default=here, help="source tree of side B")
+    parser.add_argument("--variant", choices=VARIANTS, default="fp32", help="A's (and B's)")
+    parser.add_argument("--b-variant", choices=VARIANTS, help="B's, if not --variant")
+    parser.add_argument("--models", type=int, default=16)
+    parser.add_argument("--pairs", type=int, default=200)
+    parser.add_argument("--turn", type=int, default=5, help="steps a side takes per turn")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps, compiling")
+    parser.add_argument("--threads", type=int, default=0, help="0: lowdiff's own choice")
+    args = parser.parse_args()
+    if min(args.models, args.turn, args.warmup) < 1 or args.pairs < 4:
+        parser.error("--models, --turn and --warmup must be at least 1, --pairs at least 4")
+    b_variant = args.b_variant or args.variant
+    if args.a == args.b and b_variant == args.variant:
+        print("note: A and B are the same tree and variant (an A/A run: the ratio should be 1)")
+    sides = {"A": (args.a, args.variant), "B": (args.b, b_variant)}
+    started = time.perf_counter()
+    workers = {}
+    try:
+        for side, (tree, variant) in sides.items():
+            command = worker_command(tree, variant, args.models, args.threads, args.warmup)
+            workers[side] = Worker(command)
+            print(f"{side}: {variant}, M = {args.models}, lowdiff from {workers[side].ready}")
+        result = paired(workers["A"], workers["B"], args.pairs, args.turn)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    print(result.summary())
+    print(f"({time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
