@@ -11,6 +11,7 @@ initial weights do not depend on which other models share its batch.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,17 +64,39 @@ def affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.T
     return torch.baddbmm(bias, x, weight)
 
 
+def built_once(build: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """`build` called once per arguments in eager runs (a constant each step would otherwise
+    build again: a one-model eager step took 0.986x the time without them, docs/speed.md).
+    Under torch.compile it is traced as written: dynamo warns about a cache, and inductor folds
+    such constants into its kernels anyway."""
+    cached = functools.cache(build)
+
+    @functools.wraps(build)
+    def call(*args: object) -> torch.Tensor:
+        return build(*args) if torch.compiler.is_compiling() else cached(*args)
+
+    return call
+
+
+@built_once
+def frequencies(half: int, device: torch.device) -> torch.Tensor:
+    """f_i = exp(-ln(10000) i / (half - 1)), i < half (float32)."""
+    exponent = -math.log(10000.0) / (half - 1)
+    return torch.exp(exponent * torch.arange(half, device=device, dtype=torch.float32))
+
+
+@built_once
+def first_rows(num_models: int, num_timesteps: int, device: torch.device) -> torch.Tensor:
+    """(M, 1): the row at which model m's block starts in a flattened (M * T, F) table."""
+    return num_timesteps * torch.arange(num_models, device=device).unsqueeze(1)
+
+
 def sinusoidal_embedding(values: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
     """[sin(s v f), cos(s v f)] with f_i = exp(-ln(10000) i / (half - 1)), i < half = dim // 2.
 
     values: (...,) -> (..., dim). Frequencies as in protocol §1 (and tiny-diffusion).
     """
-    half = dim // 2
-    exponent = -math.log(10000.0) / (half - 1)
-    frequencies = torch.exp(
-        exponent * torch.arange(half, device=values.device, dtype=torch.float32)
-    )
-    angles = (values * scale).unsqueeze(-1) * frequencies  # (..., half)
+    angles = (values * scale).unsqueeze(-1) * frequencies(dim // 2, values.device)  # (..., half)
     return torch.cat([elementwise(torch.sin, angles), elementwise(torch.cos, angles)], dim=-1)
 
 
@@ -168,8 +191,7 @@ def gather_by_timestep(per_timestep: torch.Tensor, t: torch.Tensor | int) -> tor
     if isinstance(t, int):
         return per_timestep[:, t : t + 1]
     num_models, num_timesteps, features = per_timestep.shape
-    first_row = num_timesteps * torch.arange(num_models, device=t.device).unsqueeze(1)  # (M, 1)
-    rows = (t + first_row).reshape(-1)  # (M * B,) the row of (m, t[m, b])
+    rows = (t + first_rows(num_models, num_timesteps, t.device)).reshape(-1)  # (M * B,)
     table = per_timestep.reshape(num_models * num_timesteps, features)
     if torch.compiler.is_compiling():
         return table_rows(table, rows).view(*t.shape, features)
