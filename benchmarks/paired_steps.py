@@ -1,4 +1,4 @@
-"""Two training steps timed against each other, step by step: a change against the code before it
+"""Two training steps timed against each other, turn by turn: a change against the code before it
 (two source trees), or two variants in one tree.
 
 Each side is a worker process with its tree's `src/` and `benchmarks/` first on its path, the
@@ -38,7 +38,7 @@ from scipy import stats
 from tqdm import tqdm
 
 VARIANTS = ("fp32", "bf16", "fp32 compiled", "bf16 compiled")
-# Before each step the parent waits this long, so that the other worker's OpenMP threads, which
+# Before each turn the parent waits this long, so that the other worker's OpenMP threads, which
 # spin some 1-5 ms after their last parallel region (runtime.ALONE_ENVIRONMENT), sleep again.
 GAP_S = 0.01
 
