@@ -41,6 +41,7 @@ VARIANTS = ("fp32", "bf16", "fp32 compiled", "bf16 compiled")
 # Before each turn the parent waits this long, so that the other worker's OpenMP threads, which
 # spin some 1-5 ms after their last parallel region (runtime.ALONE_ENVIRONMENT), sleep again.
 GAP_S = 0.01
+TURN = 5  # steps a side takes per turn: one step alone starts cold (docstring)
 
 # The worker: set up as a lone `lowdiff` process sets itself up (both sides alike: the second
 # to start would otherwise see the first as load and sleep at every barrier), then N steps per
@@ -110,7 +111,6 @@ class Worker:
 class Paired:
     a: tuple[float, ...]  # seconds per step of A's turns, in the order they ran
     b: tuple[float, ...]
-    order: tuple[str, ...]  # which side stepped, in turn: "AB", "BA", ...
 
     @property
     def ratios(self) -> np.ndarray:
@@ -130,18 +130,15 @@ class Paired:
         )
 
 
-def paired(a: Worker, b: Worker, pairs: int, turn_steps: int = 1) -> Paired:
-    """`pairs` turns of `turn_steps` steps each, alternating which side goes first."""
+def paired(a: Worker, b: Worker, pairs: int, turn_steps: int = TURN) -> Paired:
+    """`pairs` turns of `turn_steps` steps each, A B then B A, and so on."""
     times: dict[str, list[float]] = {"A": [], "B": []}
-    order = []
     workers = {"A": a, "B": b}
     for index in tqdm(range(pairs), desc="pairs", unit="pair", disable=None):
-        turn = "AB" if index % 2 == 0 else "BA"
-        for side in turn:
+        for side in "AB" if index % 2 == 0 else "BA":
             time.sleep(GAP_S)
             times[side].append(workers[side].steps(turn_steps))
-        order.append(turn)
-    return Paired(tuple(times["A"]), tuple(times["B"]), tuple(order))
+    return Paired(tuple(times["A"]), tuple(times["B"]))
 
 
 def worker_command(tree: Path, variant: str, models: int, threads: int, warmup: int) -> list[str]:
@@ -170,7 +167,7 @@ def main() -> None:
     parser.add_argument("--b-variant", choices=VARIANTS, help="B's, if not --variant")
     parser.add_argument("--models", type=int, default=16)
     parser.add_argument("--pairs", type=int, default=200)
-    parser.add_argument("--turn", type=int, default=5, help="steps a side takes per turn")
+    parser.add_argument("--turn", type=int, default=TURN, help="steps a side takes per turn")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps, compiling")
     parser.add_argument("--threads", type=int, default=0, help="0: lowdiff's own choice")
     args = parser.parse_args()

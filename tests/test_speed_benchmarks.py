@@ -124,23 +124,27 @@ FAKE_WORKER = """
 import sys
 print("ready", "nowhere", flush=True)
 for line in sys.stdin:
+    with open({log!r}, "a") as log:
+        log.write({side!r} + line.split()[1] + " ")
     print({seconds}, flush=True)
 """
 
 
-def test_paired_steps_alternate_the_sides_and_take_each_pair_s_ratio(benchmarks):
-    """Two workers that report fixed step times: each side takes one turn per pair, the side
-    that goes first alternates, and B / A is taken pair by pair."""
+def test_paired_steps_alternate_the_sides_and_take_each_pair_s_ratio(benchmarks, tmp_path):
+    """Two workers that report fixed step times and log each turn they are asked for: each side
+    takes one turn of the given steps per pair, the side that goes first alternates, and B / A
+    is taken pair by pair."""
     paired_steps = benchmarks.import_module("paired_steps")
+    log = tmp_path / "turns"
     fake = [sys.executable, "-c"]
-    a = paired_steps.Worker([*fake, FAKE_WORKER.format(seconds=0.02)])
-    b = paired_steps.Worker([*fake, FAKE_WORKER.format(seconds=0.05)])
+    a = paired_steps.Worker([*fake, FAKE_WORKER.format(log=str(log), side="A", seconds=0.02)])
+    b = paired_steps.Worker([*fake, FAKE_WORKER.format(log=str(log), side="B", seconds=0.05)])
     try:
         result = paired_steps.paired(a, b, 6, turn_steps=3)
     finally:
         a.close()
         b.close()
-    assert result.order == ("AB", "BA") * 3
+    assert log.read_text().split() == ["A3", "B3", "B3", "A3"] * 3
     assert result.a == (0.02,) * 6 and result.b == (0.05,) * 6
     assert np.allclose(result.ratios, 2.5)
     assert "median 2.500 of 6 pairs" in result.summary()
