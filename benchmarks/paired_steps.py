@@ -7,9 +7,14 @@ compiled in the warm-up), and its CPU set up as the command line sets it up. The
 worker at a time to take a turn of --turn steps (the real `Trainer.step` with its data chunks and
 EMA, as `throughput.stepper` takes it) and reads back their mean time: A then B, then B then A,
 and so on, so that neighbouring turns see the same host. It prints the median of the per-pair
-ratios B / A, their interquartile range, and a 95 % bootstrap interval of the median. Both workers
-take the OpenMP wait of a lone process, and each turn starts `GAP_S` after the last one ended,
-when the other worker's threads have stopped spinning.
+ratios B / A of the time per model-step, their interquartile range, and a 95 % bootstrap interval
+of the median. Both workers take the OpenMP wait of a lone process, and each turn starts `GAP_S`
+after the last one ended, when the other worker's threads have stopped spinning.
+
+Variant "plain" is the plain single-model loop a user would write (`train_speed.plain_stepper`:
+DataLoader, nn.Module, AdamW, clipping, EMA) with torch's defaults for threads and OpenMP wait,
+as a user's script has them, and always one model: against it, the ratio the one-model speed
+aim is about (`lowdiff train` adds its pipeline's few per cent to the bare step, train_speed.py).
 
 On a shared host, repeats of a few hundred steps vary by ±14 %, which hides a 1-3 % change.
 Paired turns scatter by some ±3 % (the interquartile range), and A/A runs (one tree against
@@ -21,6 +26,7 @@ caches: at M = 1 that step took 7.4 ms instead of 5.2, and its pairs scattered b
     git worktree add /tmp/before HEAD     # the code before a change, beside the working tree
     python benchmarks/paired_steps.py --a /tmp/before --variant "bf16 compiled" [--models 16]
     python benchmarks/paired_steps.py --variant fp32 --b-variant "fp32 compiled" [--pairs 200]
+    python benchmarks/paired_steps.py --variant plain --b-variant fp32 --models 1 --turn 10
 """
 
 from __future__ import annotations
@@ -38,35 +44,45 @@ from scipy import stats
 from tqdm import tqdm
 
 VARIANTS = ("fp32", "bf16", "fp32 compiled", "bf16 compiled")
+PLAIN = "plain"  # the plain single-model loop (train_speed.plain_stepper), one model
 # Before each turn the parent waits this long, so that the other worker's OpenMP threads, which
 # spin some 1-5 ms after their last parallel region (runtime.ALONE_ENVIRONMENT), sleep again.
 GAP_S = 0.01
 TURN = 5  # steps a side takes per turn: one step alone starts cold (docstring)
 
 # The worker: set up as a lone `lowdiff` process sets itself up (both sides alike: the second
-# to start would otherwise see the first as load and sleep at every barrier), then N steps per
-# "steps N" line on stdin, their mean seconds on the protocol stream (stdout; anything the
-# library prints goes to stderr).
+# to start would otherwise see the first as load and sleep at every barrier), or for the plain
+# loop with torch's defaults, as a user's script has them; then N steps per "steps N" line on
+# stdin, their mean seconds per model-step on the protocol stream (stdout; anything the library
+# prints goes to stderr).
 WORKER = """
 import sys
 protocol, sys.stdout = sys.stdout, sys.stderr
 tree, variant, models, threads, warmup = sys.argv[1:6]
 sys.path[:0] = [tree + "/src", tree + "/benchmarks"]
 from lowdiff import runtime
-runtime.share_cpu_environment(alone=True)
-runtime.configure_cpu(int(threads), register=False)
+if variant == "plain":
+    if int(threads):
+        runtime.limit_threads(int(threads))
+else:
+    runtime.share_cpu_environment(alone=True)
+    runtime.configure_cpu(int(threads), register=False)
 import tempfile, time
 from pathlib import Path
-import lowdiff, torch, throughput
+import lowdiff, torch, throughput, train_speed
 from lowdiff import compilation
+from lowdiff.data import load
 precision, _, compiled = variant.partition(" ")
 with tempfile.TemporaryDirectory(prefix="lowdiff-paired-") as folder:
-    trainer = throughput.make_trainer(
-        int(models), throughput.Variant(precision, bool(compiled)), torch.device("cpu"),
-        Path(folder) if compiled else None,
-    )
-    step = throughput.stepper(trainer)
-    with compilation.scratch(Path(folder) if compiled else None):
+    scratch = Path(folder) if compiled else None
+    if variant == "plain":
+        models = 1
+        step = train_speed.plain_stepper(torch.from_numpy(load("dino")), torch.device("cpu"))
+    else:
+        variant = throughput.Variant(precision, bool(compiled))
+        trainer = throughput.make_trainer(int(models), variant, torch.device("cpu"), scratch)
+        step = throughput.stepper(trainer)
+    with compilation.scratch(scratch):
         for _ in range(int(warmup)):
             step()
         print("ready", Path(lowdiff.__file__).resolve(), file=protocol, flush=True)
@@ -77,7 +93,8 @@ with tempfile.TemporaryDirectory(prefix="lowdiff-paired-") as folder:
             start = time.perf_counter()
             for _ in range(int(count)):
                 step()
-            print((time.perf_counter() - start) / int(count), file=protocol, flush=True)
+            seconds = (time.perf_counter() - start) / int(count) / int(models)
+            print(seconds, file=protocol, flush=True)
 """
 
 
@@ -109,24 +126,38 @@ class Worker:
 
 @dataclass(frozen=True)
 class Paired:
-    a: tuple[float, ...]  # seconds per step of A's turns, in the order they ran
+    a: tuple[float, ...]  # seconds per model-step of A's turns, in the order they ran
     b: tuple[float, ...]
 
     @property
     def ratios(self) -> np.ndarray:
         return np.asarray(self.b) / np.asarray(self.a)
 
+    @property
+    def a_median(self) -> float:
+        return statistics.median(self.a)
+
+    @property
+    def b_median(self) -> float:
+        return statistics.median(self.b)
+
+    def median_interval(self) -> tuple[float, float]:
+        """A 95 % bootstrap interval of the median of B / A (seeded: the same for the same
+        times)."""
+        interval = stats.bootstrap(
+            (self.ratios,), np.median, confidence_level=0.95, n_resamples=2000, random_state=0
+        ).confidence_interval
+        return float(interval.low), float(interval.high)
+
     def summary(self) -> str:
         ratios = self.ratios
         low, high = np.quantile(ratios, [0.25, 0.75])
-        interval = stats.bootstrap(
-            (ratios,), np.median, confidence_level=0.95, n_resamples=2000, random_state=0
-        ).confidence_interval
+        interval = self.median_interval()
         return (
-            f"A {1e3 * statistics.median(self.a):.2f} ms, B {1e3 * statistics.median(self.b):.2f}"
-            f" ms a step (medians); B / A: median {np.median(ratios):.3f} of {len(ratios)} pairs,"
-            f" interquartile range {low:.3f}-{high:.3f}, 95 % interval of the median"
-            f" {interval.low:.3f}-{interval.high:.3f}"
+            f"A {1e3 * self.a_median:.2f} ms, B {1e3 * self.b_median:.2f}"
+            f" ms a model-step (medians); B / A: median {np.median(ratios):.3f} of"
+            f" {len(ratios)} pairs, interquartile range {low:.3f}-{high:.3f}, 95 % interval of"
+            f" the median {interval[0]:.3f}-{interval[1]:.3f}"
         )
 
 
@@ -163,8 +194,9 @@ def main() -> None:
     here = Path(__file__).resolve().parent.parent
     parser.add_argument("--a", type=checked_tree, default=here, help="source tree of side A")
     parser.add_argument("--b", type=checked_tree, default=here, help="source tree of side B")
-    parser.add_argument("--variant", choices=VARIANTS, default="fp32", help="A's (and B's)")
-    parser.add_argument("--b-variant", choices=VARIANTS, help="B's, if not --variant")
+    choices = (*VARIANTS, PLAIN)
+    parser.add_argument("--variant", choices=choices, default="fp32", help="A's (and B's)")
+    parser.add_argument("--b-variant", choices=choices, help="B's, if not --variant")
     parser.add_argument("--models", type=int, default=16)
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--turn", type=int, default=TURN, help="steps a side takes per turn")
@@ -183,7 +215,8 @@ def main() -> None:
         for side, (tree, variant) in sides.items():
             command = worker_command(tree, variant, args.models, args.threads, args.warmup)
             workers[side] = Worker(command)
-            print(f"{side}: {variant}, M = {args.models}, lowdiff from {workers[side].ready}")
+            models = 1 if variant == PLAIN else args.models
+            print(f"{side}: {variant}, M = {models}, lowdiff from {workers[side].ready}")
         result = paired(workers["A"], workers["B"], args.pairs, args.turn)
     finally:
         for worker in workers.values():

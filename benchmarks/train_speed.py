@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,36 +64,53 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def plain_loop_ms(points: torch.Tensor, steps: int, device: torch.device) -> float:
+def plain_stepper(points: torch.Tensor, device: torch.device) -> Callable[[], torch.Tensor]:
+    """One step of the plain single-model loop per call, written the usual way: a DataLoader
+    over a TensorDataset (reshuffled every epoch, the last partial batch dropped), one
+    nn.Module, AdamW, clipping, and an EMA updated every 10 steps. A step returns its loss."""
     schedule = NoiseSchedule(ScheduleConfig(), device)
     model = PlainMLPDenoiser().to(device)
     ema = copy.deepcopy(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
     loader = DataLoader(TensorDataset(points), batch_size=256, shuffle=True, drop_last=True)
-    block_times, step, start = [], 0, time.perf_counter()
-    while step < steps + 10:
-        for (x0,) in loader:
-            if step % 10 == 0:  # time blocks of 10 steps; the first block is warm-up
-                synchronize(device)
-                if step:
-                    block_times.append((time.perf_counter() - start) / 10)
-                start = time.perf_counter()
-            x0 = x0.to(device)
-            eps = torch.randn_like(x0)
-            t = torch.randint(0, 100, (x0.shape[0],), device=device)
-            loss = nn.functional.mse_loss(model(schedule.add_noise(x0, eps, t), t), eps)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-            optimizer.step()
-            optimizer.zero_grad()
-            if step % 10 == 0:
-                with torch.no_grad():
-                    for p, q in zip(ema.parameters(), model.parameters(), strict=True):
-                        p.lerp_(q, 0.005)
-            step += 1
-            if step == steps + 10:
-                break
-    return statistics.median(block_times[1:] or block_times) * 1e3
+    state = {"batches": iter(loader), "step": 0}
+
+    def step() -> torch.Tensor:
+        batch = next(state["batches"], None)
+        if batch is None:  # a new epoch
+            state["batches"] = iter(loader)
+            batch = next(state["batches"])
+        x0 = batch[0].to(device)
+        eps = torch.randn_like(x0)
+        t = torch.randint(0, 100, (x0.shape[0],), device=device)
+        loss = nn.functional.mse_loss(model(schedule.add_noise(x0, eps, t), t), eps)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        optimizer.step()
+        optimizer.zero_grad()
+        if state["step"] % 10 == 0:
+            with torch.no_grad():
+                for p, q in zip(ema.parameters(), model.parameters(), strict=True):
+                    p.lerp_(q, 0.005)
+        state["step"] += 1
+        return loss.detach()
+
+    return step
+
+
+def plain_loop_ms(points: torch.Tensor, steps: int, device: torch.device) -> float:
+    """Median ms per step of `plain_stepper` over blocks of 10 steps (the first block warm-up)."""
+    step = plain_stepper(points, device)
+    block_times = []
+    for block in range(steps // 10 + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(10):
+            step()
+        synchronize(device)
+        if block:
+            block_times.append((time.perf_counter() - start) / 10)
+    return statistics.median(block_times) * 1e3
 
 
 def plain_cpu_ms(steps: int) -> float:

@@ -41,6 +41,31 @@ def test_an_aim_is_judged_on_the_median_and_counts_the_repeats_that_held(benchma
     assert absent.met is None and absent.verdict == "-" and absent.measured == absent.context
 
 
+def test_a_paired_aim_is_judged_on_the_interval_of_its_median(benchmarks):
+    """Met when the whole interval meets the aim, not met when none of it does, undecided when
+    it straddles the aim; the interval is the bootstrap's of the per-pair ratios."""
+    aims = benchmarks.import_module("aims")
+    paired_steps = benchmarks.import_module("paired_steps")
+    Repeats = benchmarks.import_module("repeats").Repeats
+    ratios = Repeats.of([0.80, 0.83, 0.85, 0.84, 0.86])
+
+    def aim(interval: tuple[float, float]) -> object:
+        return aims.Aim("one model", ratios, lambda r: r <= 0.75, interval=interval, context="c")
+
+    assert aim((0.81, 0.86)).verdict == "not met" and aim((0.81, 0.86)).met is False
+    assert aim((0.70, 0.74)).verdict == "met" and aim((0.70, 0.74)).met is True
+    assert aim((0.74, 0.77)).verdict == "undecided" and aim((0.74, 0.77)).met is None
+    assert aim((0.81, 0.86)).measured == (
+        "0.84x (95 % interval of the median 0.81-0.86x, 5 pairs); c"
+    )
+    rng = np.random.default_rng(0)
+    a = tuple(rng.uniform(4.9e-3, 5.1e-3, 400))
+    b = tuple(0.8 * np.array(a) * rng.uniform(0.97, 1.03, 400))
+    low, high = paired_steps.Paired(a, b).median_interval()
+    assert 0.79 < low < 0.8 < high < 0.81
+    assert paired_steps.Paired(a, b).median_interval() == (low, high)  # seeded
+
+
 def test_a_bf16_aim_is_judged_on_an_amx_cpu_and_only_printed_elsewhere(benchmarks):
     aims = benchmarks.import_module("aims")
     Repeats = benchmarks.import_module("repeats").Repeats
@@ -167,3 +192,24 @@ def test_paired_steps_run_the_real_step_from_the_tree_they_are_given(benchmarks,
     assert all(0 < s < 60 for s in seconds)
     with pytest.raises(Exception, match="is not a lowdiff source tree"):
         paired_steps.checked_tree(str(tmp_path))
+
+
+def test_the_plain_loop_trains_across_epochs_and_pairs_as_one_model(benchmarks):
+    """The plain single-model loop the one-model aim is measured against steps on through the end
+    of an epoch (a new shuffled pass) and trains: its loss falls. As a paired worker it takes
+    real steps from its tree."""
+    train_speed = benchmarks.import_module("train_speed")
+    torch.manual_seed(0)
+    points = torch.randn(600, 2)  # two batches of 256 per epoch
+    step = train_speed.plain_stepper(points, torch.device("cpu"))
+    losses = torch.stack([step() for _ in range(60)])
+    assert torch.isfinite(losses).all()
+    assert losses[-10:].mean() < 0.9 * losses[:10].mean()
+    paired_steps = benchmarks.import_module("paired_steps")
+    command = paired_steps.worker_command(BENCHMARKS.parent, paired_steps.PLAIN, 16, 1, 1)
+    worker = paired_steps.Worker(command)
+    try:
+        seconds = worker.steps(2)
+    finally:
+        worker.close()
+    assert 0 < seconds < 60
