@@ -16,6 +16,10 @@ DataLoader, nn.Module, AdamW, clipping, EMA) with torch's defaults for threads a
 as a user's script has them, and always one model: against it, the ratio the one-model speed
 aim is about (`lowdiff train` adds its pipeline's few per cent to the bare step, train_speed.py).
 
+--b-env NAME=VALUE sets an environment variable for side B alone (one tree and variant on both
+sides then compares a setting: an inductor option such as TORCHINDUCTOR_MAX_AUTOTUNE, an OpenMP
+one).
+
 On a shared host, repeats of a few hundred steps vary by ±14 %, which hides a 1-3 % change.
 Paired turns scatter by some ±3 % (the interquartile range), and A/A runs (one tree against
 itself) gave 95 % intervals of the median of 0.993-1.002 (eager fp32, M = 1, 400 pairs of ten
@@ -27,11 +31,14 @@ caches: at M = 1 that step took 7.4 ms instead of 5.2, and its pairs scattered b
     python benchmarks/paired_steps.py --a /tmp/before --variant "bf16 compiled" [--models 16]
     python benchmarks/paired_steps.py --variant fp32 --b-variant "fp32 compiled" [--pairs 200]
     python benchmarks/paired_steps.py --variant plain --b-variant fp32 --models 1 --turn 10
+    python benchmarks/paired_steps.py --variant "bf16 compiled" --b-env TORCHINDUCTOR_MAX_AUTOTUNE=1
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import statistics
 import subprocess
 import sys
@@ -101,9 +108,15 @@ with tempfile.TemporaryDirectory(prefix="lowdiff-paired-") as folder:
 class Worker:
     """A process that answers each `steps(n)` with the mean seconds of its n steps."""
 
-    def __init__(self, command: list[str]) -> None:
+    def __init__(self, command: list[str], environment: dict[str, str] | None = None) -> None:
+        """`environment`: variables set for this worker on top of the parent's."""
         self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env={**os.environ, **(environment or {})},
         )
         self.ready = self._line("its start").removeprefix("ready").strip()
 
@@ -189,6 +202,17 @@ def checked_tree(value: str) -> Path:
     return tree
 
 
+def environment_setting(value: str) -> tuple[str, str]:
+    """NAME=VALUE (--b-env) as (name, value)."""
+    name, equals, setting = value.partition("=")
+    if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not NAME=VALUE with NAME a variable's name, e.g. "
+            "TORCHINDUCTOR_MAX_AUTOTUNE=1"
+        )
+    return name, setting
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     here = Path(__file__).resolve().parent.parent
@@ -197,6 +221,14 @@ def main() -> None:
     choices = (*VARIANTS, PLAIN)
     parser.add_argument("--variant", choices=choices, default="fp32", help="A's (and B's)")
     parser.add_argument("--b-variant", choices=choices, help="B's, if not --variant")
+    parser.add_argument(
+        "--b-env",
+        type=environment_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable set for B alone (repeatable), e.g. an inductor option",
+    )
     parser.add_argument("--models", type=int, default=16)
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--turn", type=int, default=TURN, help="steps a side takes per turn")
@@ -206,17 +238,18 @@ def main() -> None:
     if min(args.models, args.turn, args.warmup) < 1 or args.pairs < 4:
         parser.error("--models, --turn and --warmup must be at least 1, --pairs at least 4")
     b_variant = args.b_variant or args.variant
-    if args.a == args.b and b_variant == args.variant:
+    if args.a == args.b and b_variant == args.variant and not args.b_env:
         print("note: A and B are the same tree and variant (an A/A run: the ratio should be 1)")
-    sides = {"A": (args.a, args.variant), "B": (args.b, b_variant)}
+    sides = {"A": (args.a, args.variant, {}), "B": (args.b, b_variant, dict(args.b_env))}
     started = time.perf_counter()
     workers = {}
     try:
-        for side, (tree, variant) in sides.items():
+        for side, (tree, variant, environment) in sides.items():
             command = worker_command(tree, variant, args.models, args.threads, args.warmup)
-            workers[side] = Worker(command)
+            workers[side] = Worker(command, environment)
             models = 1 if variant == PLAIN else args.models
-            print(f"{side}: {variant}, M = {models}, lowdiff from {workers[side].ready}")
+            settings = "".join(f", {name}={value}" for name, value in environment.items())
+            print(f"{side}: {variant}, M = {models}{settings}, lowdiff from {workers[side].ready}")
         result = paired(workers["A"], workers["B"], args.pairs, args.turn)
     finally:
         for worker in workers.values():

@@ -173,6 +173,16 @@ def test_paired_steps_alternate_the_sides_and_take_each_pair_s_ratio(benchmarks,
     assert result.a == (0.02,) * 6 and result.b == (0.05,) * 6
     assert np.allclose(result.ratios, 2.5)
     assert "median 2.500 of 6 pairs" in result.summary()
+    told = [*fake, "import os; print('ready'); input(); print(os.environ['LOWDIFF_FAKE_SECONDS'])"]
+    worker = paired_steps.Worker(told, {"LOWDIFF_FAKE_SECONDS": "0.07"})
+    try:
+        assert worker.steps(1) == 0.07  # --b-env: a variable set for one worker
+    finally:
+        worker.close()
+    assert paired_steps.environment_setting("A_B=1=2") == ("A_B", "1=2")
+    for bad in ("NOEQUALS", "1A=2", "=3"):
+        with pytest.raises(Exception, match="is not NAME=VALUE"):
+            paired_steps.environment_setting(bad)
     stopped = [*fake, "import sys; sys.exit(3)"]
     with pytest.raises(RuntimeError, match=r"a worker stopped \(exit 3\) before its start"):
         paired_steps.Worker(stopped)
