@@ -37,7 +37,9 @@ few per cent to it, the next rows) is also timed against the plain loop in turns
 two worker processes taking turns (benchmarks/paired_steps.py), and that row's verdict comes from
 a 95 % bootstrap interval of the median of the per-pair ratios: met when the whole interval
 meets the aim, not met when none of it does, undecided when it straddles the aim (more pairs, or
-a quieter host, would decide it).
+a quieter host, would decide it). The interval is this run's: on a shared host, runs an hour
+apart have differed by more than their intervals (0.835-0.89x, docs/speed.md), so a ratio near
+its aim needs runs at several times.
 
 The two bf16 aims are set for a CPU with AMX-BF16. Where the CPU's bf16 is native but without
 AMX (AVX512_BF16 alone, whose bf16 products run some 2-3x its fp32 ones rather than 4-7x), their
@@ -227,7 +229,10 @@ def one_model_paired(pairs: int) -> Aim:
         Repeats.of(result.ratios),
         lambda ratio: ratio <= 0.75,
         interval=result.median_interval(),
-        context=f"{1e3 * result.b_median:.2f} against {1e3 * result.a_median:.2f} ms per step",
+        context=(
+            f"{1e3 * result.b_median:.2f} against {1e3 * result.a_median:.2f} ms per step; "
+            f"threads {workers[1].threads} and {workers[0].threads}"
+        ),
     )
 
 

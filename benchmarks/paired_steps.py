@@ -92,7 +92,8 @@ with tempfile.TemporaryDirectory(prefix="lowdiff-paired-") as folder:
     with compilation.scratch(scratch):
         for _ in range(int(warmup)):
             step()
-        print("ready", Path(lowdiff.__file__).resolve(), file=protocol, flush=True)
+        lowdiff_from = Path(lowdiff.__file__).resolve()
+        print("ready", torch.get_num_threads(), lowdiff_from, file=protocol, flush=True)
         for line in sys.stdin:
             word, _, count = line.partition(" ")
             if word != "steps":
@@ -118,7 +119,10 @@ class Worker:
             bufsize=1,
             env={**os.environ, **(environment or {})},
         )
-        self.ready = self._line("its start").removeprefix("ready").strip()
+        # "ready THREADS PATH": the worker's torch threads and where its lowdiff came from
+        started = self._line("its start").removeprefix("ready").strip()
+        threads, _, self.ready = started.partition(" ")
+        self.threads = int(threads)
 
     def _line(self, waiting_for: str) -> str:
         line = self.process.stdout.readline()
@@ -249,7 +253,11 @@ def main() -> None:
             workers[side] = Worker(command, environment)
             models = 1 if variant == PLAIN else args.models
             settings = "".join(f", {name}={value}" for name, value in environment.items())
-            print(f"{side}: {variant}, M = {models}{settings}, lowdiff from {workers[side].ready}")
+            worker = workers[side]
+            print(
+                f"{side}: {variant}, M = {models}{settings}, {worker.threads} threads, "
+                f"lowdiff from {worker.ready}"
+            )
         result = paired(workers["A"], workers["B"], args.pairs, args.turn)
     finally:
         for worker in workers.values():

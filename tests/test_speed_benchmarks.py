@@ -147,7 +147,7 @@ def test_the_pipeline_is_timed_through_lowdiff_train_as_a_user_types_it(benchmar
 
 FAKE_WORKER = """
 import sys
-print("ready", "nowhere", flush=True)
+print("ready", 1, "nowhere", flush=True)
 for line in sys.stdin:
     with open({log!r}, "a") as log:
         log.write({side!r} + line.split()[1] + " ")
@@ -173,7 +173,8 @@ def test_paired_steps_alternate_the_sides_and_take_each_pair_s_ratio(benchmarks,
     assert result.a == (0.02,) * 6 and result.b == (0.05,) * 6
     assert np.allclose(result.ratios, 2.5)
     assert "median 2.500 of 6 pairs" in result.summary()
-    told = [*fake, "import os; print('ready'); input(); print(os.environ['LOWDIFF_FAKE_SECONDS'])"]
+    reply = "print(os.environ['LOWDIFF_FAKE_SECONDS'])"
+    told = [*fake, f"import os; print('ready 1 x'); input(); {reply}"]
     worker = paired_steps.Worker(told, {"LOWDIFF_FAKE_SECONDS": "0.07"})
     try:
         assert worker.steps(1) == 0.07  # --b-env: a variable set for one worker
@@ -199,6 +200,7 @@ def test_paired_steps_run_the_real_step_from_the_tree_they_are_given(benchmarks,
     finally:
         worker.close()
     assert Path(worker.ready) == (tree / "src" / "lowdiff" / "__init__.py").resolve()
+    assert worker.threads == 1  # as told (0 would be lowdiff's own choice)
     assert all(0 < s < 60 for s in seconds)
     with pytest.raises(Exception, match="is not a lowdiff source tree"):
         paired_steps.checked_tree(str(tmp_path))
