@@ -12,10 +12,9 @@ same model trained alone; on the CPU at one thread it has the same bits (the gra
 summed in a fixed order and no AdamW kernel has a batch-dependent tail: `make_optimizer`,
 tests/test_faults.py).
 
-With train.compile the whole step (noising, network, loss, its gradient, the clipping and the
-AdamW step over the optimiser's state) is one compiled graph (`CompiledStep`; in bf16 the
-product weights train through bf16 working copies): the same arithmetic, rounded as inductor's
-loops round it, a new draw.
+With train.compile the clipping and the AdamW step are one compiled pass over the optimiser's
+state (`CompiledUpdate`; in bf16 the product weights train through bf16 working copies): the
+same arithmetic, rounded as inductor's loops round it, a new draw like the compiled network.
 
 The step itself has no host synchronisation: losses stay on the device and are checked for
 divergence once per chunk. A model whose loss becomes NaN/inf is recorded as diverged (with the
@@ -281,13 +280,13 @@ def clipped_adamw_(
     """`clip_grad_norm_per_model`, then one AdamW step, as one function of the state (in place).
 
     `grads[i]` is the gradient of `parameters[i]`, in its dtype or a lower one (a working
-    copy's, see `CompiledStep`), taken to float32 before use. AdamW as torch computes it:
+    copy's, see `CompiledUpdate`), taken to float32 before use. AdamW as torch computes it:
     p *= decay (= 1 - lr weight_decay); m = lerp(m, g, 1 - beta1); v = beta2 v + (1 - beta2) g^2;
     p -= step_size m / (sqrt(v) / bias_correction2_sqrt + eps), with step_size =
     lr / (1 - beta1^step) and bias_correction2_sqrt = sqrt(1 - beta2^step) given as 0-dim
     tensors, so that a new learning rate or step is not a new compiled variant. Then each
     `copies[k]` becomes `parameters[copied[k]]` in its own dtype. Written for `train.compile`
-    (`CompiledStep`), where inductor makes it one pass over the state: the clipped gradient
+    (`CompiledUpdate`), where inductor makes it one pass over the state: the clipped gradient
     is never written back, and the per-tensor norms, scalings and AdamW kernels of the eager
     step become one loop. Returns the norms (M,).
     """
@@ -303,29 +302,21 @@ def clipped_adamw_(
     return norms
 
 
-class CompiledStep:
-    """train.compile: the whole training step of `optimizer`'s parameters as one compiled graph.
-
-    `losses(weights, x0, t, eps)` gives the models' MSE losses (M,) and the objective whose
-    gradient they train on, with the network's parameters taken from `weights` (name -> tensor);
-    the graph is the noising, network and loss, their gradient (`torch.func.grad`), and the
-    clipping and the AdamW step (`clipped_adamw_`) in one. So one compiled call makes the step:
-    no autograd engine, no `.grad` tensors, one set of guards, and inductor fuses the gradients'
-    consumers into the kernels around them. The compiled bf16 step at M = 16 took 0.98x the time
-    of the two compiled calls (losses with their backward pass, then the update) it replaces,
-    0.83x at M = 1; fp32 0.88x at M = 1 but 1.02-1.03x at M = 16 (docs/speed.md).
+class CompiledUpdate:
+    """train.compile: clipping and the AdamW step of `optimizer` as one compiled pass.
 
     The state stays the optimiser's own (its moments and step, as `AdamW` keeps them), so
     checkpoints save and restore it unchanged; the learning rate is read from its first group
-    at every step.
+    at every step. On the CPU (M = 16, bf16) the eager clipping and AdamW take 5.4 ms of a 17.9
+    ms compiled step, this pass some 3.6 ms (docs/speed.md).
 
     With `low` (train.precision = "bf16") the weights that enter only matrix products
-    (`layers.product_weights`) are trained through working copies in that dtype: the network
-    reads them, so their gradients are bf16, and the step writes them again after each update.
-    Autocast casts those weights to bf16 at each product and their bf16 gradients back to fp32
-    anyway, so the values are the same; the fp32 master weights, gradients (in the arithmetic),
-    moments and EMA stay fp32. What it saves is the casts: 0.86-0.88x the compiled bf16 step at
-    M = 16 (docs/speed.md).
+    (`layers.product_weights`) are trained through working copies in that dtype: leaves the
+    network is called with (`forward`), so the backward pass leaves their gradients in bf16,
+    and the pass writes them again after each update. Autocast casts those weights to bf16 at
+    each product and their bf16 gradients back to fp32 anyway, so the values are the same; the
+    fp32 master weights, gradients (in the arithmetic), moments and EMA stay fp32. What it saves
+    is the casts: 0.86-0.88x the compiled bf16 step at M = 16 (docs/speed.md).
     """
 
     def __init__(
@@ -333,21 +324,28 @@ class CompiledStep:
         optimizer: torch.optim.AdamW,
         max_norm: float,
         model: torch.nn.Module,
-        losses: Any,
         low: torch.dtype | None = None,
     ) -> None:
         self.optimizer, self.max_norm, self.model = optimizer, max_norm, model
-        self.losses = losses
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
         weights = dict(model.named_parameters())
         names = {id(p): name for name, p in weights.items()}
         self.names = [names[id(p)] for p in self.parameters]
         self.copies = {
-            name: weights[name].detach().to(low)
+            name: weights[name].detach().to(low).requires_grad_()
             for name in (product_weights(model) if low is not None else [])
         }
         self.copied = [self.names.index(name) for name in self.copies]
-        self.compiled = compilation.compiled(self._step, fullgraph=True)
+        # where each parameter's gradient arrives: on its working copy, or on itself
+        self.holders = [
+            self.copies.get(name, p) for name, p in zip(self.names, self.parameters, strict=True)
+        ]
+        self.update = compilation.compiled(clipped_adamw_, fullgraph=True)
+        # the network with the working copies in place of their weights; the Trainer compiles
+        # it together with the noising and the loss (`Trainer.losses`)
+        self.forward = (
+            (lambda *args: functional_call(model, self.copies, args)) if self.copies else model
+        )
 
     def refresh(self) -> None:
         """The working copies from the master weights (after these were replaced)."""
@@ -356,45 +354,7 @@ class CompiledStep:
             for name, working in self.copies.items():
                 working.copy_(weights[name])
 
-    def _step(
-        self,
-        parameters: list[torch.Tensor],
-        copies: list[torch.Tensor],
-        exp_avgs: list[torch.Tensor],
-        exp_avg_sqs: list[torch.Tensor],
-        step_size: torch.Tensor,
-        bias_correction2_sqrt: torch.Tensor,
-        decay: torch.Tensor,
-        batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    ) -> torch.Tensor:
-        """What is compiled: the losses' gradient with respect to the weights the network reads
-        (a working copy where there is one), then the clipped AdamW step. Returns the MSE."""
-        weights = dict(zip(self.names, parameters, strict=True))
-        weights.update(zip(self.copies, copies, strict=True))
-
-        def objective(read: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-            mse, total = self.losses(read, *batch)
-            return total, mse
-
-        grads, mse = torch.func.grad(objective, has_aux=True)(weights)
-        clipped_adamw_(
-            parameters,
-            [grads[name] for name in self.names],
-            exp_avgs,
-            exp_avg_sqs,
-            step_size,
-            bias_correction2_sqrt,
-            decay,
-            self.max_norm,
-            *self.optimizer.param_groups[0]["betas"],
-            self.optimizer.param_groups[0]["eps"],
-            copies,
-            self.copied,
-        )
-        return mse
-
-    def step(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """One step of every model; returns their MSE losses (M,)."""
+    def step(self) -> None:
         group, state = self.optimizer.param_groups[0], self.optimizer.state
         for p in self.parameters:  # AdamW's own lazy initialisation, in its layout
             if not state[p]:
@@ -405,24 +365,28 @@ class CompiledStep:
         torch._foreach_add_(steps, 1.0)
         (beta1, beta2), lr = group["betas"], group["lr"]
         # the bias corrections in float64, as AdamW's kernels compute them: in float32,
-        # 1 - 0.999^step loses some 5 digits to cancellation. Here, not in the compiled graph:
+        # 1 - 0.999^step loses some 5 digits to cancellation. Here, not in the compiled pass:
         # there inductor computes them again for every element, in float64 (std::pow in the
         # element loops), and the compiled bf16 step took 1.11x as long (docs/speed.md)
         step = steps[0].double()
         decay = torch.full((), 1 - lr * group["weight_decay"], device=step.device)  # no host copy
-        # the gradient is taken inside the graph (torch.func.grad), so none is recorded around
-        # it: outside no_grad the compiler would trace a backward pass of the whole step too
-        with torch.no_grad():
-            return self.compiled(
-                self.parameters,
-                list(self.copies.values()),
-                [state[p]["exp_avg"] for p in self.parameters],
-                [state[p]["exp_avg_sq"] for p in self.parameters],
-                (lr / (1 - beta1**step)).float(),
-                (1 - beta2**step).sqrt().float(),
-                decay,
-                (x0, t, eps),
-            )
+        self.update(
+            self.parameters,
+            [holder.grad for holder in self.holders],
+            [state[p]["exp_avg"] for p in self.parameters],
+            [state[p]["exp_avg_sq"] for p in self.parameters],
+            (lr / (1 - beta1**step)).float(),
+            (1 - beta2**step).sqrt().float(),
+            decay,
+            self.max_norm,
+            beta1,
+            beta2,
+            group["eps"],
+            list(self.copies.values()),
+            self.copied,
+        )
+        for working in self.copies.values():
+            working.grad = None
 
 
 def cosine_lr(base_lr: float, step: int, num_steps: int) -> float:
@@ -517,10 +481,13 @@ class Trainer:
         # compilation.scratch); in bf16 through working copies of the product weights
         low = low_dtype(config.precision)
         self.update = (
-            CompiledStep(self.optimizer, config.grad_clip, self.model, self._losses, low)
+            CompiledUpdate(self.optimizer, config.grad_clip, self.model, low)
             if config.compile
             else None
         )
+        self.network = self.update.forward if self.update is not None else self.model
+        # train.compile: the noising, the network and the loss as one compiled graph
+        self.losses = compilation.compiled(self._losses) if config.compile else self._losses
         self.ema = BatchedEMA(
             self.model, config.ema_beta, config.ema_update_every, config.ema_warmup_steps
         )
@@ -567,31 +534,24 @@ class Trainer:
         loss itself in fp32: eps_hat - eps promotes to eps's fp32), the backward pass outside
         it; parameters, gradients and AdamW state are fp32 throughout.
         """
-        if self.update is not None:  # train.compile: one compiled graph
-            return self.update.step(x0, t, eps)
-        mse, objective = self._losses(None, x0, t, eps)
+        mse, objective = self.losses(x0, t, eps)
         objective.backward()
-        clip_grad_norm_per_model(self.parameters, self.config.grad_clip)
-        self.optimizer.step()
+        if self.update is not None:
+            self.update.step()
+        else:
+            clip_grad_norm_per_model(self.parameters, self.config.grad_clip)
+            self.optimizer.step()
         release_grads(self.parameters)
         return mse.detach()
 
     def _losses(
-        self,
-        weights: dict[str, torch.Tensor] | None,
-        x0: torch.Tensor,
-        t: torch.Tensor,
-        eps: torch.Tensor,
+        self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The models' MSE losses (M,) and the objective the gradient is taken of: their sum, so
-        that each model gets exactly its own gradient. `weights`: the network's parameters by
-        name (`CompiledStep`; None: the model's own)."""
+        """The models' MSE losses (M,) and the objective the backward pass starts from: their
+        sum, so that each model gets exactly its own gradient."""
         with autocast(self.config.precision, self.device):
             xt = self.schedule.add_noise(x0, eps, t)  # (M, B, 2)
-            if weights is None:
-                eps_hat = self.model(xt, t).eps
-            else:
-                eps_hat = functional_call(self.model, weights, (xt, t)).eps
+            eps_hat = self.network(xt, t).eps
             mse = (eps_hat - eps).float().square().mean(dim=(1, 2))  # (M,)
             objective = mse
             if self.config.diversity_weight:
