@@ -231,7 +231,7 @@ def one_model_paired(pairs: int) -> Aim:
         interval=result.median_interval(),
         context=(
             f"{1e3 * result.b_median:.2f} against {1e3 * result.a_median:.2f} ms per step; "
-            f"threads {workers[1].threads} and {workers[0].threads}"
+            f"threads: lowdiff {workers[1].threads}, the plain loop {workers[0].threads}"
         ),
     )
 

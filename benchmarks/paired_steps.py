@@ -107,7 +107,8 @@ with tempfile.TemporaryDirectory(prefix="lowdiff-paired-") as folder:
 
 
 class Worker:
-    """A process that answers each `steps(n)` with the mean seconds of its n steps."""
+    """A process that answers each `steps(n)` with the mean seconds per model-step of its n
+    steps; `threads` and `ready` (where its lowdiff came from) are what it reported at its start."""
 
     def __init__(self, command: list[str], environment: dict[str, str] | None = None) -> None:
         """`environment`: variables set for this worker on top of the parent's."""
