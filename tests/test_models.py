@@ -108,6 +108,20 @@ def test_embedding_frequencies_follow_the_spec():
     assert torch.allclose(emb[64:], torch.cos(25.0 * frequency), atol=1e-6)
 
 
+def test_embedding_built_first_under_inference_mode_still_takes_gradients():
+    """The frequencies are built once per size (`layers.built_once`): built first inside
+    `torch.inference_mode()` (a size nothing else uses), they still serve a backward pass
+    through the input, whose gradient is the derivative of sin and cos."""
+    with torch.inference_mode():
+        sinusoidal_embedding(torch.zeros(3), 130, 2.0)
+    values = torch.tensor([0.3, -1.2, 2.5], requires_grad=True)
+    sinusoidal_embedding(values, 130, 2.0).sum().backward()
+    frequency = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(65) / 64)
+    angles = 2.0 * values.detach().unsqueeze(-1) * frequency
+    expected = (2.0 * frequency * (torch.cos(angles) - torch.sin(angles))).sum(-1)
+    assert torch.allclose(values.grad, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_initialisation_matches_nn_linear_bounds():
     model = make(ModelConfig(), [0])
     weight = model.network.input.weight

@@ -68,8 +68,14 @@ def built_once(build: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor
     """`build` called once per arguments in eager runs (a constant each step would otherwise
     build again: a one-model eager step took 0.986x the time without them, docs/speed.md).
     Under torch.compile it is traced as written: dynamo warns about a cache, and inductor folds
-    such constants into its kernels anyway."""
-    cached = functools.cache(build)
+    such constants into its kernels anyway. Built outside inference mode, as a constant met
+    first under `torch.inference_mode()` could not then be saved for a backward pass."""
+
+    def outside_inference_mode(*args: object) -> torch.Tensor:
+        with torch.inference_mode(False):
+            return build(*args)
+
+    cached = functools.cache(outside_inference_mode)
 
     @functools.wraps(build)
     def call(*args: object) -> torch.Tensor:
