@@ -69,6 +69,8 @@ from lowdiff.precision import cpu_flags
 from lowdiff.runtime import configure_cpu
 
 Variant = throughput.Variant
+# a bootstrap interval of the median from fewer pairs is too narrow to judge an aim by
+MIN_PAIRS = 30
 
 
 @dataclass
@@ -215,15 +217,12 @@ def one_model_paired(pairs: int) -> Aim:
     """The engine's one-model step (eager fp32, the default) against the plain loop, two
     worker processes taking turns of ten steps (paired_steps)."""
     tree = Path(__file__).resolve().parent.parent
-    workers = []
-    try:
-        for variant in (paired_steps.PLAIN, "fp32"):
-            command = paired_steps.worker_command(tree, variant, 1, 0, 10)
-            workers.append(paired_steps.Worker(command))
+    commands = [
+        (paired_steps.worker_command(tree, variant, 1, 0, 10), {})
+        for variant in (paired_steps.PLAIN, "fp32")
+    ]
+    with paired_steps.running(commands) as workers:
         result = paired_steps.paired(*workers, pairs, turn_steps=10)
-    finally:
-        for worker in workers:
-            worker.close()
     return Aim(
         "one model: the step <= 0.75x the plain loop, paired",
         Repeats.of(result.ratios),
@@ -268,11 +267,11 @@ def main() -> None:
         or args.samples < 1
         or args.pipeline_steps < 20
         or args.concurrency_steps < 2 * concurrency.BLOCK
-        or args.pairs < 4
+        or args.pairs < MIN_PAIRS
     ):
         parser.error(
             "--repeats >= 1, --seconds > 0, --samples >= 1, --pipeline-steps >= 20, "
-            f"--concurrency-steps >= {2 * concurrency.BLOCK}, --pairs >= 4"
+            f"--concurrency-steps >= {2 * concurrency.BLOCK}, --pairs >= {MIN_PAIRS}"
         )
     configure_cpu(0, register=False)  # the lowdiff processes it starts must not count it as busy
     cpu = torch.device("cpu")

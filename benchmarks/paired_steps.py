@@ -37,12 +37,14 @@ caches: at M = 1 that step took 7.4 ms instead of 5.2, and its pairs scattered b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +181,20 @@ class Paired:
         )
 
 
+@contextlib.contextmanager
+def running(commands: list[tuple[list[str], dict[str, str]]]) -> Iterator[list[Worker]]:
+    """A worker for each (command, environment), started one after the other (each ready
+    before the next starts), all closed on leaving."""
+    workers: list[Worker] = []
+    try:
+        for command, environment in commands:
+            workers.append(Worker(command, environment))
+        yield workers
+    finally:
+        for worker in workers:
+            worker.close()
+
+
 def paired(a: Worker, b: Worker, pairs: int, turn_steps: int = TURN) -> Paired:
     """`pairs` turns of `turn_steps` steps each, A B then B A, and so on."""
     times: dict[str, list[float]] = {"A": [], "B": []}
@@ -247,22 +263,19 @@ def main() -> None:
         print("note: A and B are the same tree and variant (an A/A run: the ratio should be 1)")
     sides = {"A": (args.a, args.variant, {}), "B": (args.b, b_variant, dict(args.b_env))}
     started = time.perf_counter()
-    workers = {}
-    try:
-        for side, (tree, variant, environment) in sides.items():
-            command = worker_command(tree, variant, args.models, args.threads, args.warmup)
-            workers[side] = Worker(command, environment)
+    commands = [
+        (worker_command(tree, variant, args.models, args.threads, args.warmup), environment)
+        for tree, variant, environment in sides.values()
+    ]
+    with running(commands) as workers:
+        for (side, (_, variant, environment)), worker in zip(sides.items(), workers, strict=True):
             models = 1 if variant == PLAIN else args.models
             settings = "".join(f", {name}={value}" for name, value in environment.items())
-            worker = workers[side]
             print(
                 f"{side}: {variant}, M = {models}{settings}, {worker.threads} threads, "
                 f"lowdiff from {worker.ready}"
             )
-        result = paired(workers["A"], workers["B"], args.pairs, args.turn)
-    finally:
-        for worker in workers.values():
-            worker.close()
+        result = paired(*workers, args.pairs, args.turn)
     print(result.summary())
     print(f"({time.perf_counter() - started:.0f} s)")
 
